@@ -1,0 +1,89 @@
+"""Pseudo-label metrics on logits: counts, precision, recall, confusion, centroid similarity.
+
+Pure numpy (no torch) so that analysis from a cache stays fast. Arrays in, arrays out; class
+indices are always 0..K-1 and K is passed explicitly, so a class that no image belongs to and no
+image is predicted as still has its row, its column and its (undefined) values.
+Undefined values (precision of a class nobody predicted, recall of a class without images) are
+NaN here and null in JSON, never 0.
+"""
+import numpy as np
+
+
+def predicted_labels(logits):
+    """Arg-max class per image: the pseudo-label."""
+    return np.asarray(logits).argmax(axis=1)
+
+
+def class_counts(labels, num_classes):
+    """Number of images per class index, including classes with none."""
+    return np.bincount(np.asarray(labels, dtype=np.int64), minlength=num_classes)
+
+
+def prediction_order(predicted_counts):
+    """Class indices by number of predictions, descending; ties by class index (stable sort)."""
+    return np.argsort(-np.asarray(predicted_counts), kind="stable")
+
+
+def confusion_matrix(labels, predictions, num_classes):
+    """[K, K] counts: rows are true classes, columns predicted classes (sklearn's convention)."""
+    flat = np.asarray(labels, dtype=np.int64) * num_classes + np.asarray(predictions, dtype=np.int64)
+    return np.bincount(flat, minlength=num_classes * num_classes).reshape(num_classes, num_classes)
+
+
+def _ratio_or_nan(numerator, denominator):
+    numerator = np.asarray(numerator, dtype=np.float64)
+    denominator = np.asarray(denominator, dtype=np.float64)
+    out = np.full(numerator.shape, np.nan)
+    np.divide(numerator, denominator, out=out, where=denominator > 0)
+    return out
+
+
+def precision_recall(confusion):
+    """Per-class precision and recall from a confusion matrix; NaN where undefined."""
+    true_positives = np.diag(confusion)
+    precision = _ratio_or_nan(true_positives, confusion.sum(axis=0))
+    recall = _ratio_or_nan(true_positives, confusion.sum(axis=1))
+    return precision, recall
+
+
+def top_k_accuracy(logits, labels, k):
+    """Fraction of images whose true class is among the k highest logits (k capped at K)."""
+    logits = np.asarray(logits)
+    k = min(k, logits.shape[1])
+    top_k = np.argpartition(-logits, k - 1, axis=1)[:, :k]
+    return float(np.mean(np.any(top_k == np.asarray(labels)[:, None], axis=1)))
+
+
+def balanced_accuracy(recall):
+    """Mean recall over the classes that have images (sklearn's balanced_accuracy_score)."""
+    return float(np.nanmean(recall))
+
+
+def class_centroids(logits, groups, num_classes):
+    """Mean logit vector of the images in each group; NaN rows for empty groups."""
+    logits = np.asarray(logits, dtype=np.float64)
+    groups = np.asarray(groups, dtype=np.int64)
+    centroids = np.full((num_classes, logits.shape[1]), np.nan)
+    # Sort once and sum contiguous runs: np.add.at is far slower at 50,000 x 1,000.
+    by_group = np.argsort(groups, kind="stable")
+    present, starts, sizes = np.unique(groups[by_group], return_index=True, return_counts=True)
+    if len(present):
+        centroids[present] = np.add.reduceat(logits[by_group], starts, axis=0) / sizes[:, None]
+    return centroids
+
+
+def nearest_centroids(centroids, query, count=10):
+    """The `count` classes whose centroids are most cosine-similar to class `query`'s.
+
+    Excludes the query itself and classes whose centroid is undefined (no images in their group).
+    Returns (class indices, cosines), sorted by cosine descending, ties by class index; both empty
+    when the query's own centroid is undefined.
+    """
+    norms = np.linalg.norm(centroids, axis=1)
+    unit = _ratio_or_nan(centroids, np.broadcast_to(norms[:, None], centroids.shape))
+    if np.isnan(unit[query]).any():
+        return np.array([], dtype=np.int64), np.array([])
+    similarity = unit @ unit[query]
+    candidates = np.flatnonzero(~np.isnan(similarity) & (np.arange(len(similarity)) != query))
+    ranked = candidates[np.lexsort((candidates, -similarity[candidates]))][:count]
+    return ranked, similarity[ranked]

@@ -1,0 +1,90 @@
+"""Figures for the homework: ordered prediction histograms and confusion matrices.
+
+Each function takes data already computed and already in display order, draws with matplotlib's
+object API (no pyplot state, no GUI backend) and returns the Figure; the caller saves it.
+Figures stay readable from 6 to 1,000 classes: sizes grow with K up to a cap and tick labels are
+thinned past MAX_TICK_LABELS.
+"""
+import matplotlib
+import numpy as np
+from matplotlib.colors import LogNorm
+from matplotlib.figure import Figure
+
+MAX_TICK_LABELS = 120
+BAR_COLOR = "#4C72B0"
+OVERLAY_COLOR = "#DD8452"
+BALANCED_COLOR = "#C44E52"
+
+
+def _tick_positions(num_classes):
+    """Every class when they fit, else every n-th so that at most MAX_TICK_LABELS show."""
+    step = int(np.ceil(num_classes / MAX_TICK_LABELS))
+    return np.arange(0, num_classes, step)
+
+
+def _label_font_size(num_classes):
+    return float(np.clip(500 / max(num_classes, 1), 4, 9))
+
+
+def _set_class_ticks(axis, names, rotation):
+    positions = _tick_positions(len(names))
+    axis.set_ticks(positions, [names[i] for i in positions], rotation=rotation,
+                   fontsize=_label_font_size(min(len(names), MAX_TICK_LABELS)))
+
+
+def _figure_and_axes(ax, size):
+    if ax is not None:
+        return ax.figure, ax
+    figure = Figure(figsize=size, layout="constrained")
+    return figure, figure.add_subplot()
+
+
+def prediction_histogram(predicted_counts, overlay, names, overlay_label, balanced_count,
+                         title="", ax=None):
+    """Bars: predictions per class, in the given order; line: `overlay` (precision or recall).
+
+    predicted_counts, overlay and names are already in display order (Figure 2 of the homework:
+    most to least predicted under the reference model). NaN overlay values (undefined precision
+    or recall) leave gaps. balanced_count is N/K, the count every class would get if balanced.
+    """
+    num_classes = len(predicted_counts)
+    figure, ax = _figure_and_axes(ax, (min(max(10.0, 0.16 * num_classes), 30.0), 6.0))
+    positions = np.arange(num_classes)
+    ax.bar(positions, predicted_counts, width=0.8, color=BAR_COLOR, label="predictions")
+    ax.axhline(balanced_count, color=BALANCED_COLOR, linestyle="--", linewidth=1,
+               label=f"balanced: N/K = {balanced_count:.1f}")
+    ax.set_xlim(-0.6, num_classes - 0.4)
+    ax.set_ylabel("number of predictions")
+    _set_class_ticks(ax.xaxis, names, rotation=90)
+    overlay_ax = ax.twinx()
+    overlay_ax.plot(positions, overlay, color=OVERLAY_COLOR, marker="o",
+                    markersize=max(1.5, 4 - num_classes / 100), linewidth=1, label=overlay_label)
+    overlay_ax.set_ylim(0, 1.02)
+    overlay_ax.set_ylabel(overlay_label)
+    handles, labels = ax.get_legend_handles_labels()
+    overlay_handles, overlay_labels = overlay_ax.get_legend_handles_labels()
+    ax.legend(handles + overlay_handles, labels + overlay_labels, loc="upper right")
+    ax.set_title(title)
+    return figure
+
+
+def confusion_matrix_figure(confusion, names, title="", ax=None):
+    """Confusion counts, rows = true class, columns = predicted class, both in display order.
+
+    A logarithmic colour scale keeps single off-diagonal confusions visible next to a diagonal
+    of hundreds; empty cells are white.
+    """
+    num_classes = len(names)
+    side = min(max(8.0, 0.15 * num_classes), 24.0)
+    figure, ax = _figure_and_axes(ax, (side + 1.5, side))
+    counts = np.ma.masked_equal(np.asarray(confusion), 0)
+    cmap = matplotlib.colormaps["viridis"].with_extremes(bad="white")
+    norm = LogNorm(vmin=1, vmax=max(int(np.max(confusion)), 2))
+    image = ax.imshow(counts, cmap=cmap, norm=norm, interpolation="nearest", aspect="equal")
+    figure.colorbar(image, ax=ax, shrink=0.6, label="images (log scale)")
+    _set_class_ticks(ax.xaxis, names, rotation=90)
+    _set_class_ticks(ax.yaxis, names, rotation=0)
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class")
+    ax.set_title(title)
+    return figure
