@@ -1,0 +1,68 @@
+"""Shared fixtures: a generated 6-class ImageNet folder, random weights in the real formats, and
+analysed runs built from synthetic logits (no torch) for the tests of the analysis layer."""
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+PROJECT_DIR = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(PROJECT_DIR))
+
+import starter  # noqa: E402
+import synthetic  # noqa: E402
+
+# Six real ImageNet100 wnids; n01558993 (first) receives the grayscale, CMYK and PNG files.
+SUBSET_WNIDS = ["n01558993", "n01692333", "n02085620", "n02108089", "n03017168", "n04229816"]
+
+
+@pytest.fixture(scope="session")
+def demo_inputs(tmp_path_factory):
+    """ImageNet100-style root with 6 classes x 3 images, and both random weight files."""
+    return synthetic.write_demo_inputs(tmp_path_factory.mktemp("inputs"), wnids=SUBSET_WNIDS,
+                                       images_per_class=3, seed=0)
+
+
+def run_cli(*argv):
+    """starter.main with its exit code; raises on failure so the test shows stderr."""
+    return starter.main([str(arg) for arg in argv])
+
+
+@pytest.fixture(scope="session")
+def real_runs(tmp_path_factory, demo_inputs):
+    """OUT folder after `--model clip` then `--model debiaspl` on the generated folder (CPU)."""
+    out = tmp_path_factory.mktemp("out")
+    common = ["--data", demo_inputs.data, "--out", out, "--device", "cpu", "--batch-size", 4,
+              "--workers", 0]
+    assert run_cli("--model", "clip", "--clip-weights", demo_inputs.clip_weights,
+                   "--prompts", "single", *common) == 0
+    assert run_cli("--model", "debiaspl", "--checkpoint", demo_inputs.debiaspl_checkpoint,
+                   *common) == 0
+    return out
+
+
+def synthetic_predictions(model, seed, num_classes=6, images_per_class=10, bias=None):
+    """Predictions from random logits (optionally biased towards some classes): no torch."""
+    rng = np.random.default_rng(seed)
+    labels = np.repeat(np.arange(num_classes), images_per_class).astype(np.int64)
+    logits = rng.normal(size=(len(labels), num_classes)) + 2.0 * np.eye(num_classes)[labels]
+    if bias is not None:
+        logits = logits + np.asarray(bias)
+    wnids = np.array(SUBSET_WNIDS[:num_classes] if num_classes <= len(SUBSET_WNIDS)
+                     else [f"n{index:08d}" for index in range(num_classes)])
+    return starter.Predictions(
+        logits=logits.astype(np.float32), labels=labels,
+        paths=np.array([f"{wnids[label]}/img{i}.JPEG" for i, label in enumerate(labels)]),
+        wnids=wnids, names=np.array([f"class {w}" for w in wnids]),
+        meta={"model": model, "weights": f"{model}-synthetic", "data": "synthetic"})
+
+
+@pytest.fixture
+def synthetic_runs(tmp_path):
+    """OUT folder with clip and debiaspl caches and outputs made from synthetic logits."""
+    runs = {"clip": synthetic_predictions("clip", 0, bias=[1.5, 1.0, 0.5, 0, -0.5, -1.0]),
+            "debiaspl": synthetic_predictions("debiaspl", 1)}
+    for model, predictions in runs.items():
+        starter.save_predictions(tmp_path / model / "predictions.npz", predictions)
+        starter.analyze(predictions, tmp_path / model, tmp_path)
+    return tmp_path

@@ -1,0 +1,100 @@
+"""metrics.py against hand-computed values, scikit-learn and direct computations."""
+import numpy as np
+import pytest
+from sklearn import metrics as sk
+
+import metrics
+
+
+def one_hot_logits(predictions, num_classes):
+    return np.eye(num_classes)[predictions] + 0.01
+
+
+@pytest.fixture
+def small_case():
+    # 4 classes: class 3 is never predicted, class 2 has no images, class 0 is over-predicted.
+    labels = np.array([0, 0, 1, 1, 1, 3, 3])
+    predicted = np.array([0, 0, 0, 1, 2, 0, 1])
+    return labels, predicted, 4
+
+
+def test_counts_and_confusion_by_hand(small_case):
+    labels, predicted, k = small_case
+    confusion = metrics.confusion_matrix(labels, predicted, k)
+    assert confusion.tolist() == [[2, 0, 0, 0], [1, 1, 1, 0], [0, 0, 0, 0], [1, 1, 0, 0]]
+    assert metrics.class_counts(predicted, k).tolist() == [4, 2, 1, 0]
+    np.testing.assert_array_equal(confusion, sk.confusion_matrix(labels, predicted, labels=range(k)))
+
+
+def test_precision_recall_undefined_is_nan_not_zero(small_case):
+    labels, predicted, k = small_case
+    precision, recall = metrics.precision_recall(metrics.confusion_matrix(labels, predicted, k))
+    np.testing.assert_allclose(precision[:3], [2 / 4, 1 / 2, 0 / 1])
+    assert np.isnan(precision[3])  # nobody predicted class 3
+    np.testing.assert_allclose(recall[[0, 1, 3]], [1.0, 1 / 3, 0.0])
+    assert np.isnan(recall[2])  # class 2 has no images
+    defined = [0, 1, 2]
+    np.testing.assert_allclose(precision[defined], sk.precision_score(
+        labels, predicted, labels=defined, average=None, zero_division=0))
+
+
+def test_balanced_accuracy_matches_sklearn(small_case):
+    labels, predicted, k = small_case
+    _, recall = metrics.precision_recall(metrics.confusion_matrix(labels, predicted, k))
+    with pytest.warns(UserWarning):  # sklearn warns that class 2 is predicted but has no images
+        expected = sk.balanced_accuracy_score(labels, predicted)
+    assert metrics.balanced_accuracy(recall) == pytest.approx(expected)
+
+
+def test_top_k_accuracy_matches_sklearn():
+    rng = np.random.default_rng(0)
+    logits = rng.normal(size=(50, 8))
+    labels = rng.integers(0, 8, size=50)
+    for k in (1, 3, 5):
+        assert metrics.top_k_accuracy(logits, labels, k) == pytest.approx(
+            sk.top_k_accuracy_score(labels, logits, k=k, labels=range(8)))
+    assert metrics.top_k_accuracy(logits[:, :3], labels % 3, 5) == 1.0  # k capped at K
+
+
+def test_prediction_order_descending_ties_by_index():
+    counts = np.array([3, 5, 0, 5, 3, 0])
+    assert metrics.prediction_order(counts).tolist() == [1, 3, 0, 4, 2, 5]
+
+
+def test_centroids_are_group_means_with_nan_for_empty_groups():
+    logits = np.array([[1.0, 0, 0], [3.0, 0, 2], [0, 1.0, 0]])
+    centroids = metrics.class_centroids(logits, np.array([0, 0, 1]), 3)
+    np.testing.assert_allclose(centroids[:2], [[2.0, 0, 1.0], [0, 1.0, 0]])
+    assert np.isnan(centroids[2]).all()
+
+
+def test_nearest_centroids_against_direct_computation():
+    rng = np.random.default_rng(1)
+    num_classes = 15
+    logits = rng.normal(size=(200, num_classes))
+    groups = rng.integers(0, num_classes - 2, size=200)  # the last two classes stay empty
+    centroids = metrics.class_centroids(logits, groups, num_classes)
+    for query in range(num_classes - 2):
+        neighbours, cosines = metrics.nearest_centroids(centroids, query, 10)
+        direct = []
+        for other in range(num_classes - 2):
+            if other != query:
+                a, b = centroids[query], centroids[other]
+                direct.append((-(a @ b) / np.linalg.norm(a) / np.linalg.norm(b), other))
+        direct.sort()
+        assert neighbours.tolist() == [other for _, other in direct[:10]]
+        np.testing.assert_allclose(cosines, [-negative for negative, _ in direct[:10]])
+        assert set(neighbours.tolist()).isdisjoint({query, num_classes - 2, num_classes - 1})
+
+
+def test_nearest_centroids_ties_by_class_index_and_empty_query():
+    centroids = np.array([[1.0, 0], [2.0, 0], [np.nan, np.nan], [1.0, 0], [0, 1.0], [3.0, 0]])
+    neighbours, cosines = metrics.nearest_centroids(centroids, 3, 10)
+    assert neighbours.tolist() == [0, 1, 5, 4]
+    np.testing.assert_allclose(cosines, [1, 1, 1, 0], atol=1e-12)
+    neighbours, cosines = metrics.nearest_centroids(centroids, 2, 10)
+    assert neighbours.size == 0 and cosines.size == 0
+
+
+def test_predicted_labels_are_argmax():
+    assert metrics.predicted_labels(one_hot_logits(np.array([2, 0, 1]), 3)).tolist() == [2, 0, 1]
