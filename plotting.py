@@ -1,4 +1,5 @@
-"""Figures for the homework: ordered prediction histograms and confusion matrices.
+"""Figures for the homework: ordered prediction histograms, confusion matrices and the
+logit-adjustment sweep of clip-la.
 
 Each function takes data already computed and already in display order, draws with matplotlib's
 object API (no pyplot state, no GUI backend) and returns the Figure; the caller saves it.
@@ -87,4 +88,70 @@ def confusion_matrix_figure(confusion, names, title="", ax=None):
     ax.set_xlabel("predicted class")
     ax.set_ylabel("true class")
     ax.set_title(title)
+    return figure
+
+
+def lambda_sweep_figure(strengths, accuracy, balanced_accuracy, chosen_strength, title="", ax=None):
+    """Accuracy and balanced accuracy of logit-adjusted logits against the adjustment strength λ.
+
+    strengths, accuracy and balanced_accuracy are parallel arrays, already computed; the chosen
+    λ is marked by a vertical line. On a class-balanced set (ImageNet100 val) the two curves
+    coincide, so balanced accuracy is drawn dashed over accuracy to stay visible.
+    """
+    figure, ax = _figure_and_axes(ax, (7.0, 4.5))
+    ax.plot(strengths, accuracy, color=BAR_COLOR, marker="o", markersize=3, label="accuracy")
+    ax.plot(strengths, balanced_accuracy, color=OVERLAY_COLOR, marker="s", markersize=3,
+            linestyle="--", label="balanced accuracy")
+    ax.axvline(chosen_strength, color=BALANCED_COLOR, linestyle=":", linewidth=1.5,
+               label=f"chosen λ = {chosen_strength:g}")
+    ax.set_xlabel("adjustment strength λ  (logits − λ·log p̂)")
+    ax.set_ylabel("fraction correct")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="best")
+    ax.set_title(title)
+    return figure
+
+
+def comparison_figure(names, predicted_counts, recall_changes, balanced_count, reference,
+                      title="", axes=None):
+    """Top: predictions per class of every run; bottom: each run's recall minus `reference`'s.
+
+    names, and every array in the dicts predicted_counts ({run: counts}) and recall_changes
+    ({run: recall - reference recall}, runs other than the reference), are in the reference
+    run's order (most to least predicted by it). NaN recall changes (recall undefined) leave
+    gaps. axes is an optional pair (counts axes, recall-change axes).
+    """
+    num_classes = len(names)
+    if axes is None:
+        figure = Figure(figsize=(min(max(10.0, 0.16 * num_classes), 30.0), 9.0),
+                        layout="constrained")
+        axes = figure.subplots(2, 1, sharex=True)
+    count_ax, change_ax = axes
+    figure = count_ax.figure
+    positions = np.arange(num_classes)
+    # One colour per run, the same in both axes.
+    colors = {run: matplotlib.colormaps["tab10"](index) for index, run in enumerate(predicted_counts)}
+    for run, counts in predicted_counts.items():
+        count_ax.plot(positions, counts, color=colors[run], marker="o",
+                      markersize=max(1.5, 4 - num_classes / 100), linewidth=1, label=run)
+    count_ax.axhline(balanced_count, color=BALANCED_COLOR, linestyle="--", linewidth=1,
+                     label=f"balanced: N/K = {balanced_count:.1f}")
+    count_ax.set_ylabel("number of predictions")
+    count_ax.set_xlim(-0.6, num_classes - 0.4)
+    count_ax.legend(loc="upper right")
+    count_ax.set_title(title)
+    width = 0.8 / max(len(recall_changes), 1)
+    for index, (run, change) in enumerate(recall_changes.items()):
+        offset = (index - (len(recall_changes) - 1) / 2) * width
+        change_ax.bar(positions + offset, change, width=width, color=colors[run],
+                      label=f"{run} − {reference}")
+    change_ax.axhline(0, color="black", linewidth=0.8)
+    change_ax.set_ylabel(f"recall − recall of {reference}")
+    if recall_changes:
+        change_ax.legend(loc="upper right")
+    else:
+        change_ax.text(0.5, 0.5, f"only {reference} has run: no recall change to show",
+                       transform=change_ax.transAxes, ha="center", va="center")
+    change_ax.set_xlabel(f"class, most to least predicted by {reference}")
+    _set_class_ticks(change_ax.xaxis, names, rotation=90)
     return figure

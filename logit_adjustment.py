@@ -1,0 +1,80 @@
+"""Training-free logit adjustment of cached logits with DebiasPL's moving-average prior.
+
+Homework §2.2: p̂ starts uniform and, batch after batch,
+    p̂ <- m·p̂ + (1 - m)·(mean softmax probability, before debiasing, of the batch's images whose
+                         maximum softmax probability is at least τ),
+and logits s are debiased as s - λ·log p̂ (Menon et al.'s logit adjustment with the pseudo-label
+prior in place of the label prior).
+
+Pure numpy (no torch), like metrics.py: it only ever runs on logits already cached.
+"""
+from dataclasses import dataclass
+
+import numpy as np
+
+
+def softmax(logits):
+    """Row-wise softmax in float64; subtracting the row maximum keeps exp() from overflowing."""
+    logits = np.asarray(logits, dtype=np.float64)
+    exponentials = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return exponentials / exponentials.sum(axis=1, keepdims=True)
+
+
+def shuffled_batches(num_images, batch_size, seed):
+    """Image indices in batches of `batch_size` (the last may be smaller), in a seeded random order.
+
+    Cached logits are in ImageFolder order, sorted by class: unshuffled batches would each hold
+    a single class and drag p̂ towards it. The last, smaller batch is kept (unlike DebiasPL's
+    drop_last loader) so that every image is debiased in online mode.
+    """
+    order = np.random.default_rng(seed).permutation(num_images)
+    return [order[start:start + batch_size] for start in range(0, num_images, batch_size)]
+
+
+def confident_mean(probabilities, threshold):
+    """Mean probability vector [K] of the images whose top probability is >= threshold; None if none.
+
+    The mean runs over the selected images only. DebiasPL's update_qhat (masked_qhat branch)
+    computes `probs * qhat_mask.unsqueeze(-1)` and never averages it, so its "mean" is a [B, K]
+    matrix that broadcasts p̂ into a matrix; averaging the masked matrix over all B images instead
+    would shrink p̂ by the fraction of confident images. Neither is a mean over the selection.
+    """
+    selected = probabilities[probabilities.max(axis=1) >= threshold]
+    return selected.mean(axis=0) if len(selected) else None
+
+
+@dataclass
+class PriorEstimate:
+    prior: np.ndarray  # float64 [K]: p̂ after the last batch
+    image_priors: np.ndarray  # float64 [N, K]: the p̂ each image is debiased with in online mode
+    num_batches: int
+    num_updating_batches: int  # batches with at least one confident image
+
+
+def estimate_prior(logits, batches, momentum, threshold):
+    """DebiasPL's moving-average pseudo-label prior over `batches` (lists of image indices).
+
+    Online mode debiases each batch with p̂ as it is *before* that batch's update, as DebiasPL's
+    training loop does for its pseudo-labels (main_DebiasPL_ZeroShot.py: causal_inference() with
+    the current qhat, then update_qhat(); the updated qhat only enters the adaptive marginal loss
+    on the strongly augmented view). So the first batch is debiased with the uniform prior, i.e.
+    not at all.
+    """
+    logits = np.asarray(logits)
+    num_classes = logits.shape[1]
+    prior = np.full(num_classes, 1.0 / num_classes)
+    image_priors = np.full(logits.shape, np.nan)  # NaN marks an image left out of every batch
+    num_updating_batches = 0
+    for batch in batches:
+        image_priors[batch] = prior
+        batch_mean = confident_mean(softmax(logits[batch]), threshold)
+        if batch_mean is not None:
+            prior = momentum * prior + (1 - momentum) * batch_mean
+            num_updating_batches += 1
+    return PriorEstimate(prior=prior, image_priors=image_priors, num_batches=len(batches),
+                         num_updating_batches=num_updating_batches)
+
+
+def adjust_logits(logits, prior, strength):
+    """s - λ·log p̂ in float64; `prior` is one [K] vector for all images or an [N, K] row per image."""
+    return np.asarray(logits, dtype=np.float64) - strength * np.log(prior)

@@ -1,0 +1,265 @@
+"""Bad input, untrusted checkpoints and interruptions: one clear sentence, exit 2, no traceback,
+nothing half-written, nothing run from a file, nothing stale."""
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import starter
+import synthetic
+from conftest import SUBSET_WNIDS, run_cli
+
+
+def assert_one_line_error(capsys, *fragments):
+    stderr = capsys.readouterr().err
+    errors = [line for line in stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and stderr.rstrip().endswith(errors[0]), stderr
+    assert "Traceback" not in stderr, stderr
+    err = errors[0]
+    for fragment in fragments:
+        assert fragment in err, err
+    return err
+
+
+@pytest.fixture
+def out_with_clip(tmp_path, real_runs):
+    """An OUT folder holding clip's metrics.json, so debiaspl runs can start."""
+    out = tmp_path / "out"
+    shutil.copytree(real_runs / "clip", out / "clip")
+    return out
+
+
+@pytest.fixture
+def data_copy(tmp_path, demo_inputs):
+    shutil.copytree(demo_inputs.data, tmp_path / "data")
+    return tmp_path / "data"
+
+
+def debiaspl_args(checkpoint, data, out, *extra):
+    return ["--model", "debiaspl", "--checkpoint", checkpoint, "--data", data, "--out", out,
+            "--device", "cpu", "--workers", 0, "--batch-size", 4, *extra]
+
+
+# 1. Bad input -------------------------------------------------------------------------------
+
+def test_missing_data_folder(tmp_path, capsys):
+    assert run_cli("--model", "clip", "--data", tmp_path / "nowhere", "--out", tmp_path / "out") == 2
+    assert_one_line_error(capsys, "nowhere", "does not exist")
+    assert not (tmp_path / "out").exists()
+
+
+def test_folder_without_class_folders(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "notes.txt").write_text("no classes here")
+    assert run_cli("--model", "clip", "--data", tmp_path / "empty", "--out", tmp_path / "out") == 2
+    assert_one_line_error(capsys, "no class folders")
+
+
+def test_class_folder_that_is_not_a_wnid(tmp_path, capsys, data_copy):
+    (data_copy / "val" / "cats").mkdir()
+    assert run_cli("--model", "clip", "--data", data_copy, "--out", tmp_path / "out") == 2
+    assert_one_line_error(capsys, "'cats'", "not an ImageNet-1k wnid")
+
+
+def break_images(val_dir):
+    """Truncate one JPEG and replace another with bytes that are no image; return their paths."""
+    truncated = sorted((val_dir / SUBSET_WNIDS[1]).iterdir())[0]
+    truncated.write_bytes(truncated.read_bytes()[:300])
+    garbage = sorted((val_dir / SUBSET_WNIDS[4]).iterdir())[1]
+    garbage.write_bytes(b"this is not a JPEG")
+    return [truncated, garbage]
+
+
+def test_unreadable_images_stop_the_run_and_name_the_file(tmp_path, capsys, demo_inputs, data_copy,
+                                                          out_with_clip):
+    truncated, _ = break_images(data_copy / "val")
+    code = run_cli(*debiaspl_args(demo_inputs.debiaspl_checkpoint, data_copy, out_with_clip))
+    assert code == 2
+    assert_one_line_error(capsys, str(truncated), "--skip-bad-images")
+    assert not (out_with_clip / "debiaspl").exists()
+
+
+def test_skip_bad_images_evaluates_the_rest(capsys, demo_inputs, data_copy, out_with_clip):
+    broken = break_images(data_copy / "val")
+    code = run_cli(*debiaspl_args(demo_inputs.debiaspl_checkpoint, data_copy, out_with_clip,
+                                  "--skip-bad-images"))
+    assert code == 0
+    summary = json.loads((out_with_clip / "debiaspl" / "metrics.json").read_text())
+    assert summary["skipped"] == [str(p.relative_to(data_copy / "val")) for p in broken]
+    image_files = sum(1 for p in (data_copy / "val").rglob("*.JPEG"))
+    assert summary["num_images"] + len(summary["skipped"]) == image_files == 18
+    with np.load(out_with_clip / "debiaspl" / "predictions.npz") as cache:
+        assert len(cache["paths"]) == len(cache["labels"]) == len(cache["logits"]) == 16
+        assert not set(summary["skipped"]) & set(cache["paths"].tolist())
+    assert "skipped unreadable image" in capsys.readouterr().err
+
+
+def test_missing_checkpoint(tmp_path, capsys, demo_inputs, out_with_clip):
+    assert run_cli(*debiaspl_args(tmp_path / "none.pth.tar", demo_inputs.data, out_with_clip)) == 2
+    assert_one_line_error(capsys, "none.pth.tar", "does not exist")
+
+
+def test_file_that_is_not_a_checkpoint(tmp_path, capsys, demo_inputs, out_with_clip):
+    (tmp_path / "notes.pth.tar").write_bytes(b"these are lecture notes, not weights")
+    assert run_cli(*debiaspl_args(tmp_path / "notes.pth.tar", demo_inputs.data, out_with_clip)) == 2
+    assert_one_line_error(capsys, "notes.pth.tar", "not a readable PyTorch")
+
+
+def test_checkpoint_of_another_architecture(tmp_path, capsys, demo_inputs, out_with_clip):
+    import torchvision
+    resnet18 = torchvision.models.resnet18().state_dict()
+    torch.save({"state_dict": synthetic.fixmatch_state_dict(resnet18, resnet18)}, tmp_path / "r18.pth.tar")
+    assert run_cli(*debiaspl_args(tmp_path / "r18.pth.tar", demo_inputs.data, out_with_clip)) == 2
+    err = assert_one_line_error(capsys, "does not fit ResNet", "missing keys:", "shapes differ:")
+    assert "layer1.0.conv3.weight" in err or "conv3" in err
+
+
+def test_clip_weights_of_another_architecture(tmp_path, capsys, demo_inputs):
+    torch.save({"visual.conv1.weight": torch.zeros(1)}, tmp_path / "other.pt")
+    args = ["--model", "clip", "--clip-weights", tmp_path / "other.pt", "--data", demo_inputs.data,
+            "--out", tmp_path / "out", "--device", "cpu", "--prompts", "single"]
+    assert run_cli(*args) == 2
+    assert_one_line_error(capsys, "does not fit CLIP", "missing keys:", "shapes differ: visual.conv1.weight")
+
+
+def test_checkpoint_without_the_requested_branch(tmp_path, capsys, demo_inputs, out_with_clip):
+    main_only = {k: v for k, v in torch.load(demo_inputs.debiaspl_checkpoint, weights_only=True)["state_dict"].items()
+                 if ".main." in k}
+    torch.save({"state_dict": main_only}, tmp_path / "main-only.pth.tar")
+    args = debiaspl_args(tmp_path / "main-only.pth.tar", demo_inputs.data, out_with_clip, "--branch", "ema")
+    assert run_cli(*args) == 2
+    assert_one_line_error(capsys, "no 'ema' branch", "main")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_cuda_without_cuda(tmp_path, capsys, demo_inputs, out_with_clip):
+    args = debiaspl_args(demo_inputs.debiaspl_checkpoint, demo_inputs.data, out_with_clip)
+    args[args.index("--device") + 1] = "cuda"
+    assert run_cli(*args) == 2
+    assert_one_line_error(capsys, "--device cuda", "--device cpu")
+
+
+def test_from_cache_without_a_cache(tmp_path, capsys):
+    assert run_cli("--model", "clip", "--from-cache", "--out", tmp_path) == 2
+    assert_one_line_error(capsys, "no cache", "without --from-cache")
+
+
+def test_from_cache_with_a_damaged_cache(tmp_path, capsys, real_runs):
+    (tmp_path / "clip").mkdir()
+    data = (real_runs / "clip" / "predictions.npz").read_bytes()
+    (tmp_path / "clip" / "predictions.npz").write_bytes(data[: len(data) // 2])
+    assert run_cli("--model", "clip", "--from-cache", "--out", tmp_path) == 2
+    assert_one_line_error(capsys, "damaged")
+    assert not (tmp_path / "clip" / "metrics.json").exists()
+
+
+# 2. Checkpoints are untrusted pickles --------------------------------------------------------
+
+class CreatesFileWhenUnpickled:
+    def __init__(self, path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        return open, (self.path, "w")
+
+
+def test_checkpoint_that_would_run_code_runs_nothing(tmp_path, capsys, demo_inputs, out_with_clip):
+    marker = tmp_path / "code-ran"
+    checkpoint = torch.load(demo_inputs.debiaspl_checkpoint, weights_only=True)
+    checkpoint["payload"] = CreatesFileWhenUnpickled(marker)
+    torch.save(checkpoint, tmp_path / "crafted.pth.tar")
+    args = debiaspl_args(tmp_path / "crafted.pth.tar", demo_inputs.data, out_with_clip)
+    assert run_cli(*args) == 2
+    assert_one_line_error(capsys, "--trust-checkpoint", "open")
+    assert not marker.exists()
+    # The explicit opt-in loads it (and so runs its code): proof the refusal was the guard.
+    assert run_cli(*args, "--trust-checkpoint") == 0
+    assert marker.exists()
+
+
+def test_numpy_scalars_in_checkpoints_are_allowed(tmp_path):
+    path = synthetic.write_debiaspl_checkpoint(tmp_path / "np.pth.tar", best_acc1=np.float64(71.5))
+    checkpoint = starter.read_checkpoint(path, "DebiasPL checkpoint")
+    assert checkpoint["best_acc1"] == 71.5 and checkpoint["epoch"] == 50
+    torch.save({"dtype": np.dtype("float32"), "count": np.int64(3)}, tmp_path / "dtypes.pth")
+    assert starter.read_checkpoint(tmp_path / "dtypes.pth", "file")["count"] == 3
+
+
+# 3. Nothing lost, nothing stale --------------------------------------------------------------
+
+def test_interrupted_write_leaves_the_old_file_and_no_temporary(tmp_path):
+    target = tmp_path / "metrics.json"
+    target.write_text("old")
+
+    def interrupted(file):
+        file.write(b"half of the new")
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        starter.write_atomic(target, interrupted)
+    assert target.read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["metrics.json"]
+
+
+def test_interrupted_run_keeps_complete_outputs(tmp_path, real_runs, monkeypatch, capsys):
+    shutil.copytree(real_runs / "clip", tmp_path / "clip")
+    before = {p.name: p.read_bytes() for p in (tmp_path / "clip").iterdir()}
+    from matplotlib.figure import Figure
+
+    def savefig_interrupted(self, file, **kwargs):
+        file.write(b"\x89PNG half")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Figure, "savefig", savefig_interrupted)
+    assert run_cli("--model", "clip", "--from-cache", "--out", tmp_path) == 130
+    assert "interrupted" in capsys.readouterr().err
+    after = {p.name: p.read_bytes() for p in (tmp_path / "clip").iterdir()}
+    assert sorted(after) == sorted(before)  # no temporary file left behind
+    for name in ("histogram_precision.png", "histogram_recall.png", "confusion_matrix.png", "predictions.npz"):
+        assert after[name] == before[name]
+
+
+def test_cache_records_what_produced_it(real_runs, demo_inputs):
+    for model, weights in (("clip", demo_inputs.clip_weights), ("debiaspl", demo_inputs.debiaspl_checkpoint)):
+        meta = starter.load_predictions(real_runs / model / "predictions.npz").meta
+        assert meta["model"] == model
+        assert meta["weights_identity"]["sha256"] == hashlib.sha256(Path(weights).read_bytes()).hexdigest()
+        assert meta["image_files"] == 18
+        assert meta["file_list_sha256"] == starter.file_list_identity(
+            starter.list_image_files(demo_inputs.data / "val"))
+    assert starter.load_predictions(real_runs / "clip" / "predictions.npz").meta["prompts"] == "single"
+    assert starter.load_predictions(real_runs / "debiaspl" / "predictions.npz").meta["branch"] == "main"
+
+
+def test_from_cache_with_other_options_says_so(tmp_path, real_runs, demo_inputs, data_copy, capsys):
+    shutil.copytree(real_runs / "clip", tmp_path / "clip")
+    assert run_cli("--model", "clip", "--from-cache", "--out", tmp_path, "--prompts", "single",
+                   "--data", demo_inputs.data, "--clip-weights", demo_inputs.clip_weights) == 0
+    assert "note:" not in capsys.readouterr().err
+    (data_copy / "val" / SUBSET_WNIDS[0] / "extra.JPEG").write_bytes(
+        (data_copy / "val" / SUBSET_WNIDS[1]).joinpath(sorted(p.name for p in (data_copy / "val" / SUBSET_WNIDS[1]).iterdir())[0]).read_bytes())
+    assert run_cli("--model", "clip", "--from-cache", "--out", tmp_path, "--prompts", "ensemble",
+                   "--data", data_copy) == 0
+    err = capsys.readouterr().err
+    assert "--prompts single, not ensemble" in err and "other image files" in err
+
+
+def test_text_classifier_is_cached(tmp_path, real_runs, demo_inputs, monkeypatch):
+    import open_clip
+    cached = list((real_runs / "cache").glob("clip-text-classifier-*.npy"))
+    assert len(cached) == 1
+    out = tmp_path / "out"
+    shutil.copytree(real_runs / "cache", out / "cache")
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("the text classifier was rebuilt instead of read from the cache")
+
+    monkeypatch.setattr(open_clip, "build_zero_shot_classifier", must_not_run)
+    assert run_cli("--model", "clip", "--clip-weights", demo_inputs.clip_weights, "--prompts", "single",
+                   "--data", demo_inputs.data, "--out", out, "--device", "cpu", "--workers", 0) == 0
+    with np.load(out / "clip" / "predictions.npz") as new, np.load(real_runs / "clip" / "predictions.npz") as old:
+        np.testing.assert_allclose(new["logits"], old["logits"], rtol=1e-5, atol=1e-4)
