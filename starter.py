@@ -12,6 +12,7 @@ moving-average pseudo-label prior (homework §2.2) and analyses them the same wa
     python starter.py --model debiaspl
     python starter.py --model clip-la   # after clip
     python starter.py --demo            # random weights, generated images: checks the plumbing
+    python starter.py --report          # OUT/report.pdf and report.md from the runs in OUT
 
 torch, torchvision and open_clip are imported only when inference runs, so `--from-cache`
 redoes every figure and number from predictions.npz in seconds.
@@ -68,8 +69,8 @@ def build_parser():
                         help="generate a small ImageNet100-style folder and random weights in the "
                              "real file formats, run clip, debiaspl and clip-la on them into OUT/demo/")
     parser.add_argument("--data", default=os.environ.get("IMAGENET100_ROOT", COURSE_DATA_DIR),
-                        help="ImageNet100 root holding val/, or the val folder itself "
-                             "(default: $IMAGENET100_ROOT, else the course's copy)")
+                        help="ImageNet100 root holding val/, or the val folder itself; the default "
+                             "is $IMAGENET100_ROOT when set, else the course's copy")
     parser.add_argument("--out", default=str(PROJECT_DIR / "figures"),
                         help="output folder; each model writes to OUT/<model>/")
     parser.add_argument("--from-cache", action="store_true",
@@ -105,7 +106,8 @@ def build_parser():
                            help="data-loading processes (0 = load in the main process)")
     inference.add_argument("--skip-bad-images", action="store_true",
                            help="evaluate the images that can be read and list the unreadable ones "
-                                "in metrics.json under 'skipped' (default: stop and name them)")
+                                "in metrics.json under 'skipped'; without it, unreadable images stop "
+                                "the run and are named")
     adjustment = parser.add_argument_group(
         "logit adjustment (--model clip-la)",
         "clip's cached logits s become s − λ·log p̂, where p̂ starts uniform and, over batches of "
@@ -211,22 +213,24 @@ def save_predictions(path, predictions):
 
 
 def load_predictions(path):
+    """The cache of a run; a missing or damaged one stops with the command that rebuilds it."""
     path = Path(path)
+    rebuild = f"run `python starter.py --model {path.parent.name}` without --from-cache to rebuild it"
     if not path.is_file():
-        raise UserError(f"there is no cache at {path}; run without --from-cache first.")
+        raise UserError(f"there is no cache at {path}; {rebuild}.")
     try:
         with np.load(path, allow_pickle=False) as archive:
             missing = [key for key in PREDICTION_KEYS if key not in archive.files]
             if missing:
-                raise UserError(f"the cache {path} lacks {', '.join(missing)}; run without "
-                                "--from-cache to rebuild it.")
+                raise UserError(f"the cache {path} lacks {', '.join(missing)}; {rebuild}.")
             loaded = {key: archive[key] for key in PREDICTION_KEYS}
+        loaded["meta"] = json.loads(str(loaded["meta"]))
+        if not isinstance(loaded["meta"], dict) or "model" not in loaded["meta"]:
+            raise ValueError("its meta entry names no model")
     except UserError:
         raise
     except Exception as error:
-        raise UserError(f"the cache {path} is damaged ({error}); run without --from-cache to "
-                        "rebuild it.") from None
-    loaded["meta"] = json.loads(str(loaded["meta"]))
+        raise UserError(f"the cache {path} is damaged ({error}); {rebuild}.") from None
     return Predictions(**loaded)
 
 
