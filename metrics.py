@@ -87,3 +87,65 @@ def nearest_centroids(centroids, query, count=10):
     candidates = np.flatnonzero(~np.isnan(similarity) & (np.arange(len(similarity)) != query))
     ranked = candidates[np.lexsort((candidates, -similarity[candidates]))][:count]
     return ranked, similarity[ranked]
+
+
+# Run-level comparison: overall quality and how unevenly the predictions spread over classes.
+
+def macro_f1(true_positives, true_counts, predicted_counts):
+    """Mean F1 over the classes that have images; NaN when no class has any.
+
+    Same value as sklearn's f1_score(average='macro', labels=<classes with images>,
+    zero_division=0): per class F1 = 2·TP / (images + predictions), which is never 0/0 for a
+    class with images, and is 0 for a class with images that nobody predicts.
+    """
+    true_positives = np.asarray(true_positives, dtype=np.float64)
+    true_counts = np.asarray(true_counts, dtype=np.float64)
+    has_images = true_counts > 0
+    if not has_images.any():
+        return float("nan")
+    f1 = 2 * true_positives[has_images] / (true_counts[has_images]
+                                           + np.asarray(predicted_counts)[has_images])
+    return float(f1.mean())
+
+
+def max_min_count_ratio(predicted_counts):
+    """Most predicted class's count over least predicted's: inf when some class gets no
+    prediction (and others do), NaN when there are no predictions at all."""
+    counts = np.asarray(predicted_counts, dtype=np.float64)
+    if counts.size == 0 or counts.max() == 0:
+        return float("nan")
+    return float("inf") if counts.min() == 0 else float(counts.max() / counts.min())
+
+
+def kl_from_uniform(predicted_counts):
+    """KL(p || uniform) in nats of the predicted-class distribution p over the K classes.
+
+    sum_k p_k log(p_k K), with 0 log 0 = 0: 0 when balanced, log K when every image gets one
+    class. NaN when there are no predictions.
+    """
+    counts = np.asarray(predicted_counts, dtype=np.float64)
+    if counts.size == 0 or counts.sum() == 0:
+        return float("nan")
+    p = counts[counts > 0] / counts.sum()
+    return float(np.sum(p * np.log(p * counts.size)))
+
+
+def classes_below_balanced(predicted_counts, fraction=0.5):
+    """Number of classes predicted fewer than `fraction` x N/K times (N predictions, K classes)."""
+    counts = np.asarray(predicted_counts, dtype=np.float64)
+    if counts.size == 0:
+        return 0
+    return int(np.sum(counts < fraction * counts.sum() / counts.size))
+
+
+def prediction_imbalance(predicted_counts):
+    """The prediction-count imbalance numbers of a run, from its per-class predicted counts.
+
+    std is the population standard deviation (ddof=0) of the counts; KL is in nats.
+    """
+    counts = np.asarray(predicted_counts)
+    return {"max_min_ratio": max_min_count_ratio(counts),
+            "classes_without_predictions": int(np.sum(counts == 0)),
+            "count_std": float(np.std(counts)) if counts.size else float("nan"),
+            "kl_from_uniform": kl_from_uniform(counts),
+            "classes_below_half_balanced": classes_below_balanced(counts, 0.5)}
