@@ -77,8 +77,8 @@ def build_parser():
                         help="skip inference: redo metrics and figures from OUT/<model>/predictions.npz")
     parser.add_argument("--report", action="store_true",
                         help="write OUT/report.pdf, OUT/report.md and OUT/comparison.png from the "
-                             "runs already in OUT (after --model's run when both are given; from "
-                             "OUT/demo with --demo)")
+                             "runs already in OUT (after --model's run when both are given; "
+                             "--demo always writes its own)")
     clip = parser.add_argument_group("CLIP (--model clip)")
     clip.add_argument("--clip-weights", default="openai",
                       help="'openai' (open_clip downloads OpenAI's RN50 weights) or a local file: "
@@ -375,7 +375,11 @@ def load_clip_weights(weights, trust=False):
     import logging
     import open_clip
     if weights == "openai":
-        model, _, transform = open_clip.create_model_and_transforms(CLIP_ARCHITECTURE, pretrained="openai")
+        try:
+            model, _, transform = open_clip.create_model_and_transforms(CLIP_ARCHITECTURE, pretrained="openai")
+        except (OSError, RuntimeError) as error:  # open_clip wraps download failures in RuntimeError
+            raise UserError(f"open_clip could not fetch OpenAI's RN50 weights ({str(error).splitlines()[0]}); "
+                            "download RN50.pt elsewhere and pass --clip-weights PATH.") from None
         return model, transform
     # Build without weights (silencing open_clip's "initialized randomly") then load the file.
     logging.disable(logging.WARNING)
@@ -594,6 +598,12 @@ def predict(args):
     wnids = find_class_folders(val_dir)
     imagenet_indices, names = describe_classes(wnids)
     warn_if_not_imagenet100(wnids)
+    # Scan the files before loading a model, so a wrong folder fails in seconds.
+    dataset = ImageFolder(val_dir, loader=load_rgb, allow_empty=True)
+    if dataset.classes != wnids:
+        raise UserError(f"{val_dir} changed while it was being read; run again.")
+    if not dataset.samples:
+        raise UserError(f"the class folders of {val_dir} hold no image files.")
     device = resolve_device(args.device)
     if args.model == "clip":
         model, transform, identity = build_clip_zero_shot(
@@ -603,12 +613,7 @@ def predict(args):
         model, transform, identity = build_debiaspl(args.checkpoint, args.branch, imagenet_indices,
                                                     args.trust_checkpoint)
         settings = {"weights": str(args.checkpoint), "branch": args.branch}
-    dataset = ImageFolder(val_dir, transform=TransformReadable(transform), loader=load_rgb,
-                          allow_empty=True)
-    if dataset.classes != wnids:
-        raise UserError(f"{val_dir} changed while it was being read; run again.")
-    if not dataset.samples:
-        raise UserError(f"the class folders of {val_dir} hold no image files.")
+    dataset.transform = TransformReadable(transform)
     logits, labels, kept, unreadable = run_inference(model, dataset, device, args.batch_size,
                                                      args.workers, args.skip_bad_images)
     all_paths = [os.path.relpath(path, val_dir) for path, _ in dataset.samples]
@@ -914,15 +919,15 @@ def run_demo(args):
         run(build_parser().parse_args(["--model", "debiaspl", "--checkpoint",
                                        str(files.debiaspl_checkpoint), *common]))
         run(build_parser().parse_args(["--model", LOGIT_ADJUSTED_MODEL, *common]))
+    write_report(demo_out)
     print(f"DEMO done (meaningless numbers): see {demo_out}")
 
 
-def run_report(args):
+def write_report(out_dir):
     # report.py imports starter: when this file runs as a script it is __main__, so register it
     # as `starter` too, or report would load a second copy with its own UserError class.
     sys.modules.setdefault("starter", sys.modules[__name__])
     import report
-    out_dir = Path(args.out) / "demo" if args.demo else Path(args.out)
     for path in report.write_report(out_dir):
         print(f"wrote {path}")
 
@@ -935,10 +940,12 @@ def main(argv=None):
     if args.batch_size < 1 or args.workers < 0:
         parser.error("--batch-size must be at least 1 and --workers at least 0")
     try:
-        if args.demo or args.model:
-            run_demo(args) if args.demo else run(args)
-        if args.report:
-            run_report(args)
+        if args.demo:
+            run_demo(args)  # its report included
+        elif args.model:
+            run(args)
+        if args.report and not args.demo:
+            write_report(Path(args.out))
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

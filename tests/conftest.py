@@ -57,12 +57,17 @@ def synthetic_predictions(model, seed, num_classes=6, images_per_class=10, bias=
         meta={"model": model, "weights": f"{model}-synthetic", "data": "synthetic"})
 
 
-@pytest.fixture
-def synthetic_runs(tmp_path):
-    """OUT folder with clip and debiaspl caches and outputs made from synthetic logits."""
+def write_synthetic_runs(out):
+    """clip (biased towards the first classes) and debiaspl caches and outputs under `out`."""
     runs = {"clip": synthetic_predictions("clip", 0, bias=[1.5, 1.0, 0.5, 0, -0.5, -1.0]),
             "debiaspl": synthetic_predictions("debiaspl", 1)}
     for model, predictions in runs.items():
-        starter.save_predictions(tmp_path / model / "predictions.npz", predictions)
-        starter.analyze(predictions, tmp_path / model, tmp_path)
-    return tmp_path
+        starter.save_predictions(out / model / "predictions.npz", predictions)
+        starter.analyze(predictions, out / model, out)
+    return out
+
+
+@pytest.fixture
+def synthetic_runs(tmp_path):
+    """OUT folder with clip and debiaspl caches and outputs made from synthetic logits."""
+    return write_synthetic_runs(tmp_path)

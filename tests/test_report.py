@@ -20,7 +20,7 @@ import metrics
 import plotting
 import report
 import starter
-from conftest import synthetic_predictions
+from conftest import synthetic_predictions, write_synthetic_runs
 
 SECTION_TITLES = ["Q1(a)", "Q1(b)", "Q1(c)", "Q2(a)", "Q2(b)", "Q2(c)", "Comparison", "Appendix"]
 COSINE_TOLERANCE = 0.5e-4  # report shows 4 decimals
@@ -29,6 +29,13 @@ COSINE_TOLERANCE = 0.5e-4  # report shows 4 decimals
 def make_report(out):
     assert starter.main(["--report", "--out", str(out)]) == 0
     return out / "report.pdf", (out / "report.md").read_text()
+
+
+@pytest.fixture(scope="module")
+def built_report(tmp_path_factory):
+    """(OUT, report.pdf, report.md) built once for the tests that only read them."""
+    out = write_synthetic_runs(tmp_path_factory.mktemp("report"))
+    return (out, *make_report(out))
 
 
 def pdf_page_texts(path):
@@ -154,9 +161,9 @@ def test_comparison_data_and_figure(synthetic_runs):
 # ---------------------------------------------------------------------------------------------
 # The report
 
-def test_report_has_every_section_in_order(synthetic_runs):
-    pdf_path, markdown = make_report(synthetic_runs)
-    assert (synthetic_runs / "comparison.png").is_file()
+def test_report_has_every_section_in_order(built_report):
+    out, pdf_path, markdown = built_report
+    assert (out / "comparison.png").is_file()
     texts = pdf_page_texts(pdf_path)
     # Each section starts a page that begins with its title.
     starts = [next(i for i, text in enumerate(texts) if text.strip().startswith(f"{title}:"))
@@ -173,8 +180,8 @@ def test_report_has_every_section_in_order(synthetic_runs):
         assert 0 <= body.index("### by_predicted") < body.index("### by_true")
 
 
-def test_pdf_pages_are_not_blank(synthetic_runs):
-    pdf_path, _ = make_report(synthetic_runs)
+def test_pdf_pages_are_not_blank(built_report):
+    _, pdf_path, _ = built_report
     reader = pypdf.PdfReader(pdf_path)
     figure_pages = 0
     for number, page in enumerate(reader.pages, start=1):
@@ -190,23 +197,19 @@ def test_pdf_pages_are_not_blank(synthetic_runs):
     assert figure_pages == 2 * 3 + 1
 
 
-def test_pdf_pages_render_with_ink(synthetic_runs, tmp_path):
-    """With poppler, also render each page and require ink beyond the footer."""
-    if shutil.which("pdftoppm") is None:
-        pytest.skip("pdftoppm is not installed; test_pdf_pages_are_not_blank checks pages with pypdf")
-    from PIL import Image
-    pdf_path, _ = make_report(synthetic_runs)
-    subprocess.run(["pdftoppm", "-r", "30", "-gray", "-png", str(pdf_path), str(tmp_path / "page")],
-                   check=True)
-    pages = sorted(tmp_path.glob("page*.png"))
-    assert len(pages) == len(pypdf.PdfReader(pdf_path).pages)
-    for page in pages:
-        pixels = np.asarray(Image.open(page), dtype=float)
-        assert (pixels[: int(0.9 * len(pixels))] < 200).mean() > 0.002, f"{page.name} is blank"
+def test_pdf_pages_render_with_ink(built_report):
+    """Render every page (pdfium) and require ink above the footer."""
+    import pypdfium2
+    _, pdf_path, _ = built_report
+    document = pypdfium2.PdfDocument(pdf_path)
+    assert len(document) == len(pypdf.PdfReader(pdf_path).pages)
+    for number, page in enumerate(document, start=1):
+        pixels = np.asarray(page.render(scale=30 / 72).to_pil().convert("L"), dtype=float)
+        assert (pixels[: int(0.9 * len(pixels))] < 200).mean() > 0.002, f"page {number} is blank"
 
 
-def test_markdown_tables_match_the_json(synthetic_runs):
-    _, markdown = make_report(synthetic_runs)
+def test_markdown_tables_match_the_json(built_report):
+    synthetic_runs, _, markdown = built_report
     sections = markdown_sections(markdown)
     for title, model in (("Q1(c)", "clip"), ("Q2(c)", "debiaspl")):
         centroids = read_json(synthetic_runs / model / "centroids.json")

@@ -263,3 +263,11 @@ def test_text_classifier_is_cached(tmp_path, real_runs, demo_inputs, monkeypatch
                    "--data", demo_inputs.data, "--out", out, "--device", "cpu", "--workers", 0) == 0
     with np.load(out / "clip" / "predictions.npz") as new, np.load(real_runs / "clip" / "predictions.npz") as old:
         np.testing.assert_allclose(new["logits"], old["logits"], rtol=1e-5, atol=1e-4)
+
+
+def test_class_folders_without_images_fail_before_any_model_loads(tmp_path, capsys, monkeypatch):
+    (tmp_path / "data" / "val" / SUBSET_WNIDS[0]).mkdir(parents=True)
+    (tmp_path / "data" / "val" / SUBSET_WNIDS[0] / "readme.txt").write_text("no images")
+    monkeypatch.setattr(starter, "build_clip_zero_shot", lambda *a, **k: pytest.fail("model loaded"))
+    assert run_cli("--model", "clip", "--data", tmp_path / "data", "--out", tmp_path / "out") == 2
+    assert_one_line_error(capsys, "hold no image files")
