@@ -46,9 +46,19 @@ def confident_mean(probabilities, threshold):
 @dataclass
 class PriorEstimate:
     prior: np.ndarray  # float64 [K]: p̂ after the last batch
-    image_priors: np.ndarray  # float64 [N, K]: the p̂ each image is debiased with in online mode
-    num_batches: int
+    batch_priors: np.ndarray  # float64 [B, K]: p̂ as each batch found it
+    image_batch: np.ndarray  # int64 [N]: each image's batch
     num_updating_batches: int  # batches with at least one confident image
+
+    @property
+    def num_batches(self):
+        return len(self.batch_priors)
+
+    @property
+    def image_priors(self):
+        """[N, K]: the p̂ each image is debiased with in online mode (built on demand: 400 MB at
+        ImageNet-1k size)."""
+        return self.batch_priors[self.image_batch]
 
 
 def estimate_prior(logits, batches, momentum, threshold):
@@ -63,15 +73,19 @@ def estimate_prior(logits, batches, momentum, threshold):
     logits = np.asarray(logits)
     num_classes = logits.shape[1]
     prior = np.full(num_classes, 1.0 / num_classes)
-    image_priors = np.full(logits.shape, np.nan)  # NaN marks an image left out of every batch
+    batch_priors = np.empty((len(batches), num_classes))
+    image_batch = np.full(len(logits), -1, dtype=np.int64)
     num_updating_batches = 0
-    for batch in batches:
-        image_priors[batch] = prior
+    for batch_index, batch in enumerate(batches):
+        batch_priors[batch_index] = prior
+        image_batch[batch] = batch_index
         batch_mean = confident_mean(softmax(logits[batch]), threshold)
         if batch_mean is not None:
             prior = momentum * prior + (1 - momentum) * batch_mean
             num_updating_batches += 1
-    return PriorEstimate(prior=prior, image_priors=image_priors, num_batches=len(batches),
+    if (image_batch < 0).any():
+        raise ValueError("every image must be in a batch")
+    return PriorEstimate(prior=prior, batch_priors=batch_priors, image_batch=image_batch,
                          num_updating_batches=num_updating_batches)
 
 
