@@ -8,6 +8,7 @@ thinned past MAX_TICK_LABELS.
 """
 import matplotlib
 import numpy as np
+from matplotlib.cm import ScalarMappable
 from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
 
@@ -81,8 +82,10 @@ def confusion_matrix_figure(confusion, names, title="", ax=None):
     counts = np.ma.masked_equal(np.asarray(confusion), 0)
     cmap = matplotlib.colormaps["viridis"].with_extremes(bad="white")
     norm = LogNorm(vmin=1, vmax=max(int(np.max(confusion)), 2))
-    image = ax.imshow(counts, cmap=cmap, norm=norm, interpolation="nearest", aspect="equal")
-    figure.colorbar(image, ax=ax, shrink=0.6, label="images (log scale)")
+    # Colour the K x K cells once: imshow of counts would normalise and colour every output
+    # pixel (millions at 200 dpi), on each of savefig's two draws.
+    ax.imshow(cmap(norm(counts), bytes=True), interpolation="nearest", aspect="equal")
+    figure.colorbar(ScalarMappable(norm, cmap), ax=ax, shrink=0.6, label="images (log scale)")
     _set_class_ticks(ax.xaxis, names, rotation=90)
     _set_class_ticks(ax.yaxis, names, rotation=0)
     ax.set_xlabel("predicted class")

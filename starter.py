@@ -178,7 +178,9 @@ def write_json(path, data):
 
 
 def write_figure(path, figure):
-    write_atomic(path, lambda f: figure.savefig(f, format="png", dpi=FIGURE_DPI))
+    # zlib level 3 instead of PIL's 6: ~0.1 s less per multi-megapixel figure, ~20% larger files.
+    write_atomic(path, lambda f: figure.savefig(f, format="png", dpi=FIGURE_DPI,
+                                                pil_kwargs={"compress_level": 3}))
 
 
 def read_json(path, what):
