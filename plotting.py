@@ -65,8 +65,11 @@ def prediction_histogram(predicted_counts, overlay, names, overlay_label, balanc
     overlay_ax.set_ylabel(overlay_label)
     handles, labels = ax.get_legend_handles_labels()
     overlay_handles, overlay_labels = overlay_ax.get_legend_handles_labels()
-    ax.legend(handles + overlay_handles, labels + overlay_labels, loc="upper right")
-    ax.set_title(title)
+    # Legend in a row just above the axes and the title above it: inside the axes, the legend
+    # would hide the tallest bars.
+    ax.legend(handles + overlay_handles, labels + overlay_labels, loc="lower right",
+              bbox_to_anchor=(1.0, 1.0), ncols=3, frameon=False)
+    ax.set_title(title, loc="left", pad=24)
     return figure
 
 
