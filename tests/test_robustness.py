@@ -189,6 +189,21 @@ def test_numpy_scalars_in_checkpoints_are_allowed(tmp_path):
     assert starter.read_checkpoint(tmp_path / "dtypes.pth", "file")["count"] == 3
 
 
+def test_numpy_1_era_checkpoint_is_allowed(tmp_path):
+    """numpy 1 pickled scalars as numpy.core.multiarray.scalar: rewrite a fresh file that way."""
+    import zipfile
+    torch.save({"best_acc1": np.float64(71.5)}, tmp_path / "new.pth")
+    with zipfile.ZipFile(tmp_path / "new.pth") as new, \
+            zipfile.ZipFile(tmp_path / "legacy.pth", "w", zipfile.ZIP_STORED) as legacy:
+        for info in new.infolist():
+            data = new.read(info.filename)
+            if info.filename.endswith("data.pkl"):
+                assert b"numpy._core.multiarray\nscalar" in data
+                data = data.replace(b"numpy._core.multiarray\nscalar", b"numpy.core.multiarray\nscalar")
+            legacy.writestr(info.filename, data)
+    assert starter.read_checkpoint(tmp_path / "legacy.pth", "file")["best_acc1"] == 71.5
+
+
 # 3. Nothing lost, nothing stale --------------------------------------------------------------
 
 def test_interrupted_write_leaves_the_old_file_and_no_temporary(tmp_path):
