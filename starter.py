@@ -561,6 +561,7 @@ def run_inference(model, dataset, device, batch_size, workers, skip_bad_images):
     import torch
     from tqdm import tqdm
     on_cuda = device.type == "cuda"
+    torch.backends.cudnn.benchmark = on_cuda  # every batch is 224 x 224: tune convolutions once
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False,
                                          num_workers=workers, pin_memory=on_cuda,
                                          collate_fn=collate_readable)
