@@ -412,6 +412,25 @@ def per_class_table(comparison):
                                 "predicted by it)")
 
 
+def training_free_share(runs):
+    """The homework's underlying question in one paragraph: how much of DebiasPL's change over
+    clip does clip-la, with no training, already reach? None until all three runs exist."""
+    models = (starter.REFERENCE_MODEL, "debiaspl", starter.LOGIT_ADJUSTED_MODEL)
+    if not all(model in runs and runs[model].metrics for model in models):
+        return None
+    clip, debiaspl, adjusted = (run_measures(runs[model].metrics) for model in models)
+    sentences = []
+    for key, label in (("accuracy", "accuracy"), ("balanced_accuracy", "balanced accuracy"),
+                       ("macro_f1", "macro-F1"), ("kl_from_uniform", "KL divergence from uniform")):
+        trained, free = debiaspl[key] - clip[key], adjusted[key] - clip[key]
+        share = f" ({free / trained:.0%} of DebiasPL's change)" if abs(trained) > 1e-12 else ""
+        sentences.append(f"{label}: DebiasPL {trained:+.4f}, clip-la {free:+.4f}{share}")
+    return Text("Change against clip, DebiasPL (trained) vs clip-la (training-free logit "
+                "adjustment of clip's own logits). " + "; ".join(sentences) + ". DebiasPL is a "
+                "separately trained ResNet-50, so its change mixes debiasing with everything "
+                "else training does.")
+
+
 def comparison_sections(runs, comparison, out_dir):
     section = Section("Comparison", "all runs, classes in clip's order")
     if comparison is None:
@@ -422,6 +441,9 @@ def comparison_sections(runs, comparison, out_dir):
                                  f"against {starter.REFERENCE_MODEL} (bottom)"),
         measures_table(runs, COMPARISON_COLUMNS, "Accuracy and prediction-count imbalance"),
         Text(MEASURE_NOTE, "note")]
+    share = training_free_share(runs)
+    if share is not None:
+        section.blocks.append(share)
     if len(comparison.predicted_counts) == 1:
         section.blocks.append(Text("Only clip has results: the other runs add their curves, "
                                    "columns and recall changes once they exist.", "note"))

@@ -329,6 +329,12 @@ def test_clip_la_section_after_q2(synthetic_runs):
     _, _, rows = table_with_caption(markdown, "Accuracy and prediction-count imbalance")
     assert [row[0] for row in rows] == ["clip", "debiaspl", "clip-la"]
     assert any(text.strip().startswith("clip-la:") for text in pdf_page_texts(pdf_path))
+    # The comparison says how much of DebiasPL's change clip-la reaches without training.
+    accuracy = {model: read_json(synthetic_runs / model / "metrics.json")["accuracy"]
+                for model in ("clip", "debiaspl", "clip-la")}
+    trained, free = accuracy["debiaspl"] - accuracy["clip"], accuracy["clip-la"] - accuracy["clip"]
+    assert (f"accuracy: DebiasPL {trained:+.4f}, clip-la {free:+.4f} ({free / trained:.0%} of "
+            "DebiasPL's change)") in markdown_sections(markdown)["Comparison"]
 
 
 def test_long_tables_split_over_pages(tmp_path):
