@@ -20,15 +20,20 @@ def softmax(logits):
     return exponentials / exponentials.sum(axis=1, keepdims=True)
 
 
-def shuffled_batches(num_images, batch_size, seed):
-    """Image indices in batches of `batch_size` (the last may be smaller), in a seeded random order.
+def shuffled_batches(num_images, batch_size, seed, passes=1):
+    """Image indices in batches of `batch_size` (the last of a pass may be smaller), in a seeded
+    random order, reshuffled for each of `passes` passes over the images.
 
     Cached logits are in ImageFolder order, sorted by class: unshuffled batches would each hold
     a single class and drag p̂ towards it. The last, smaller batch is kept (unlike DebiasPL's
     drop_last loader) so that every image is debiased in online mode.
     """
-    order = np.random.default_rng(seed).permutation(num_images)
-    return [order[start:start + batch_size] for start in range(0, num_images, batch_size)]
+    rng = np.random.default_rng(seed)
+    batches = []
+    for _ in range(passes):
+        order = rng.permutation(num_images)
+        batches += [order[start:start + batch_size] for start in range(0, num_images, batch_size)]
+    return batches
 
 
 def confident_mean(probabilities, threshold):
@@ -47,7 +52,7 @@ def confident_mean(probabilities, threshold):
 class PriorEstimate:
     prior: np.ndarray  # float64 [K]: p̂ after the last batch
     batch_priors: np.ndarray  # float64 [B, K]: p̂ as each batch found it
-    image_batch: np.ndarray  # int64 [N]: each image's batch
+    image_batch: np.ndarray  # int64 [N]: each image's batch (in the last pass)
     num_updating_batches: int  # batches with at least one confident image
 
     @property

@@ -278,3 +278,23 @@ def test_clip_la_never_imports_torch(clip_out):
     result = subprocess.run([sys.executable, "-c", script, str(PROJECT_DIR), str(clip_out)],
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
+
+
+def test_more_passes_bring_the_prior_closer_to_the_confident_mean():
+    # Every image has the same softmax q, so each batch pulls p̂ towards q: after n batches,
+    # p̂ = q + m^n (uniform - q).
+    q = np.array([0.7, 0.2, 0.1])
+    logits = np.tile(np.log(q), (30, 1))
+    uniform = np.full(3, 1 / 3)
+    for passes in (1, 3):
+        batches = logit_adjustment.shuffled_batches(30, 10, seed=0, passes=passes)
+        assert len(batches) == 3 * passes
+        for start in range(0, len(batches), 3):  # each pass covers every image once
+            assert sorted(np.concatenate(batches[start:start + 3]).tolist()) == list(range(30))
+        estimate = logit_adjustment.estimate_prior(logits, batches, momentum=0.9, threshold=0.0)
+        np.testing.assert_allclose(estimate.prior, q + 0.9 ** (3 * passes) * (uniform - q))
+        # Online mode uses p̂ as each image's batch found it in the last pass.
+        last_pass_start = q + 0.9 ** (3 * (passes - 1)) * (uniform - q)
+        first_batch_of_last_pass = batches[3 * (passes - 1)]
+        np.testing.assert_allclose(estimate.image_priors[first_batch_of_last_pass],
+                                   np.tile(last_pass_start, (10, 1)))
