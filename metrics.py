@@ -54,6 +54,11 @@ def top_k_accuracy(logits, labels, k):
     return float(np.mean(np.any(top_k == np.asarray(labels)[:, None], axis=1)))
 
 
+def accuracy(confusion):
+    """Fraction of images on the confusion matrix's diagonal (0 for no images)."""
+    return float(np.trace(confusion) / max(np.sum(confusion), 1))
+
+
 def balanced_accuracy(recall):
     """Mean recall over the classes that have images (sklearn's balanced_accuracy_score)."""
     return float(np.nanmean(recall))

@@ -710,7 +710,7 @@ def summarize(predictions, confusion, order_wnids=None):
     return {
         "model": predictions.meta["model"],
         "num_images": int(len(predictions.labels)),
-        "accuracy": float(np.trace(confusion) / max(confusion.sum(), 1)),
+        "accuracy": metrics.accuracy(confusion),
         "top5_accuracy": metrics.top_k_accuracy(predictions.logits, predictions.labels, 5),
         "balanced_accuracy": metrics.balanced_accuracy(recall),
         "order": order_wnids or own_order,
@@ -841,7 +841,7 @@ def lambda_sweep(logits, labels, priors, strengths):
     for strength in strengths:
         predicted = metrics.predicted_labels(logit_adjustment.adjust_logits(logits, priors, strength))
         confusion = metrics.confusion_matrix(labels, predicted, num_classes)
-        accuracy.append(np.trace(confusion) / max(confusion.sum(), 1))
+        accuracy.append(metrics.accuracy(confusion))
         balanced.append(metrics.balanced_accuracy(metrics.precision_recall(confusion)[1]))
     return np.array(accuracy), np.array(balanced)
 

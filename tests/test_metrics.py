@@ -46,6 +46,13 @@ def test_balanced_accuracy_matches_sklearn(small_case):
     assert metrics.balanced_accuracy(recall) == pytest.approx(expected)
 
 
+def test_accuracy_matches_sklearn(small_case):
+    labels, predicted, k = small_case
+    assert metrics.accuracy(metrics.confusion_matrix(labels, predicted, k)) == pytest.approx(
+        sk.accuracy_score(labels, predicted))
+    assert metrics.accuracy(np.zeros((3, 3), dtype=int)) == 0.0
+
+
 def test_top_k_accuracy_matches_sklearn():
     rng = np.random.default_rng(0)
     logits = rng.normal(size=(50, 8))
