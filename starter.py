@@ -643,29 +643,26 @@ def none_if_nan(value):
     return None if np.isnan(value) else float(value)
 
 
-def reference_order(out_dir, model, wnids):
-    """Class order of the figures: the model's own for clip, clip's own order for the others."""
+def reference_order(out_dir, model, wnids, meta=None):
+    """Class order of the figures: the model's own for clip, clip's own order for the others.
+    Given this run's meta, also warn when clip's run saw other image files."""
     if model == REFERENCE_MODEL:
         return None
     path = Path(out_dir) / REFERENCE_MODEL / "metrics.json"
     if not path.is_file():
         raise UserError(f"{path} does not exist: run `python starter.py --model clip` first, "
                         f"with the same --out, so that --model {model} can keep clip's class order.")
-    order = read_json(path, "clip's metrics")["own_order"]
-    if sorted(order) != sorted(wnids):
+    reference = read_json(path, "clip's metrics")
+    if sorted(reference["own_order"]) != sorted(wnids):
         raise UserError(f"{path} was made on other classes than this dataset's; run --model clip "
                         "again on this dataset.")
-    return order
-
-
-def warn_if_reference_saw_other_images(out_dir, meta):
-    reference = read_json(Path(out_dir) / REFERENCE_MODEL / "metrics.json", "clip's metrics")
     theirs = reference.get("settings", {}).get("file_list_sha256")
-    ours = meta.get("file_list_sha256")
+    ours = (meta or {}).get("file_list_sha256")
     if theirs and ours and theirs != ours:
-        print(f"warning: clip's run in {out_dir} saw other image files than this {meta['model']} "
-              "run; its class order still applies, but the two runs are not on the same images.",
+        print(f"warning: clip's run in {out_dir} saw other image files than this {model} run; its "
+              "class order still applies, but the two runs are not on the same images.",
               file=sys.stderr)
+    return reference["own_order"]
 
 
 def list_image_files(val_dir):
@@ -782,13 +779,12 @@ def draw_figures(summary, confusion, model_title):
 def analyze(predictions, run_dir, out_dir):
     """Write metrics.json, centroids.json and the figures of one run; return the two JSONs."""
     model = predictions.meta["model"]
-    order_wnids = reference_order(out_dir, model, [str(w) for w in predictions.wnids])
+    order_wnids = reference_order(out_dir, model, [str(w) for w in predictions.wnids],
+                                  predictions.meta)
     predicted = metrics.predicted_labels(predictions.logits)
     confusion = metrics.confusion_matrix(predictions.labels, predicted, len(predictions.wnids))
     summary = summarize(predictions, confusion, order_wnids)
     centroids = centroid_neighbours(predictions, centroid_roles(summary, order_wnids))
-    if order_wnids is not None:
-        warn_if_reference_saw_other_images(out_dir, predictions.meta)
     # Everything is computed and drawn before the first file is written.
     figures = draw_figures(summary, confusion, MODEL_TITLES.get(model, model))
     write_json(run_dir / "metrics.json", summary)

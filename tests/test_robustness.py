@@ -286,3 +286,17 @@ def test_class_folders_without_images_fail_before_any_model_loads(tmp_path, caps
     monkeypatch.setattr(starter, "build_clip_zero_shot", lambda *a, **k: pytest.fail("model loaded"))
     assert run_cli("--model", "clip", "--data", tmp_path / "data", "--out", tmp_path / "out") == 2
     assert_one_line_error(capsys, "hold no image files")
+
+
+def test_run_on_other_images_than_clips_says_so(synthetic_runs, capsys):
+    from conftest import synthetic_predictions
+    clip_metrics = json.loads((synthetic_runs / "clip" / "metrics.json").read_text())
+    clip_metrics["settings"]["file_list_sha256"] = "a" * 64
+    (synthetic_runs / "clip" / "metrics.json").write_text(json.dumps(clip_metrics))
+    predictions = synthetic_predictions("debiaspl", 1)
+    predictions.meta["file_list_sha256"] = "b" * 64
+    starter.analyze(predictions, synthetic_runs / "debiaspl", synthetic_runs)
+    assert "saw other image files than this debiaspl run" in capsys.readouterr().err
+    predictions.meta["file_list_sha256"] = "a" * 64
+    starter.analyze(predictions, synthetic_runs / "debiaspl", synthetic_runs)
+    assert "saw other image files" not in capsys.readouterr().err
