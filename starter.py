@@ -680,11 +680,11 @@ def cache_differences(meta, args):
                    if option in meta and meta[option] != getattr(args, option)]
     weights_option = {"clip": "clip_weights", "debiaspl": "checkpoint"}.get(meta["model"])
     cached_file = meta.get("weights_identity", {}).get("path")
-    weights = Path(str(getattr(args, weights_option or "checkpoint"))).expanduser()
-    if weights_option and cached_file and weights.is_file() and (
-            str(weights.resolve()) != cached_file
-            or weights.stat().st_size != meta["weights_identity"]["bytes"]):
-        differences.append(f"the weights {cached_file}, not {weights}")
+    if weights_option and cached_file:
+        weights = Path(str(getattr(args, weights_option))).expanduser()
+        if weights.is_file() and (str(weights.resolve()) != cached_file
+                                  or weights.stat().st_size != meta["weights_identity"]["bytes"]):
+            differences.append(f"the weights {cached_file}, not {weights}")
     data = Path(args.data).expanduser()
     if meta.get("file_list_sha256") and data.is_dir():
         val_dir = resolve_val_dir(data)
