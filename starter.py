@@ -931,9 +931,6 @@ def run_demo(args):
 
 
 def write_report(out_dir):
-    # report.py imports starter: when this file runs as a script it is __main__, so register it
-    # as `starter` too, or report would load a second copy with its own UserError class.
-    sys.modules.setdefault("starter", sys.modules[__name__])
     import report
     for path in report.write_report(out_dir):
         print(f"wrote {path}")
@@ -964,4 +961,7 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
+    # report.py and synthetic.py import starter: register this script under that name, or they
+    # would load a second copy with its own UserError class.
+    sys.modules.setdefault("starter", sys.modules[__name__])
     sys.exit(main())

@@ -8,18 +8,16 @@ Everything here is written in the real formats so that the real loading code run
   'optimizer'} with `module.{main,ema}.{backbone,fc}.*` keys and main != ema.
 Used by `starter.py --demo` and by the tests. The weights are random: outputs mean nothing.
 """
-import csv
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-IMAGENET100_TABLE = Path(__file__).resolve().parent / "imagenet100.tsv"
+import starter
 
 
 def imagenet100_wnids():
-    with IMAGENET100_TABLE.open(newline="") as table:
-        return [row["wnid"] for row in csv.DictReader(table, delimiter="\t")]
+    return [row["wnid"] for row in starter.read_imagenet100_table()]
 
 
 def write_image_folder(val_dir, wnids, images_per_class, seed=0, size=(80, 64)):
