@@ -34,6 +34,20 @@ def _set_class_ticks(axis, names, rotation):
                    fontsize=_label_font_size(min(len(names), MAX_TICK_LABELS)))
 
 
+def _class_axis_width(num_classes):
+    """Inches for a figure with one x position per class: wider with K, within [10, 30]."""
+    return min(max(10.0, 0.16 * num_classes), 30.0)
+
+
+def _marker_size(num_classes):
+    return max(1.5, 4 - num_classes / 100)
+
+
+def _balanced_line(ax, balanced_count):
+    ax.axhline(balanced_count, color=BALANCED_COLOR, linestyle="--", linewidth=1,
+               label=f"balanced: N/K = {balanced_count:.1f}")
+
+
 def _figure_and_axes(ax, size):
     if ax is not None:
         return ax.figure, ax
@@ -50,17 +64,16 @@ def prediction_histogram(predicted_counts, overlay, names, overlay_label, balanc
     or recall) leave gaps. balanced_count is N/K, the count every class would get if balanced.
     """
     num_classes = len(predicted_counts)
-    figure, ax = _figure_and_axes(ax, (min(max(10.0, 0.16 * num_classes), 30.0), 6.0))
+    figure, ax = _figure_and_axes(ax, (_class_axis_width(num_classes), 6.0))
     positions = np.arange(num_classes)
     ax.bar(positions, predicted_counts, width=0.8, color=BAR_COLOR, label="predictions")
-    ax.axhline(balanced_count, color=BALANCED_COLOR, linestyle="--", linewidth=1,
-               label=f"balanced: N/K = {balanced_count:.1f}")
+    _balanced_line(ax, balanced_count)
     ax.set_xlim(-0.6, num_classes - 0.4)
     ax.set_ylabel("number of predictions")
     _set_class_ticks(ax.xaxis, names, rotation=90)
     overlay_ax = ax.twinx()
     overlay_ax.plot(positions, overlay, color=OVERLAY_COLOR, marker="o",
-                    markersize=max(1.5, 4 - num_classes / 100), linewidth=1, label=overlay_label)
+                    markersize=_marker_size(num_classes), linewidth=1, label=overlay_label)
     overlay_ax.set_ylim(0, 1.02)
     overlay_ax.set_ylabel(overlay_label)
     handles, labels = ax.get_legend_handles_labels()
@@ -129,8 +142,7 @@ def comparison_figure(names, predicted_counts, recall_changes, balanced_count, r
     """
     num_classes = len(names)
     if axes is None:
-        figure = Figure(figsize=(min(max(10.0, 0.16 * num_classes), 30.0), 9.0),
-                        layout="constrained")
+        figure = Figure(figsize=(_class_axis_width(num_classes), 9.0), layout="constrained")
         axes = figure.subplots(2, 1, sharex=True)
     count_ax, change_ax = axes
     figure = count_ax.figure
@@ -139,9 +151,8 @@ def comparison_figure(names, predicted_counts, recall_changes, balanced_count, r
     colors = {run: matplotlib.colormaps["tab10"](index) for index, run in enumerate(predicted_counts)}
     for run, counts in predicted_counts.items():
         count_ax.plot(positions, counts, color=colors[run], marker="o",
-                      markersize=max(1.5, 4 - num_classes / 100), linewidth=1, label=run)
-    count_ax.axhline(balanced_count, color=BALANCED_COLOR, linestyle="--", linewidth=1,
-                     label=f"balanced: N/K = {balanced_count:.1f}")
+                      markersize=_marker_size(num_classes), linewidth=1, label=run)
+    _balanced_line(count_ax, balanced_count)
     count_ax.set_ylabel("number of predictions")
     count_ax.set_xlim(-0.6, num_classes - 0.4)
     count_ax.legend(loc="upper right")
