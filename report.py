@@ -23,11 +23,13 @@ from PIL import Image as PILImage
 
 import metrics
 import plotting
-import starter
+import analysis
+from outputs import (LOGIT_ADJUSTED_MODEL, MODEL_TITLES, REFERENCE_MODEL, UserError, read_json,
+                     write_atomic, write_figure)
 
-RUN_MODELS = (starter.REFERENCE_MODEL, "debiaspl", starter.LOGIT_ADJUSTED_MODEL)  # report order
-QUESTION_OF_MODEL = {starter.REFERENCE_MODEL: "Q1", "debiaspl": "Q2"}
-EXTRA_SECTION_MODELS = (starter.LOGIT_ADJUSTED_MODEL,)  # reported after Q2 when their folder exists
+RUN_MODELS = (REFERENCE_MODEL, "debiaspl", LOGIT_ADJUSTED_MODEL)  # report order
+QUESTION_OF_MODEL = {REFERENCE_MODEL: "Q1", "debiaspl": "Q2"}
+EXTRA_SECTION_MODELS = (LOGIT_ADJUSTED_MODEL,)  # reported after Q2 when their folder exists
 SUBQUESTION_FIGURES = {
     "a": (("histogram_precision.png", "predictions per class, with precision"),
           ("histogram_recall.png", "predictions per class, with recall")),
@@ -81,7 +83,7 @@ class Run:
 
     @property
     def title(self):
-        return starter.MODEL_TITLES.get(self.model, self.model)
+        return MODEL_TITLES.get(self.model, self.model)
 
 
 def load_runs(out_dir):
@@ -96,10 +98,10 @@ def load_runs(out_dir):
         for attribute, name in (("metrics", "metrics.json"), ("centroids", "centroids.json"),
                                 ("prior", PRIOR_FILE)):
             if (directory / name).is_file():
-                setattr(run, attribute, starter.read_json(directory / name, f"{model}'s {name}"))
+                setattr(run, attribute, read_json(directory / name, f"{model}'s {name}"))
         runs[model] = run
     if not any(run.metrics for run in runs.values()):
-        raise starter.UserError(f"{out_dir} holds no analysed run (none of "
+        raise UserError(f"{out_dir} holds no analysed run (none of "
                                 f"{', '.join(m + '/metrics.json' for m in RUN_MODELS)}); run "
                                 f"`python starter.py --model clip --out {shlex.quote(str(out_dir))}` first.")
     return runs
@@ -252,7 +254,7 @@ def centroid_blocks(run, out_dir):
                      f"`{run_command(run.model, out_dir, from_cache=True)}`.", "note")]
     class_entries = {entry["wnid"]: entry for entry in run.metrics["classes"]}
     blocks = []
-    for grouping, (grouped_by, _) in starter.GROUPINGS.items():
+    for grouping, (grouped_by, _) in analysis.GROUPINGS.items():
         blocks.append(Text(f"{grouping}: class centroids = mean logit vector of the images grouped "
                            f"by {grouped_by}; cosine similarity of centroids", "subheading"))
         for query in run.centroids.get(grouping, {}).get("queries", []):
@@ -269,19 +271,19 @@ def centroid_blocks(run, out_dir):
 def stale_order_notes(run, runs, out_dir):
     """A note when the run's figures follow another class order than clip's current one, which
     happens when clip is rerun after the run was analysed."""
-    reference = runs.get(starter.REFERENCE_MODEL)
-    if (run.model == starter.REFERENCE_MODEL or reference is None or reference.metrics is None
+    reference = runs.get(REFERENCE_MODEL)
+    if (run.model == REFERENCE_MODEL or reference is None or reference.metrics is None
             or run.metrics["order"] == reference.metrics["own_order"]):
         return []
-    return [Text(f"{run.model}'s figures are not in {starter.REFERENCE_MODEL}'s current class order "
-                 f"({starter.REFERENCE_MODEL} ran again after them): run "
+    return [Text(f"{run.model}'s figures are not in {REFERENCE_MODEL}'s current class order "
+                 f"({REFERENCE_MODEL} ran again after them): run "
                  f"`{run_command(run.model, out_dir, from_cache=True)}`.", "note")]
 
 
 def question_sections(model, runs, out_dir):
     """Sections Q?(a), Q?(b), Q?(c) of one question; notes with the command when not run."""
     question = QUESTION_OF_MODEL[model]
-    title = starter.MODEL_TITLES.get(model, model)
+    title = MODEL_TITLES.get(model, model)
     run = runs.get(model)
     sections = []
     for letter, topic in SUBQUESTION_TOPICS.items():
@@ -365,14 +367,14 @@ class Comparison:
     @property
     def recall_changes(self):
         """{run: recall − clip's recall} for the runs other than clip; NaN where either is undefined."""
-        reference = self.recalls[starter.REFERENCE_MODEL]
+        reference = self.recalls[REFERENCE_MODEL]
         return {run: recall - reference for run, recall in self.recalls.items()
-                if run != starter.REFERENCE_MODEL}
+                if run != REFERENCE_MODEL}
 
 
 def comparison_data(runs):
     """Per-class counts and recall of every analysed run in clip's order; None without clip."""
-    reference = runs.get(starter.REFERENCE_MODEL)
+    reference = runs.get(REFERENCE_MODEL)
     if reference is None or reference.metrics is None:
         return None
     order = reference.metrics["own_order"]
@@ -381,7 +383,7 @@ def comparison_data(runs):
         if run.metrics is None:
             continue
         if sorted(entry["wnid"] for entry in run.metrics["classes"]) != sorted(order):
-            raise starter.UserError(f"{run.directory} was made on other classes than "
+            raise UserError(f"{run.directory} was made on other classes than "
                                     f"{reference.directory}; run both on the same dataset.")
         _, _, _, predicted_counts[model], recalls[model] = class_arrays(run.metrics, order)
     wnids, names, true_counts, counts, _ = class_arrays(reference.metrics, order)
@@ -392,8 +394,8 @@ def comparison_data(runs):
 def draw_comparison(comparison):
     return plotting.comparison_figure(
         comparison.names, comparison.predicted_counts, comparison.recall_changes,
-        comparison.balanced_count, starter.REFERENCE_MODEL,
-        title=f"Predictions per class and recall change, classes in {starter.REFERENCE_MODEL}'s order")
+        comparison.balanced_count, REFERENCE_MODEL,
+        title=f"Predictions per class and recall change, classes in {REFERENCE_MODEL}'s order")
 
 
 def per_class_table(comparison):
@@ -408,14 +410,14 @@ def per_class_table(comparison):
         for run, counts in comparison.predicted_counts.items():
             row += [str(counts[index]), format_number(comparison.recalls[run][index])]
         rows.append(row)
-    return Table(columns, rows, f"Per class, in {starter.REFERENCE_MODEL}'s order (most to least "
+    return Table(columns, rows, f"Per class, in {REFERENCE_MODEL}'s order (most to least "
                                 "predicted by it)")
 
 
 def training_free_share(runs):
     """The homework's underlying question in one paragraph: how much of DebiasPL's change over
     clip does clip-la, with no training, already reach? None until all three runs exist."""
-    models = (starter.REFERENCE_MODEL, "debiaspl", starter.LOGIT_ADJUSTED_MODEL)
+    models = (REFERENCE_MODEL, "debiaspl", LOGIT_ADJUSTED_MODEL)
     if not all(model in runs and runs[model].metrics for model in models):
         return None
     clip, debiaspl, adjusted = (run_measures(runs[model].metrics) for model in models)
@@ -434,11 +436,11 @@ def training_free_share(runs):
 def comparison_sections(runs, comparison, out_dir):
     section = Section("Comparison", "all runs, classes in clip's order")
     if comparison is None:
-        section.blocks.append(missing_run_note(starter.REFERENCE_MODEL, out_dir))
+        section.blocks.append(missing_run_note(REFERENCE_MODEL, out_dir))
         return [section]
     section.blocks += [
         Image(COMPARISON_FIGURE, "predictions per class of every run (top) and recall change "
-                                 f"against {starter.REFERENCE_MODEL} (bottom)"),
+                                 f"against {REFERENCE_MODEL} (bottom)"),
         measures_table(runs, COMPARISON_COLUMNS, "Accuracy and prediction-count imbalance"),
         Text(MEASURE_NOTE, "note")]
     share = training_free_share(runs)
@@ -714,10 +716,10 @@ def write_report(out_dir):
     runs = load_runs(out_dir)
     comparison = comparison_data(runs)
     if comparison is not None:
-        starter.write_figure(out_dir / COMPARISON_FIGURE, draw_comparison(comparison))
+        write_figure(out_dir / COMPARISON_FIGURE, draw_comparison(comparison))
     generated = datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
     sections = build_sections(runs, comparison, out_dir, generated)
     footer = f"Homework 3 report, generated {generated}"
-    starter.write_atomic(out_dir / "report.pdf", lambda f: render_pdf(sections, out_dir, f, footer))
-    starter.write_atomic(out_dir / "report.md", lambda f: f.write(render_markdown(sections).encode()))
+    write_atomic(out_dir / "report.pdf", lambda f: render_pdf(sections, out_dir, f, footer))
+    write_atomic(out_dir / "report.md", lambda f: f.write(render_markdown(sections).encode()))
     return out_dir / "report.pdf", out_dir / "report.md"

@@ -13,11 +13,11 @@ from pathlib import Path
 
 import numpy as np
 
-import starter
+import classes
 
 
 def imagenet100_wnids():
-    return [row["wnid"] for row in starter.read_imagenet100_table()]
+    return [row["wnid"] for row in classes.read_imagenet100_table()]
 
 
 def write_image_folder(val_dir, wnids, images_per_class, seed=0, size=(80, 64)):

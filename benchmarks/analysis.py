@@ -31,6 +31,8 @@ sys.path.insert(0, str(PROJECT_DIR))
 
 import metrics  # noqa: E402
 import plotting  # noqa: E402
+import classes  # noqa: E402
+import outputs  # noqa: E402
 import starter  # noqa: E402
 import synthetic  # noqa: E402
 
@@ -61,7 +63,7 @@ def parse_args(argv=None):
 def class_wnids(num_classes):
     if num_classes == 100:
         return sorted(synthetic.imagenet100_wnids())
-    return sorted(starter.imagenet1k_wnids())
+    return sorted(classes.imagenet1k_wnids())
 
 
 def biased_predictions(model, wnids, names, images_per_class, seed):
@@ -77,7 +79,7 @@ def biased_predictions(model, wnids, names, images_per_class, seed):
     bias = CLASS_BIAS[model] * rng.standard_normal(num_classes, dtype=np.float32)
     logits = 4.5 * similarity[labels] + bias
     logits += rng.standard_normal(logits.shape, dtype=np.float32)
-    return starter.Predictions(
+    return outputs.Predictions(
         logits=logits.astype(np.float32), labels=labels.astype(np.int64),
         paths=np.array([f"{wnids[label]}/ILSVRC2012_val_{i:08d}.JPEG" for i, label in enumerate(labels)]),
         wnids=np.array(wnids), names=np.array(names),
@@ -145,10 +147,10 @@ def time_command(*arguments):
 
 def benchmark_size(num_classes, args, root):
     wnids = class_wnids(num_classes)
-    _, names = starter.describe_classes(wnids)
+    _, names = classes.describe_classes(wnids)
     out = root / f"k{num_classes}"
     for offset, model in enumerate(CLASS_BIAS):
-        starter.save_predictions(out / model / "predictions.npz", biased_predictions(
+        outputs.save_predictions(out / model / "predictions.npz", biased_predictions(
             model, wnids, names, args.images_per_class, args.seed + offset))
     budget = BUDGET_SECONDS[num_classes]
     print(f"\n=== {num_classes * args.images_per_class:,} images x {num_classes:,} classes "

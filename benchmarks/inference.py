@@ -3,9 +3,9 @@
 
 Writes a generated ImageNet100-style folder of ImageNet-sized JPEGs (500 x 375) and random
 weights in the real formats, then for each model:
-- pipeline: starter.predict exactly as `starter.py --model ...` runs it (DataLoader with
-  workers decoding and transforming JPEGs), timing its starter.run_inference call (cold: first
-  use of the model); then starter.run_inference again on the same model and dataset (warm);
+- pipeline: inference.predict exactly as `starter.py --model ...` runs it (DataLoader with
+  workers decoding and transforming JPEGs), timing its inference.run_inference call (cold: first
+  use of the model); then inference.run_inference again on the same model and dataset (warm);
 - bare forward: the very module run_inference ran (eval, channels_last, inference_mode, fp16
   autocast on cuda) on one batch of already transformed images, repeated as many times as the
   pipeline has batches, after one warm-up call.
@@ -31,6 +31,8 @@ os.environ.setdefault("TQDM_DISABLE", "1")  # no progress bars between the numbe
 
 import torch  # noqa: E402
 
+import inference  # noqa: E402
+import models  # noqa: E402
 import starter  # noqa: E402
 import synthetic  # noqa: E402
 
@@ -98,10 +100,10 @@ def write_inputs(folder, num_images):
 
 
 class InferenceTimer:
-    """Replaces starter.run_inference: times its call and keeps the arguments, to rerun it."""
+    """Replaces inference.run_inference: times its call and keeps the arguments, to rerun it."""
 
     def __init__(self):
-        self.original = starter.run_inference
+        self.original = inference.run_inference
         self.arguments = None
 
     def __call__(self, *arguments):
@@ -149,11 +151,11 @@ def benchmark_model(model_name, files, args, scratch):
         "--device", args.device, "--batch-size", str(args.batch_size), "--workers", str(args.workers),
         "--clip-weights", str(clip_weights), "--prompts", "single", "--checkpoint", str(checkpoint)])
     timer = InferenceTimer()
-    starter.run_inference = timer
+    inference.run_inference = timer
     try:
-        starter.predict(pipeline_args)
+        inference.predict(pipeline_args)
     finally:
-        starter.run_inference = timer.original
+        inference.run_inference = timer.original
     model, dataset, device = timer.arguments[:3]
     num_images = timer.num_images
     batch = min(args.batch_size, num_images)
@@ -180,7 +182,7 @@ def main(argv=None):
     args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    device = starter.resolve_device(args.device)
+    device = models.resolve_device(args.device)
     print(f"CPU: {cpu_model()}, {os.cpu_count()} cores; torch {torch.__version__}; device {device}"
           + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""))
     print(f"batch size {args.batch_size}, DataLoader workers {args.workers}, torch threads: "

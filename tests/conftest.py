@@ -9,6 +9,8 @@ import pytest
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(PROJECT_DIR))
 
+import analysis  # noqa: E402
+import outputs  # noqa: E402
 import starter  # noqa: E402
 import synthetic  # noqa: E402
 
@@ -50,7 +52,7 @@ def synthetic_predictions(model, seed, num_classes=6, images_per_class=10, bias=
         logits = logits + np.asarray(bias)
     wnids = np.array(SUBSET_WNIDS[:num_classes] if num_classes <= len(SUBSET_WNIDS)
                      else [f"n{index:08d}" for index in range(num_classes)])
-    return starter.Predictions(
+    return outputs.Predictions(
         logits=logits.astype(np.float32), labels=labels,
         paths=np.array([f"{wnids[label]}/img{i}.JPEG" for i, label in enumerate(labels)]),
         wnids=wnids, names=np.array([f"class {w}" for w in wnids]),
@@ -62,8 +64,8 @@ def write_synthetic_runs(out):
     runs = {"clip": synthetic_predictions("clip", 0, bias=[1.5, 1.0, 0.5, 0, -0.5, -1.0]),
             "debiaspl": synthetic_predictions("debiaspl", 1)}
     for model, predictions in runs.items():
-        starter.save_predictions(out / model / "predictions.npz", predictions)
-        starter.analyze(predictions, out / model, out)
+        outputs.save_predictions(out / model / "predictions.npz", predictions)
+        analysis.analyze(predictions, out / model, out)
     return out
 
 

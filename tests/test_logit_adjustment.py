@@ -14,6 +14,8 @@ from matplotlib.figure import Figure
 
 import logit_adjustment
 import plotting
+import analysis
+import outputs
 import starter
 from conftest import PROJECT_DIR, synthetic_predictions
 
@@ -32,7 +34,7 @@ def run_clip_la(out, *options):
 
 def read_run(out, model):
     run_dir = out / model
-    return (starter.load_predictions(run_dir / "predictions.npz"),
+    return (outputs.load_predictions(run_dir / "predictions.npz"),
             json.loads((run_dir / "metrics.json").read_text()),
             json.loads((run_dir / "centroids.json").read_text()))
 
@@ -145,8 +147,8 @@ def analysed_clip(tmp_path_factory):
     """OUT with only a clip run (cache and outputs) of biased synthetic logits, analysed once."""
     out = tmp_path_factory.mktemp("clip-only")
     predictions = synthetic_predictions("clip", 0, bias=[1.5, 1.0, 0.5, 0, -0.5, -1.0])
-    starter.save_predictions(out / "clip" / "predictions.npz", predictions)
-    starter.analyze(predictions, out / "clip", out)
+    outputs.save_predictions(out / "clip" / "predictions.npz", predictions)
+    analysis.analyze(predictions, out / "clip", out)
     return out
 
 
@@ -165,7 +167,7 @@ def test_cli_writes_the_contract_in_clips_order(clip_out):
     assert summary["order"] == clip_summary["own_order"]
     for grouping in ("by_predicted", "by_true"):
         roles = [query["role"] for query in centroids[grouping]["queries"]]
-        assert roles == [role for role, _ in starter.centroid_roles(summary, clip_summary["own_order"])]
+        assert roles == [role for role, _ in analysis.centroid_roles(summary, clip_summary["own_order"])]
         assert len(roles) == 4
     prior = json.loads((out / "clip-la" / "prior.json").read_text())
     settings = {"momentum": 0.99, "threshold": 0.5, "lambda": 1.0, "mode": "final", "seed": 0,

@@ -10,7 +10,9 @@ import pytest
 import torch
 from PIL import Image
 
-import starter
+import classes
+import inference
+import models
 from conftest import PROJECT_DIR, SUBSET_WNIDS, run_cli
 
 CONTRACT_FILES = ["predictions.npz", "metrics.json", "centroids.json", "histogram_precision.png",
@@ -178,28 +180,28 @@ def test_debiaspl_without_clip_run_says_run_clip_first(tmp_path, demo_inputs, ca
 
 
 def test_subset_of_imagenet100_warns(real_runs, demo_inputs, capsys):
-    starter.warn_if_not_imagenet100(SUBSET_WNIDS)
+    classes.warn_if_not_imagenet100(SUBSET_WNIDS)
     assert "not the standard ImageNet100" in capsys.readouterr().err
-    starter.warn_if_not_imagenet100(list(imagenet100_rows()))
+    classes.warn_if_not_imagenet100(list(imagenet100_rows()))
     assert capsys.readouterr().err == ""
 
 
 def test_data_root_or_val_folder(demo_inputs):
-    assert starter.resolve_val_dir(demo_inputs.data) == demo_inputs.data / "val"
-    assert starter.resolve_val_dir(demo_inputs.data / "val") == demo_inputs.data / "val"
+    assert classes.resolve_val_dir(demo_inputs.data) == demo_inputs.data / "val"
+    assert classes.resolve_val_dir(demo_inputs.data / "val") == demo_inputs.data / "val"
 
 
 def test_all_imagenet1k_wnids_are_described():
     from open_clip.zero_shot_metadata import IMAGENET_CLASSNAMES
-    indices, names = starter.describe_classes(starter.imagenet1k_wnids())
+    indices, names = classes.describe_classes(classes.imagenet1k_wnids())
     assert indices == list(range(1000)) and names == list(IMAGENET_CLASSNAMES)
 
 
 def test_prompt_templates():
     from open_clip.zero_shot_metadata import OPENAI_IMAGENET_TEMPLATES
-    assert starter.clip_prompt_templates("ensemble") is OPENAI_IMAGENET_TEMPLATES
+    assert models.clip_prompt_templates("ensemble") is OPENAI_IMAGENET_TEMPLATES
     assert len(OPENAI_IMAGENET_TEMPLATES) == 80
-    assert starter.clip_prompt_templates("single") == ("a photo of a {}.",)
+    assert models.clip_prompt_templates("single") == ("a photo of a {}.",)
 
 
 def test_openai_torchscript_weights_load_like_a_state_dict(tmp_path, demo_inputs):
@@ -207,7 +209,7 @@ def test_openai_torchscript_weights_load_like_a_state_dict(tmp_path, demo_inputs
     scripted = open_clip.create_model("RN50-quickgelu", jit=True)
     scripted.load_state_dict(torch.load(demo_inputs.clip_weights, weights_only=True), strict=False)
     scripted.save(str(tmp_path / "RN50.pt"))
-    model, _ = starter.load_clip_weights(str(tmp_path / "RN50.pt"))
+    model, _ = models.load_clip_weights(str(tmp_path / "RN50.pt"))
     expected = torch.load(demo_inputs.clip_weights, weights_only=True)
     for key, value in model.state_dict().items():
         assert torch.equal(value, expected[key]), key
@@ -217,4 +219,4 @@ def test_odd_image_files_load_as_rgb(demo_inputs):
     first_class = sorted((demo_inputs.data / "val" / SUBSET_WNIDS[0]).iterdir())
     assert [Image.open(p).mode for p in first_class] == ["L", "CMYK", "RGB"]
     assert Image.open(first_class[2]).format == "PNG"
-    assert all(starter.load_rgb(p).mode == "RGB" for p in first_class)
+    assert all(inference.load_rgb(p).mode == "RGB" for p in first_class)

@@ -19,6 +19,8 @@ from sklearn.metrics import f1_score
 import metrics
 import plotting
 import report
+import analysis
+import outputs
 import starter
 from conftest import synthetic_predictions, write_synthetic_runs
 
@@ -124,7 +126,7 @@ def test_classes_below_half_balanced_and_std_by_hand():
 def test_run_measures_recover_macro_f1_from_metrics_json(synthetic_runs):
     """The report computes macro-F1 from metrics.json alone; it must equal sklearn's on the cache."""
     for model in ("clip", "debiaspl"):
-        predictions = starter.load_predictions(synthetic_runs / model / "predictions.npz")
+        predictions = outputs.load_predictions(synthetic_runs / model / "predictions.npz")
         measures = report.run_measures(read_json(synthetic_runs / model / "metrics.json"))
         expected = f1_score(predictions.labels, predictions.logits.argmax(axis=1), average="macro",
                             labels=np.unique(predictions.labels), zero_division=0)
@@ -295,7 +297,7 @@ def test_figures_in_an_outdated_clip_order_are_flagged(synthetic_runs):
     path = synthetic_runs / "debiaspl" / "metrics.json"
     saved = read_json(path)
     saved["order"] = saved["order"][::-1]  # as if clip had been rerun since
-    starter.write_json(path, saved)
+    outputs.write_json(path, saved)
     _, markdown = make_report(synthetic_runs)
     sections = markdown_sections(markdown)
     for title in ("Q2(a)", "Q2(b)"):
@@ -307,13 +309,13 @@ def test_figures_in_an_outdated_clip_order_are_flagged(synthetic_runs):
 def test_clip_la_section_after_q2(synthetic_runs):
     la_dir = synthetic_runs / "clip-la"
     predictions = synthetic_predictions("clip-la", 2)
-    starter.save_predictions(la_dir / "predictions.npz", predictions)
-    starter.analyze(predictions, la_dir, synthetic_runs)
+    outputs.save_predictions(la_dir / "predictions.npz", predictions)
+    analysis.analyze(predictions, la_dir, synthetic_runs)
     prior = {"settings": {"momentum": 0.99, "threshold": 0.95},
              "prior": [0.1, 0.2, 0.3, 0.1, 0.2, 0.1, 0.0],
              "classes": [{"wnid": str(w), "name": str(n), "prior": 1 / 6}
                          for w, n in zip(predictions.wnids, predictions.names)]}
-    starter.write_json(la_dir / "prior.json", prior)
+    outputs.write_json(la_dir / "prior.json", prior)
     shutil.copy(synthetic_runs / "clip" / "histogram_recall.png", la_dir / report.LAMBDA_SWEEP_FIGURE)
     pdf_path, markdown = make_report(synthetic_runs)
     titles = list(markdown_sections(markdown))
@@ -339,7 +341,7 @@ def test_clip_la_section_after_q2(synthetic_runs):
 
 def test_long_tables_split_over_pages(tmp_path):
     predictions = synthetic_predictions("clip", 0, num_classes=70, images_per_class=2)
-    starter.analyze(predictions, tmp_path / "clip", tmp_path)
+    analysis.analyze(predictions, tmp_path / "clip", tmp_path)
     pdf_path, _ = make_report(tmp_path)
     texts = pdf_page_texts(pdf_path)
     appendix = [text for text in texts if text.strip().startswith("Appendix:")]

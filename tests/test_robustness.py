@@ -9,7 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-import starter
+import analysis
+import classes
+import models
+import outputs
 import synthetic
 from conftest import SUBSET_WNIDS, run_cli
 
@@ -183,10 +186,10 @@ def test_checkpoint_that_would_run_code_runs_nothing(tmp_path, capsys, demo_inpu
 
 def test_numpy_scalars_in_checkpoints_are_allowed(tmp_path):
     path = synthetic.write_debiaspl_checkpoint(tmp_path / "np.pth.tar", best_acc1=np.float64(71.5))
-    checkpoint = starter.read_checkpoint(path, "DebiasPL checkpoint")
+    checkpoint = models.read_checkpoint(path, "DebiasPL checkpoint")
     assert checkpoint["best_acc1"] == 71.5 and checkpoint["epoch"] == 50
     torch.save({"dtype": np.dtype("float32"), "count": np.int64(3)}, tmp_path / "dtypes.pth")
-    assert starter.read_checkpoint(tmp_path / "dtypes.pth", "file")["count"] == 3
+    assert models.read_checkpoint(tmp_path / "dtypes.pth", "file")["count"] == 3
 
 
 def test_numpy_1_era_checkpoint_is_allowed(tmp_path):
@@ -201,7 +204,7 @@ def test_numpy_1_era_checkpoint_is_allowed(tmp_path):
                 assert b"numpy._core.multiarray\nscalar" in data
                 data = data.replace(b"numpy._core.multiarray\nscalar", b"numpy.core.multiarray\nscalar")
             legacy.writestr(info.filename, data)
-    assert starter.read_checkpoint(tmp_path / "legacy.pth", "file")["best_acc1"] == 71.5
+    assert models.read_checkpoint(tmp_path / "legacy.pth", "file")["best_acc1"] == 71.5
 
 
 # 3. Nothing lost, nothing stale --------------------------------------------------------------
@@ -215,7 +218,7 @@ def test_interrupted_write_leaves_the_old_file_and_no_temporary(tmp_path):
         raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        starter.write_atomic(target, interrupted)
+        outputs.write_atomic(target, interrupted)
     assert target.read_text() == "old"
     assert [p.name for p in tmp_path.iterdir()] == ["metrics.json"]
 
@@ -240,14 +243,14 @@ def test_interrupted_run_keeps_complete_outputs(tmp_path, real_runs, monkeypatch
 
 def test_cache_records_what_produced_it(real_runs, demo_inputs):
     for model, weights in (("clip", demo_inputs.clip_weights), ("debiaspl", demo_inputs.debiaspl_checkpoint)):
-        meta = starter.load_predictions(real_runs / model / "predictions.npz").meta
+        meta = outputs.load_predictions(real_runs / model / "predictions.npz").meta
         assert meta["model"] == model
         assert meta["weights_identity"]["sha256"] == hashlib.sha256(Path(weights).read_bytes()).hexdigest()
         assert meta["image_files"] == 18
-        assert meta["file_list_sha256"] == starter.file_list_identity(
-            starter.list_image_files(demo_inputs.data / "val"))
-    assert starter.load_predictions(real_runs / "clip" / "predictions.npz").meta["prompts"] == "single"
-    assert starter.load_predictions(real_runs / "debiaspl" / "predictions.npz").meta["branch"] == "main"
+        assert meta["file_list_sha256"] == classes.file_list_identity(
+            classes.list_image_files(demo_inputs.data / "val"))
+    assert outputs.load_predictions(real_runs / "clip" / "predictions.npz").meta["prompts"] == "single"
+    assert outputs.load_predictions(real_runs / "debiaspl" / "predictions.npz").meta["branch"] == "main"
 
 
 def test_from_cache_with_other_options_says_so(tmp_path, real_runs, demo_inputs, data_copy, capsys):
@@ -283,7 +286,7 @@ def test_text_classifier_is_cached(tmp_path, real_runs, demo_inputs, monkeypatch
 def test_class_folders_without_images_fail_before_any_model_loads(tmp_path, capsys, monkeypatch):
     (tmp_path / "data" / "val" / SUBSET_WNIDS[0]).mkdir(parents=True)
     (tmp_path / "data" / "val" / SUBSET_WNIDS[0] / "readme.txt").write_text("no images")
-    monkeypatch.setattr(starter, "build_clip_zero_shot", lambda *a, **k: pytest.fail("model loaded"))
+    monkeypatch.setattr(models, "build_clip_zero_shot", lambda *a, **k: pytest.fail("model loaded"))
     assert run_cli("--model", "clip", "--data", tmp_path / "data", "--out", tmp_path / "out") == 2
     assert_one_line_error(capsys, "hold no image files")
 
@@ -295,8 +298,8 @@ def test_run_on_other_images_than_clips_says_so(synthetic_runs, capsys):
     (synthetic_runs / "clip" / "metrics.json").write_text(json.dumps(clip_metrics))
     predictions = synthetic_predictions("debiaspl", 1)
     predictions.meta["file_list_sha256"] = "b" * 64
-    starter.analyze(predictions, synthetic_runs / "debiaspl", synthetic_runs)
+    analysis.analyze(predictions, synthetic_runs / "debiaspl", synthetic_runs)
     assert "saw other image files than this debiaspl run" in capsys.readouterr().err
     predictions.meta["file_list_sha256"] = "a" * 64
-    starter.analyze(predictions, synthetic_runs / "debiaspl", synthetic_runs)
+    analysis.analyze(predictions, synthetic_runs / "debiaspl", synthetic_runs)
     assert "saw other image files" not in capsys.readouterr().err

@@ -1,0 +1,238 @@
+"""Models: the device, safe checkpoint reading, CLIP RN50 zero-shot and DebiasPL's ResNet-50.
+
+Each builder returns (torch module mapping images to [B, K] logits, eval transform, identity of
+the weights file). torch, torchvision and open_clip are imported inside the functions that use
+them.
+"""
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from outputs import UserError, write_atomic
+
+SINGLE_PROMPT = "a photo of a {}."
+CLIP_ARCHITECTURE = "RN50-quickgelu"  # OpenAI trained RN50 with QuickGELU
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def resolve_device(name):
+    import torch
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda was asked for but this machine has no usable CUDA GPU; "
+                        "use --device cpu.")
+    return torch.device(name)
+
+
+def checkpoint_safe_globals():
+    """Non-tensor types that real training checkpoints carry and that run no code: numpy scalars
+    (e.g. a best_acc1 saved as np.float64, under numpy 2's and numpy 1's module names) and dtypes."""
+    scalar = np.dtype("f8").type(0).__reduce__()[0]  # numpy._core.multiarray.scalar
+    dtype_classes = [type(np.dtype(code)) for code in "?bBhHiIlLqQefdgFDG"]
+    return [scalar, (scalar, "numpy.core.multiarray.scalar"), np.dtype, *dtype_classes]
+
+
+def read_checkpoint(path, what, trust=False):
+    """torch.load that runs no code from the file unless the user trusts it (--trust-checkpoint)."""
+    import pickle
+    import re
+    import torch
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise UserError(f"the {what} {path} does not exist.")
+    try:
+        with torch.serialization.safe_globals(checkpoint_safe_globals()):
+            return torch.load(path, map_location="cpu", weights_only=not trust)
+    except pickle.UnpicklingError as error:
+        refused = re.search(r"GLOBAL ([\w.]+)", str(error))
+        if refused:
+            raise UserError(f"the {what} {path} holds a Python object ({refused.group(1)}) that "
+                            "loading would have to run code to rebuild, so it was not loaded; pass "
+                            "--trust-checkpoint only if you trust where the file came from.") from None
+        raise UserError(f"{path} is not a readable PyTorch {what} ({error}).") from None
+    except Exception as error:
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise UserError(f"{path} is not a readable PyTorch {what} ({reason}).") from None
+
+
+def read_clip_state_dict(path, trust=False):
+    """An open_clip-layout state dict from OpenAI's TorchScript RN50.pt or a torch.save'd file."""
+    import torch
+    import warnings
+    import zipfile
+    path = Path(path).expanduser()
+    if path.is_file() and zipfile.is_zipfile(path) and any(
+            "/code/__torch__" in name for name in zipfile.ZipFile(path).namelist()):
+        # OpenAI's RN50.pt is a TorchScript archive: torch.jit.load reads it without unpickling
+        # Python objects. Its state dict has open_clip's key layout plus three int buffers;
+        # open_clip's own jit=True export adds the text attention mask, which open_clip rebuilds.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # jit is deprecated, yet OpenAI ships it
+            state_dict = torch.jit.load(str(path), map_location="cpu").state_dict()
+        for key in ("input_resolution", "context_length", "vocab_size", "attn_mask"):
+            state_dict.pop(key, None)
+        return state_dict
+    checkpoint = read_checkpoint(path, "CLIP weights file", trust)
+    state_dict = checkpoint.get("state_dict", checkpoint) if isinstance(checkpoint, dict) else None
+    if not isinstance(state_dict, dict):
+        raise UserError(f"{path} holds no state dict.")
+    return {key.removeprefix("module."): value for key, value in state_dict.items()}
+
+
+def check_state_dict(model, state_dict, source):
+    """Stop with the differing keys or shapes when `state_dict` does not fit `model` exactly."""
+    expected = model.state_dict()
+    missing = [key for key in expected if key not in state_dict]
+    unexpected = [key for key in state_dict if key not in expected]
+    reshaped = [f"{key} {tuple(state_dict[key].shape)} vs {tuple(value.shape)}"
+                for key, value in expected.items()
+                if key in state_dict and tuple(state_dict[key].shape) != tuple(value.shape)]
+    problems = [f"{label} {', '.join(items[:3])}" + (f" and {len(items) - 3} more" if len(items) > 3 else "")
+                for label, items in (("missing keys:", missing), ("unexpected keys:", unexpected),
+                                     ("shapes differ:", reshaped)) if items]
+    if problems:
+        raise UserError(f"{source} does not fit {type(model).__name__} ({'; '.join(problems)}).")
+
+
+def load_clip_weights(weights, trust=False):
+    """OpenAI's RN50 in open_clip (QuickGELU), from the 'openai' tag or a local file."""
+    import logging
+    import open_clip
+    if weights == "openai":
+        try:
+            model, _, transform = open_clip.create_model_and_transforms(CLIP_ARCHITECTURE, pretrained="openai")
+        except (OSError, RuntimeError) as error:  # open_clip wraps download failures in RuntimeError
+            raise UserError(f"open_clip could not fetch OpenAI's RN50 weights ({str(error).splitlines()[0]}); "
+                            "download RN50.pt elsewhere and pass --clip-weights PATH.") from None
+        return model, transform
+    # Build without weights (silencing open_clip's "initialized randomly") then load the file.
+    logging.disable(logging.WARNING)
+    try:
+        model, _, transform = open_clip.create_model_and_transforms(CLIP_ARCHITECTURE)
+    finally:
+        logging.disable(logging.NOTSET)
+    state_dict = read_clip_state_dict(weights, trust)
+    check_state_dict(model, state_dict, f"the CLIP weights {weights}")
+    model.load_state_dict(state_dict)
+    return model, transform
+
+
+def clip_prompt_templates(prompts):
+    from open_clip.zero_shot_metadata import OPENAI_IMAGENET_TEMPLATES
+    return OPENAI_IMAGENET_TEMPLATES if prompts == "ensemble" else (SINGLE_PROMPT,)
+
+
+def file_identity(path):
+    """What names a weights file's content: its size and SHA-256 (mtime and path can change)."""
+    import hashlib
+    path = Path(path).expanduser().resolve()
+    digest = hashlib.sha256()
+    with path.open("rb") as file:
+        for block in iter(lambda: file.read(1 << 22), b""):
+            digest.update(block)
+    return {"path": str(path), "bytes": path.stat().st_size, "sha256": digest.hexdigest()}
+
+
+def clip_weights_identity(weights):
+    if weights == "openai":
+        import open_clip
+        return {"tag": "openai", "open_clip": open_clip.__version__}
+    return file_identity(weights)
+
+
+def text_classifier_path(cache_dir, weights_identity, templates, class_names):
+    """Cache file of CLIP's text classifier, keyed by everything it depends on."""
+    import hashlib
+    prompt_texts = [t if isinstance(t, str) else t("{}") for t in templates]
+    key = json.dumps([CLIP_ARCHITECTURE, weights_identity, prompt_texts, list(class_names)])
+    return Path(cache_dir) / f"clip-text-classifier-{hashlib.sha256(key.encode()).hexdigest()[:16]}.npy"
+
+
+def clip_text_classifier(clip, templates, class_names, device, cache_path):
+    """[D, K] unit text embeddings averaged over templates; read from / written to cache_path,
+    since the 8,000 ensemble prompts cost minutes on a CPU."""
+    import open_clip
+    import torch
+    if cache_path.is_file():
+        try:
+            return torch.from_numpy(np.load(cache_path, allow_pickle=False))
+        except (OSError, ValueError):
+            print(f"warning: ignoring the damaged text-classifier cache {cache_path}.", file=sys.stderr)
+    with torch.autocast(device.type, dtype=torch.float16, enabled=device.type == "cuda"):
+        classifier = open_clip.build_zero_shot_classifier(
+            clip, tokenizer=open_clip.get_tokenizer(CLIP_ARCHITECTURE), classnames=class_names,
+            templates=templates, device=device, use_tqdm=True).float().cpu()
+    write_atomic(cache_path, lambda f: np.save(f, classifier.numpy()))
+    return classifier
+
+
+def build_clip_zero_shot(weights, prompts, class_names, device, cache_dir, trust=False):
+    """CLIP RN50 as a classifier over `class_names`: logit_scale.exp() x cosine similarity.
+    Returns (module, transform, identity of the weights)."""
+    import torch
+
+    class ZeroShotCLIP(torch.nn.Module):
+        def __init__(self, clip, classifier):
+            super().__init__()
+            self.clip = clip
+            self.register_buffer("classifier", classifier)
+
+        def forward(self, images):
+            features = self.clip.encode_image(images, normalize=True)
+            return self.clip.logit_scale.exp() * features @ self.classifier.to(features.dtype)
+
+    clip, transform = load_clip_weights(weights, trust)
+    clip = clip.to(device).eval()
+    identity = clip_weights_identity(weights)
+    templates = clip_prompt_templates(prompts)
+    classifier = clip_text_classifier(clip, templates, class_names, device,
+                                      text_classifier_path(cache_dir, identity, templates, class_names))
+    return ZeroShotCLIP(clip, classifier.to(device)), transform, identity
+
+
+def debiaspl_state_dict(checkpoint, branch):
+    """torchvision ResNet-50 keys from the FixMatch wrapper's `module.<branch>.{backbone,fc}.*`."""
+    state_dict = checkpoint.get("state_dict") if isinstance(checkpoint, dict) else None
+    if not isinstance(state_dict, dict):
+        raise UserError("the DebiasPL checkpoint has no 'state_dict' entry.")
+    prefix = f"{branch}."
+    branch_weights = {}
+    for key, value in state_dict.items():
+        key = key.removeprefix("module.")
+        if key.startswith(prefix):
+            branch_weights[key[len(prefix):].removeprefix("backbone.")] = value
+    if not branch_weights:
+        branches = sorted({key.removeprefix("module.").split(".")[0] for key in state_dict})
+        raise UserError(f"the DebiasPL checkpoint has no '{branch}' branch (its state_dict holds "
+                        f"{', '.join(branches)}); choose --branch accordingly.")
+    return branch_weights
+
+
+def build_debiaspl(checkpoint_path, branch, imagenet_indices, trust=False):
+    """DebiasPL's ResNet-50 with its 1000 ImageNet-1k logits cut down to the dataset's classes."""
+    import torch
+    import torchvision
+    from torchvision import transforms
+
+    class ClassColumns(torch.nn.Module):
+        def __init__(self, network, columns):
+            super().__init__()
+            self.network = network
+            self.register_buffer("columns", torch.as_tensor(columns, dtype=torch.long))
+
+        def forward(self, images):
+            return self.network(images).index_select(1, self.columns)
+
+    network = torchvision.models.resnet50()
+    checkpoint = read_checkpoint(checkpoint_path, "DebiasPL checkpoint", trust)
+    state_dict = debiaspl_state_dict(checkpoint, branch)
+    check_state_dict(network, state_dict, f"the {branch} branch of {checkpoint_path}")
+    network.load_state_dict(state_dict)
+    transform = transforms.Compose([
+        transforms.Resize(256), transforms.CenterCrop(224), transforms.ToTensor(),
+        transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
+    return ClassColumns(network, imagenet_indices), transform, file_identity(checkpoint_path)

@@ -1,0 +1,101 @@
+"""The on-disk contract between the stages: run folders, predictions.npz, JSON and figure files.
+
+Every output is written to a temporary file and renamed, so none is ever half-written. numpy
+only: reading a cache never imports torch.
+"""
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+class UserError(Exception):
+    """A mistake the user can fix (path, file, option): reported as one sentence, no traceback."""
+FIGURE_DPI = 200
+REFERENCE_MODEL = "clip"  # Q2: "keep the same order of classes as in Q1"
+LOGIT_ADJUSTED_MODEL = "clip-la"  # clip's cached logits, debiased without training
+MODEL_TITLES = {
+    "clip": "CLIP RN50 zero-shot",
+    "debiaspl": "DebiasPL (zero-shot, RN50)",
+    "clip-la": "CLIP RN50 + logit adjustment",
+}
+
+
+def write_atomic(path, write):
+    """Call write(binary_file) on a temporary file next to `path`, then rename it over `path`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle = tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp",
+                                         delete=False)
+    try:
+        with handle:
+            write(handle)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(handle.name, 0o666 & ~umask)  # NamedTemporaryFile creates 0600
+        os.replace(handle.name, path)
+    except BaseException:
+        os.unlink(handle.name)
+        raise
+
+
+def write_json(path, data):
+    write_atomic(path, lambda f: f.write((json.dumps(data, indent=2) + "\n").encode()))
+
+
+def write_figure(path, figure):
+    # zlib level 3 instead of PIL's 6: ~0.1 s less per multi-megapixel figure, ~20% larger files.
+    write_atomic(path, lambda f: figure.savefig(f, format="png", dpi=FIGURE_DPI,
+                                                pil_kwargs={"compress_level": 3}))
+
+
+def read_json(path, what):
+    try:
+        return json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise UserError(f"{what} {path} does not exist.") from None
+    except (OSError, ValueError) as error:
+        raise UserError(f"{what} {path} cannot be read ({error}).") from None
+
+
+@dataclass
+class Predictions:
+    logits: np.ndarray  # float32 [N, K], columns = the dataset's classes
+    labels: np.ndarray  # int64 [N], ground truth
+    paths: np.ndarray  # str [N], relative to the val folder
+    wnids: np.ndarray  # str [K], ImageFolder order (sorted)
+    names: np.ndarray  # str [K], CLIP's curated ImageNet class names
+    meta: dict  # what produced these logits
+
+
+PREDICTION_KEYS = ("logits", "labels", "paths", "wnids", "names", "meta")
+
+
+def save_predictions(path, predictions):
+    arrays = {key: getattr(predictions, key) for key in PREDICTION_KEYS[:-1]}
+    arrays["meta"] = np.array(json.dumps(predictions.meta))
+    write_atomic(path, lambda f: np.savez(f, **arrays))
+
+
+def load_predictions(path):
+    """The cache of a run; a missing or damaged one stops with the command that rebuilds it."""
+    path = Path(path)
+    rebuild = f"run `python starter.py --model {path.parent.name}` without --from-cache to rebuild it"
+    if not path.is_file():
+        raise UserError(f"there is no cache at {path}; {rebuild}.")
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            missing = [key for key in PREDICTION_KEYS if key not in archive.files]
+            if missing:
+                raise UserError(f"the cache {path} lacks {', '.join(missing)}; {rebuild}.")
+            loaded = {key: archive[key] for key in PREDICTION_KEYS}
+        loaded["meta"] = json.loads(str(loaded["meta"]))
+        if not isinstance(loaded["meta"], dict) or "model" not in loaded["meta"]:
+            raise ValueError("its meta entry names no model")
+    except UserError:
+        raise
+    except Exception as error:
+        raise UserError(f"the cache {path} is damaged ({error}); {rebuild}.") from None
+    return Predictions(**loaded)
