@@ -21,7 +21,7 @@ def none_if_nan(value):
 
 def reference_order(out_dir, model, wnids, meta=None):
     """Class order of the figures: the model's own for clip, clip's own order for the others.
-    Given this run's meta, also warn when clip's run saw other image files."""
+    Given this run's meta, also warn when clip's run saw other image files or other class names."""
     if model == REFERENCE_MODEL:
         return None
     path = Path(out_dir) / REFERENCE_MODEL / "metrics.json"
@@ -32,12 +32,17 @@ def reference_order(out_dir, model, wnids, meta=None):
     if sorted(reference["own_order"]) != sorted(wnids):
         raise UserError(f"{path} was made on other classes than this dataset's; run --model clip "
                         "again on this dataset.")
-    theirs = reference.get("settings", {}).get("file_list_sha256")
-    ours = (meta or {}).get("file_list_sha256")
-    if theirs and ours and theirs != ours:
+    theirs, ours = reference.get("settings", {}), meta or {}
+    if theirs.get("file_list_sha256") and ours.get("file_list_sha256") and \
+            theirs["file_list_sha256"] != ours["file_list_sha256"]:
         print(f"warning: clip's run in {out_dir} saw other image files than this {model} run; its "
               "class order still applies, but the two runs are not on the same images.",
               file=sys.stderr)
+    if theirs.get("class_names") and ours.get("class_names") and \
+            theirs["class_names"] != ours["class_names"]:
+        print(f"warning: clip's run in {out_dir} used --class-names {theirs['class_names']} and this "
+              f"{model} run {ours['class_names']}; the report names the classes differently in the "
+              "two runs.", file=sys.stderr)
     return reference["own_order"]
 
 

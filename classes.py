@@ -1,8 +1,10 @@
-"""Classes: the data folder's ImageNet wnids, their ImageNet-1k indices and CLIP's class names.
+"""Classes: the data folder's ImageNet wnids, their ImageNet-1k indices and class names.
 
-Reads folders and tables only (stdlib and numpy), so caches are checked without torch.
+Reads folders and the shipped class tables only (stdlib), so caches are checked, and debiaspl
+runs, without torch, open_clip or timm being needed to name a class.
 """
 import csv
+import functools
 import os
 import sys
 from pathlib import Path
@@ -10,7 +12,13 @@ from pathlib import Path
 from outputs import UserError
 
 PROJECT_DIR = Path(__file__).resolve().parent
-IMAGENET100_TABLE = PROJECT_DIR / "imagenet100.tsv"
+IMAGENET100_TABLE = PROJECT_DIR / "imagenet100.tsv"  # the standard 100 classes
+# Every ImageNet-1k class; written by scripts/write_imagenet1k_table.py from open_clip and timm.
+IMAGENET1K_TABLE = PROJECT_DIR / "imagenet1k.tsv"
+TABLE_COLUMNS = ("wnid", "imagenet1k_index", "clip_name", "wordnet_name", "wordnet_lemmas")
+# --class-names: OpenAI's curated names (CLIP's published protocol) or the first WordNet lemma
+# (what the course's starter code and many homework solutions use).
+CLASS_NAME_COLUMNS = {"openai": "clip_name", "wordnet": "wordnet_name"}
 # What torchvision's ImageFolder loads (its IMG_EXTENSIONS), kept here so caches are checked
 # without importing torch.
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
@@ -47,28 +55,38 @@ def file_list_identity(paths):
     return hashlib.sha256("\n".join(sorted(paths)).encode()).hexdigest()
 
 
-def imagenet1k_wnids():
-    """The 1,000 ImageNet-1k wnids in class-index order (timm ships the list)."""
-    from timm.data import ImageNetInfo
-    return ImageNetInfo("imagenet-1k").label_names()
-
-
-def read_imagenet100_table():
-    with IMAGENET100_TABLE.open(newline="") as table:
+def read_table(path):
+    with path.open(newline="") as table:
         return list(csv.DictReader(table, delimiter="\t"))
 
 
-def describe_classes(wnids):
-    """(ImageNet-1k indices, CLIP class names) of the folder's wnids."""
-    from open_clip.zero_shot_metadata import IMAGENET_CLASSNAMES
-    index_of = {wnid: index for index, wnid in enumerate(imagenet1k_wnids())}
-    unknown = [wnid for wnid in wnids if wnid not in index_of]
+@functools.cache
+def imagenet1k_table():
+    """{wnid: row} of the 1,000 ImageNet-1k classes, in class-index order."""
+    return {row["wnid"]: row for row in read_table(IMAGENET1K_TABLE)}
+
+
+def imagenet1k_wnids():
+    """The 1,000 ImageNet-1k wnids in class-index order."""
+    return list(imagenet1k_table())
+
+
+def read_imagenet100_table():
+    return read_table(IMAGENET100_TABLE)
+
+
+def describe_classes(wnids, class_names="openai"):
+    """(ImageNet-1k indices, class names) of the folder's wnids; `class_names` picks the names
+    (a key of CLASS_NAME_COLUMNS)."""
+    table = imagenet1k_table()
+    unknown = [wnid for wnid in wnids if wnid not in table]
     if unknown:
         raise UserError(f"class folder {unknown[0]!r} is not an ImageNet-1k wnid"
                         + (f" (nor are {len(unknown) - 1} others)" if len(unknown) > 1 else "")
                         + "; the data folder must hold one folder per ImageNet class.")
-    indices = [index_of[wnid] for wnid in wnids]
-    return indices, [IMAGENET_CLASSNAMES[index] for index in indices]
+    column = CLASS_NAME_COLUMNS[class_names]
+    return ([int(table[wnid]["imagenet1k_index"]) for wnid in wnids],
+            [table[wnid][column] for wnid in wnids])
 
 
 def warn_if_not_imagenet100(wnids):

@@ -92,7 +92,7 @@ def predict(args):
     from torchvision.datasets import ImageFolder
     val_dir = classes.resolve_val_dir(args.data)
     wnids = classes.find_class_folders(val_dir)
-    imagenet_indices, names = classes.describe_classes(wnids)
+    imagenet_indices, names = classes.describe_classes(wnids, args.class_names)
     classes.warn_if_not_imagenet100(wnids)
     # Scan the files before loading a model, so a wrong folder fails in seconds.
     dataset = ImageFolder(val_dir, loader=load_rgb, allow_empty=True)
@@ -106,8 +106,8 @@ def predict(args):
             args.clip_weights, args.prompts, names, device, Path(args.out) / "cache", args.trust_checkpoint)
         settings = {"weights": str(args.clip_weights), "prompts": args.prompts}
     else:
-        model, transform, identity = models.build_debiaspl(args.checkpoint, args.branch, imagenet_indices,
-                                                    args.trust_checkpoint)
+        model, transform, identity = models.build_debiaspl(args.checkpoint, args.branch,
+                                                           imagenet_indices, args.trust_checkpoint)
         settings = {"weights": str(args.checkpoint), "branch": args.branch}
     dataset.transform = TransformReadable(transform)
     logits, labels, kept, unreadable = run_inference(model, dataset, device, args.batch_size,
@@ -115,7 +115,8 @@ def predict(args):
     all_paths = [os.path.relpath(path, val_dir) for path, _ in dataset.samples]
     for index, reason in unreadable.items():
         print(f"skipped unreadable image {dataset.samples[index][0]} ({reason})", file=sys.stderr)
-    meta = {"model": args.model, **settings, "weights_identity": identity, "data": str(val_dir),
+    meta = {"model": args.model, **settings, "class_names": args.class_names,
+            "weights_identity": identity, "data": str(val_dir),
             "image_files": len(all_paths), "file_list_sha256": classes.file_list_identity(all_paths),
             "skipped": [all_paths[i] for i in unreadable], "device": str(device)}
     return Predictions(logits=logits.astype(np.float32), labels=labels,

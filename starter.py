@@ -63,6 +63,11 @@ def build_parser():
     clip.add_argument("--prompts", choices=("ensemble", "single"), default="ensemble",
                       help="ensemble: OpenAI's 80 ImageNet templates (CLIP's published protocol); "
                            f"single: exactly {SINGLE_PROMPT!r}")
+    clip.add_argument("--class-names", choices=sorted(classes.CLASS_NAME_COLUMNS), default="openai",
+                      help="the class names in CLIP's prompts, figures and tables: openai (CLIP's "
+                           "curated names, its published protocol) or wordnet (each wnid's first "
+                           "WordNet lemma, as the course's starter code uses); debiaspl uses them "
+                           "for display only")
     debiaspl = parser.add_argument_group("DebiasPL (--model debiaspl)")
     debiaspl.add_argument("--checkpoint", default="./debiaspl_zsl_epoch50.pth.tar",
                           help="the DebiasPL FixMatch checkpoint (.pth.tar)")
@@ -137,8 +142,8 @@ def finite_float(text):
 
 def cache_differences(meta, args):
     """How the options of this --from-cache run differ from those that made the cache."""
-    differences = [f"--{option} {meta[option]}, not {getattr(args, option)}"
-                   for option in ("prompts", "branch")
+    differences = [f"--{option.replace('_', '-')} {meta[option]}, not {getattr(args, option)}"
+                   for option in ("prompts", "branch", "class_names")
                    if option in meta and meta[option] != getattr(args, option)]
     weights_option = {"clip": "clip_weights", "debiaspl": "checkpoint"}.get(meta["model"])
     cached_file = meta.get("weights_identity", {}).get("path")
