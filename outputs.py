@@ -62,40 +62,73 @@ def read_json(path, what):
 
 @dataclass
 class Predictions:
-    logits: np.ndarray  # float32 [N, K], columns = the dataset's classes
-    labels: np.ndarray  # int64 [N], ground truth
-    paths: np.ndarray  # str [N], relative to the val folder
+    """A run's logits and what they are of: the contract of predictions.npz, which any tool may
+    write (see the README) and every analysis starts from."""
+    logits: np.ndarray  # float32 [N, K], column k = class wnids[k]
+    labels: np.ndarray  # int64 [N], ground truth as a column index in 0..K-1
+    paths: np.ndarray  # str [N], image paths relative to the val folder
     wnids: np.ndarray  # str [K], ImageFolder order (sorted)
-    names: np.ndarray  # str [K], CLIP's curated ImageNet class names
-    meta: dict  # what produced these logits
+    names: np.ndarray  # str [K], class names as shown in figures and tables
+    meta: dict  # what produced these logits ("model" at least)
 
 
 PREDICTION_KEYS = ("logits", "labels", "paths", "wnids", "names", "meta")
+REQUIRED_KEYS = PREDICTION_KEYS[:-1]  # a cache written by another tool may lack meta
+NO_META = "unknown (no meta in the cache)"
 
 
 def save_predictions(path, predictions):
-    arrays = {key: getattr(predictions, key) for key in PREDICTION_KEYS[:-1]}
+    arrays = {key: getattr(predictions, key) for key in REQUIRED_KEYS}
     arrays["meta"] = np.array(json.dumps(predictions.meta))
     write_atomic(path, lambda f: np.savez(f, **arrays))
 
 
+def contract_violation(arrays):
+    """What keeps these arrays from being a run's predictions, or None when they are one."""
+    logits, labels = arrays["logits"], arrays["labels"]
+    if logits.ndim != 2 or not np.issubdtype(logits.dtype, np.floating):
+        return f"logits must be a float array [N, K], not {logits.dtype} {logits.shape}"
+    count, num_classes = logits.shape
+    if not np.isfinite(logits).all():
+        return "logits hold nan or inf"
+    if labels.shape != (count,) or not np.issubdtype(labels.dtype, np.integer):
+        return f"labels must be {count} integers, not {labels.dtype} {labels.shape}"
+    if count and not 0 <= labels.min() <= labels.max() < num_classes:
+        return f"labels must lie in 0..{num_classes - 1}, the logits' columns"
+    for key, length in (("paths", count), ("wnids", num_classes), ("names", num_classes)):
+        if arrays[key].shape != (length,) or arrays[key].dtype.kind != "U":
+            return f"{key} must be {length} strings, not {arrays[key].dtype} {arrays[key].shape}"
+    return None
+
+
 def load_predictions(path):
-    """The cache of a run; a missing or damaged one stops with the command that rebuilds it."""
+    """The cache of a run; a missing, damaged or malformed one stops with what to do.
+
+    Without meta (a cache written by another tool), the model is the run folder's name and the
+    provenance is unknown."""
     path = Path(path)
     rebuild = f"run `python starter.py --model {path.parent.name}` without --from-cache to rebuild it"
     if not path.is_file():
         raise UserError(f"there is no cache at {path}; {rebuild}.")
     try:
         with np.load(path, allow_pickle=False) as archive:
-            missing = [key for key in PREDICTION_KEYS if key not in archive.files]
+            missing = [key for key in REQUIRED_KEYS if key not in archive.files]
             if missing:
                 raise UserError(f"the cache {path} lacks {', '.join(missing)}; {rebuild}.")
-            loaded = {key: archive[key] for key in PREDICTION_KEYS}
-        loaded["meta"] = json.loads(str(loaded["meta"]))
-        if not isinstance(loaded["meta"], dict) or "model" not in loaded["meta"]:
+            loaded = {key: archive[key] for key in PREDICTION_KEYS if key in archive.files}
+        meta = json.loads(str(loaded["meta"])) if "meta" in loaded else {
+            "model": path.parent.name, "provenance": NO_META}
+        if not isinstance(meta, dict) or "model" not in meta:
             raise ValueError("its meta entry names no model")
     except UserError:
         raise
     except Exception as error:
         raise UserError(f"the cache {path} is damaged ({error}); {rebuild}.") from None
+    violation = contract_violation(loaded)
+    if violation:
+        raise UserError(f"the cache {path} does not follow the predictions.npz contract: "
+                        f"{violation}; see the README's 'Bring your own logits'.")
+    loaded["meta"] = meta
+    loaded["logits"] = loaded["logits"].astype(np.float32, copy=False)
+    loaded["labels"] = loaded["labels"].astype(np.int64, copy=False)
     return Predictions(**loaded)
