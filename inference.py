@@ -53,10 +53,11 @@ def collate_readable(batch):
     return images, labels, unreadable
 
 
-def run_inference(model, dataset, device, batch_size, workers, skip_bad_images):
+def run_inference(model, dataset, device, precision, batch_size, workers, skip_bad_images):
     """Logits [N', K] float32, labels [N'], kept sample indices [N'] and {index: reason} of the
     unreadable samples, in dataset order. Without skip_bad_images the first batch holding
-    unreadable files stops the run (a UserError naming them), before anything is written."""
+    unreadable files stops the run (a UserError naming them), before anything is written.
+    `precision` as set by models.set_precision: fp32, or fp16 / bf16 autocast."""
     import torch
     from tqdm import tqdm
     on_cuda = device.type == "cuda"
@@ -76,14 +77,15 @@ def run_inference(model, dataset, device, batch_size, workers, skip_bad_images):
             if images is None:
                 continue
             images = images.to(device, non_blocking=True, memory_format=torch.channels_last)
-            with torch.autocast(device.type, dtype=torch.float16, enabled=on_cuda):
+            with models.autocast(device, precision):
                 logits = model(images)
-            all_logits.append(logits.float().cpu())
+            # Kept on the device: a per-batch .cpu() would make the loop wait for each forward.
+            all_logits.append(logits.float())
             all_labels.append(labels)
     if not all_logits:
         raise UserError("none of the images could be read.")
     kept = np.array([i for i in range(len(dataset)) if i not in unreadable], dtype=np.int64)
-    return (torch.cat(all_logits).numpy(), torch.cat(all_labels).numpy().astype(np.int64), kept,
+    return (torch.cat(all_logits).cpu().numpy(), torch.cat(all_labels).numpy().astype(np.int64), kept,
             unreadable)
 
 
@@ -101,24 +103,28 @@ def predict(args):
     if not dataset.samples:
         raise UserError(f"the class folders of {val_dir} hold no image files.")
     device = models.resolve_device(args.device)
+    models.set_precision(device, args.precision)
     if args.model == "clip":
         model, transform, identity = models.build_clip_zero_shot(
-            args.clip_weights, args.prompts, names, device, Path(args.out) / "cache", args.trust_checkpoint)
+            args.clip_weights, args.prompts, names, device, args.precision, Path(args.out) / "cache",
+            args.trust_checkpoint)
         settings = {"weights": str(args.clip_weights), "prompts": args.prompts}
     else:
         model, transform, identity = models.build_debiaspl(args.checkpoint, args.branch,
                                                            imagenet_indices, args.trust_checkpoint)
         settings = {"weights": str(args.checkpoint), "branch": args.branch}
     dataset.transform = TransformReadable(transform)
-    logits, labels, kept, unreadable = run_inference(model, dataset, device, args.batch_size,
-                                                     args.workers, args.skip_bad_images)
+    logits, labels, kept, unreadable = run_inference(model, dataset, device, args.precision,
+                                                     args.batch_size, args.workers,
+                                                     args.skip_bad_images)
     all_paths = [os.path.relpath(path, val_dir) for path, _ in dataset.samples]
     for index, reason in unreadable.items():
         print(f"skipped unreadable image {dataset.samples[index][0]} ({reason})", file=sys.stderr)
     meta = {"model": args.model, **settings, "class_names": args.class_names,
             "weights_identity": identity, "data": str(val_dir),
             "image_files": len(all_paths), "file_list_sha256": classes.file_list_identity(all_paths),
-            "skipped": [all_paths[i] for i in unreadable], "device": str(device)}
+            "skipped": [all_paths[i] for i in unreadable], "device": str(device),
+            "precision": args.precision}
     return Predictions(logits=logits.astype(np.float32), labels=labels,
                        paths=np.array([all_paths[i] for i in kept], dtype=str),
                        wnids=np.array(wnids), names=np.array(names), meta=meta)

@@ -18,6 +18,10 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
+PRECISIONS = ("fp32", "fp16", "bf16")
+AUTOCAST_DTYPES = {"fp16": "float16", "bf16": "bfloat16"}  # names in torch
+
+
 def resolve_device(name):
     import torch
     if name == "auto":
@@ -26,6 +30,29 @@ def resolve_device(name):
         raise UserError("--device cuda was asked for but this machine has no usable CUDA GPU; "
                         "use --device cpu.")
     return torch.device(name)
+
+
+def set_precision(device, precision):
+    """Make the forward passes compute in `precision`: stop on the CPU for anything but fp32.
+
+    fp32 is true fp32: TF32 off for matmuls and cuDNN convolutions (PyTorch lets convolutions
+    use TF32 by default). CLIP's logits are 100 x cosine within a few units of each other, so
+    TF32's or fp16's ~1e-3 error flips near-tied predictions; fp32 on a GPU matches the CPU's
+    logits to ~1e-5. fp16 / bf16 are autocast (models.autocast), with TF32 for what stays fp32."""
+    import torch
+    if precision != "fp32" and device.type != "cuda":
+        raise UserError(f"--precision {precision} needs a CUDA GPU; on the CPU only fp32 exists.")
+    fp32_mode = "ieee" if precision == "fp32" else "tf32"
+    torch.backends.cuda.matmul.fp32_precision = fp32_mode
+    torch.backends.cudnn.conv.fp32_precision = fp32_mode
+
+
+def autocast(device, precision):
+    """The autocast context of `precision`: disabled for fp32, on every device alike."""
+    import torch
+    dtype = AUTOCAST_DTYPES.get(precision)
+    return torch.autocast(device.type, dtype=getattr(torch, dtype) if dtype else None,
+                          enabled=dtype is not None)
 
 
 def checkpoint_safe_globals():
@@ -144,15 +171,16 @@ def clip_weights_identity(weights):
     return file_identity(weights)
 
 
-def text_classifier_path(cache_dir, weights_identity, templates, class_names):
+def text_classifier_path(cache_dir, weights_identity, templates, class_names, precision):
     """Cache file of CLIP's text classifier, keyed by everything it depends on."""
     import hashlib
     prompt_texts = [t if isinstance(t, str) else t("{}") for t in templates]
-    key = json.dumps([CLIP_ARCHITECTURE, weights_identity, prompt_texts, list(class_names)])
+    key = json.dumps([CLIP_ARCHITECTURE, weights_identity, prompt_texts, list(class_names)]
+                     + ([] if precision == "fp32" else [precision]))  # fp32 keeps older keys
     return Path(cache_dir) / f"clip-text-classifier-{hashlib.sha256(key.encode()).hexdigest()[:16]}.npy"
 
 
-def clip_text_classifier(clip, templates, class_names, device, cache_path):
+def clip_text_classifier(clip, templates, class_names, device, precision, cache_path):
     """[D, K] unit text embeddings averaged over templates; read from / written to cache_path,
     since the 8,000 ensemble prompts cost minutes on a CPU."""
     import open_clip
@@ -162,7 +190,7 @@ def clip_text_classifier(clip, templates, class_names, device, cache_path):
             return torch.from_numpy(np.load(cache_path, allow_pickle=False))
         except (OSError, ValueError):
             print(f"warning: ignoring the damaged text-classifier cache {cache_path}.", file=sys.stderr)
-    with torch.autocast(device.type, dtype=torch.float16, enabled=device.type == "cuda"):
+    with autocast(device, precision):
         classifier = open_clip.build_zero_shot_classifier(
             clip, tokenizer=open_clip.get_tokenizer(CLIP_ARCHITECTURE), classnames=class_names,
             templates=templates, device=device, use_tqdm=True).float().cpu()
@@ -170,7 +198,7 @@ def clip_text_classifier(clip, templates, class_names, device, cache_path):
     return classifier
 
 
-def build_clip_zero_shot(weights, prompts, class_names, device, cache_dir, trust=False):
+def build_clip_zero_shot(weights, prompts, class_names, device, precision, cache_dir, trust=False):
     """CLIP RN50 as a classifier over `class_names`: logit_scale.exp() x cosine similarity.
     Returns (module, transform, identity of the weights)."""
     import torch
@@ -189,8 +217,9 @@ def build_clip_zero_shot(weights, prompts, class_names, device, cache_dir, trust
     clip = clip.to(device).eval()
     identity = clip_weights_identity(weights)
     templates = clip_prompt_templates(prompts)
-    classifier = clip_text_classifier(clip, templates, class_names, device,
-                                      text_classifier_path(cache_dir, identity, templates, class_names))
+    classifier = clip_text_classifier(
+        clip, templates, class_names, device, precision,
+        text_classifier_path(cache_dir, identity, templates, class_names, precision))
     return ZeroShotCLIP(clip, classifier.to(device)), transform, identity
 
 

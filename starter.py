@@ -28,7 +28,7 @@ import numpy as np
 import analysis
 import classes
 import training_free
-from models import SINGLE_PROMPT
+from models import PRECISIONS, SINGLE_PROMPT
 from outputs import LOGIT_ADJUSTED_MODEL, MODEL_TITLES, UserError, load_predictions, save_predictions
 
 PROJECT_DIR = Path(__file__).resolve().parent
@@ -80,12 +80,17 @@ def build_parser():
                              "for files from a source you trust")
     inference = parser.add_argument_group("inference")
     inference.add_argument("--device", choices=("auto", "cuda", "cpu"), default="auto",
-                           help="auto = cuda when available; fp16 autocast is used on cuda")
+                           help="auto = cuda when available")
+    inference.add_argument("--precision", choices=PRECISIONS, default="fp32",
+                           help="fp32: exact, TF32 off, so a GPU run's logits equal a CPU run's "
+                                "(CLIP's near-tied predictions do not flip); fp16 / bf16: autocast "
+                                "on a CUDA GPU, faster on slow GPUs, ~1e-3 off")
     inference.add_argument("--batch-size", type=int, default=64,
                            help="images per forward pass; for clip-la, images per moving-average "
                                 "update of the prior p̂")
-    inference.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1),
-                           help="data-loading processes (0 = load in the main process)")
+    inference.add_argument("--workers", type=int, default=usable_cpus(),
+                           help="data-loading processes (0 = load in the main process); the default "
+                                "is the CPUs this process may use, e.g. a Slurm allocation's")
     inference.add_argument("--skip-bad-images", action="store_true",
                            help="evaluate the images that can be read and list the unreadable ones "
                                 "in metrics.json under 'skipped'; without it, unreadable images stop "
@@ -121,6 +126,14 @@ def build_parser():
     return parser
 
 
+def usable_cpus():
+    """CPUs this process may run on: its affinity mask where the OS has one (a Slurm job's
+    allocation, taskset), else every CPU. JPEG decoding sets the pace of a GPU run."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
 def unit_interval(text):
     """argparse type: a number from 0 to 1."""
     value = finite_float(text)
@@ -143,7 +156,7 @@ def finite_float(text):
 def cache_differences(meta, args):
     """How the options of this --from-cache run differ from those that made the cache."""
     differences = [f"--{option.replace('_', '-')} {meta[option]}, not {getattr(args, option)}"
-                   for option in ("prompts", "branch", "class_names")
+                   for option in ("prompts", "branch", "class_names", "precision")
                    if option in meta and meta[option] != getattr(args, option)]
     weights_option = {"clip": "clip_weights", "debiaspl": "checkpoint"}.get(meta["model"])
     cached_file = meta.get("weights_identity", {}).get("path")

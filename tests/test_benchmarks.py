@@ -14,10 +14,23 @@ def run_benchmark(script, *options):
 
 
 def test_analysis_benchmark_runs():
-    printed = run_benchmark("analysis.py", "--classes", "4", "--images-per-class", "2", "--repeats", "1")
+    printed = run_benchmark("bench_analysis.py", "--classes", "4", "--images-per-class", "2", "--repeats", "1")
     assert "=== 8 images x 4 classes (budget none per model) ===" in printed
     for model in ("clip", "debiaspl"):
         assert f"\n{model}: full command " in printed
     for stage in ("load predictions.npz", "centroids: both groupings", "render + save confusion_matrix.png"):
         assert printed.count(stage) == 2
     assert "[torch was imported!]" not in printed
+
+
+def test_inference_benchmark_runs():
+    printed = run_benchmark("bench_inference.py", "--images", "2", "--classes", "1", "--rounds", "1",
+                            "--workers", "0", "--models", "clip", "--device", "cpu")
+    assert "inputs: 2 JPEGs over 1 classes" in printed
+    for row in ("decode limit (DataLoader, no model)", "bare forward, fp32", "pipeline, fp32",
+                "pipeline / min(decode limit, bare forward) = "):
+        assert row in printed
+    assert "bare forward, fp16" not in printed  # a CPU has fp32 only
+    for phase in ("import torch + torchvision", "import open_clip", "model build", "image loop: first batch ready",
+                  "image loop: the rest", "figures: render + save PNG", "other (scan"):
+        assert phase in printed.split("whole commands")[1]

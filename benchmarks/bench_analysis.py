@@ -10,12 +10,11 @@ then times, per model:
   with a per-stage breakdown, so a slow stage stands out.
 Budgets: 5 s at 100 classes, 30 s at 1,000 classes.
 
-    python benchmarks/analysis.py
-    python benchmarks/analysis.py --classes 1000 --keep /tmp/analysis-1k   # keep the PNGs
+    python benchmarks/bench_analysis.py
+    python benchmarks/bench_analysis.py --classes 1000 --keep /tmp/analysis-1k   # keep the PNGs
 """
 import argparse
 import contextlib
-import functools
 import io
 import multiprocessing
 import subprocess
@@ -36,6 +35,7 @@ import outputs  # noqa: E402
 import plotting  # noqa: E402
 import starter  # noqa: E402
 import synthetic  # noqa: E402
+from timing import StageTimer  # noqa: E402
 
 BUDGET_SECONDS = {100: 5.0, 1000: 30.0}
 # Spread of the per-class logit offset: clip's pseudo-labels are strongly imbalanced, DebiasPL's
@@ -91,32 +91,6 @@ def biased_predictions(model, wnids, names, images_per_class, seed):
         paths=np.array([f"{wnids[label]}/ILSVRC2012_val_{i:08d}.JPEG" for i, label in enumerate(labels)]),
         wnids=np.array(wnids), names=np.array(names),
         meta={"model": model, "weights": f"{model}-synthetic", "data": "synthetic"})
-
-
-class StageTimer:
-    """Wraps functions so that the wall time of each outermost call is recorded under a label
-    (nested timed calls, e.g. arg-max inside the centroids, count towards their caller)."""
-
-    def __init__(self):
-        self.stages = []
-        self.depth = 0
-
-    def wrap(self, owner, name, label):
-        original = getattr(owner, name)
-
-        @functools.wraps(original)
-        def timed(*args, **kwargs):
-            self.depth += 1
-            start = time.perf_counter()
-            try:
-                return original(*args, **kwargs)
-            finally:
-                self.depth -= 1
-                if self.depth == 0:
-                    self.stages.append((label(*args) if callable(label) else label,
-                                        time.perf_counter() - start))
-
-        setattr(owner, name, timed)
 
 
 def timed_main(out, model):

@@ -1,0 +1,85 @@
+"""--precision and --workers: exact fp32 by default on every device, autocast only on CUDA."""
+import os
+
+import numpy as np
+import pytest
+import torch
+
+import models
+import starter
+from conftest import run_cli
+from test_pipeline import independent_clip_logits, load_npz
+from test_robustness import assert_one_line_error
+
+CPU = torch.device("cpu")
+
+
+def test_runs_record_exact_fp32_by_default(real_runs):
+    for model in ("clip", "debiaspl"):
+        assert load_npz(real_runs / model / "predictions.npz")["meta"].item().count('"precision": "fp32"') == 1
+    # What a CUDA run computes in: TF32 off for matmuls and convolutions.
+    assert torch.backends.cuda.matmul.fp32_precision == "ieee"
+    assert torch.backends.cudnn.conv.fp32_precision == "ieee"
+
+
+@pytest.mark.parametrize("precision", ["fp16", "bf16"])
+def test_half_precision_on_cpu_is_one_sentence(tmp_path, demo_inputs, capsys, precision):
+    code = run_cli("--model", "clip", "--clip-weights", demo_inputs.clip_weights, "--data",
+                   demo_inputs.data, "--out", tmp_path, "--device", "cpu", "--precision", precision)
+    assert code == 2
+    assert_one_line_error(capsys, f"--precision {precision} needs a CUDA GPU")
+    assert not list(tmp_path.rglob("*.npz"))
+
+
+def test_autocast_follows_precision():
+    with models.autocast(CPU, "fp32"):
+        assert not torch.is_autocast_enabled("cpu")
+        assert (torch.ones(2, 2) @ torch.ones(2, 2)).dtype == torch.float32
+    # The same code serves CUDA; CPU autocast stands in for it here (set_precision keeps half
+    # precisions off the CPU in real runs).
+    for precision, dtype in (("fp16", torch.float16), ("bf16", torch.bfloat16)):
+        with models.autocast(CPU, precision):
+            assert torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == dtype
+
+
+def test_half_precision_allows_tf32_and_fp32_restores_exact():
+    cuda = torch.device("cuda")  # set_precision only sets flags; no GPU is touched
+    try:
+        models.set_precision(cuda, "bf16")
+        assert torch.backends.cudnn.conv.fp32_precision == "tf32"
+    finally:
+        models.set_precision(CPU, "fp32")
+    assert torch.backends.cudnn.conv.fp32_precision == "ieee"
+
+
+def test_text_classifier_cache_key_has_half_precisions_only(tmp_path):
+    key = [tmp_path, {"tag": "x"}, ("a photo of a {}.",), ["robin"]]
+    paths = {precision: models.text_classifier_path(*key, precision) for precision in models.PRECISIONS}
+    assert len(set(paths.values())) == 3
+
+
+def test_from_cache_with_another_precision_notes_it(real_runs, capsys):
+    assert run_cli("--model", "clip", "--from-cache", "--out", real_runs, "--precision", "bf16") == 0
+    assert "--precision fp32, not bf16" in capsys.readouterr().err
+
+
+def test_workers_default_is_the_usable_cpus(monkeypatch):
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 3, 5}, raising=False)
+    assert starter.build_parser().parse_args([]).workers == 3
+    monkeypatch.delattr(os, "sched_getaffinity", raising=False)
+    monkeypatch.setattr(os, "cpu_count", lambda: 12)
+    assert starter.build_parser().parse_args([]).workers == 12
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_fp32_logits_equal_cpu_logits(tmp_path, real_runs, demo_inputs):
+    """The GPU path with default options: logits within 1e-4 (relative) of the CPU run's."""
+    assert run_cli("--model", "clip", "--clip-weights", demo_inputs.clip_weights, "--prompts", "single",
+                   "--data", demo_inputs.data, "--out", tmp_path, "--device", "cuda") == 0
+    cuda_logits = load_npz(tmp_path / "clip" / "predictions.npz")["logits"]
+    cpu_logits = load_npz(real_runs / "clip" / "predictions.npz")["logits"]
+    scale = np.abs(cpu_logits).max()
+    np.testing.assert_allclose(cuda_logits, cpu_logits, rtol=1e-4, atol=1e-4 * scale)
+    np.testing.assert_allclose(cuda_logits, independent_clip_logits(demo_inputs.clip_weights,
+                                                                    demo_inputs.data / "val"),
+                               rtol=1e-4, atol=1e-4 * scale)
