@@ -177,8 +177,7 @@ def run(args):
         import inference  # torch and the models load only when a model runs
         predictions = inference.predict(args)
         save_predictions(cache, predictions)
-    summary, centroids = analysis.analyze(predictions, run_dir, out_dir)
-    print(analysis.format_report(summary, centroids))
+    print(analysis.format_report(*analysis.analyze(predictions, run_dir, out_dir)))
     print(f"outputs in {run_dir}")
 
 

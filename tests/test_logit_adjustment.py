@@ -17,10 +17,9 @@ import plotting
 import analysis
 import outputs
 import starter
-from conftest import PROJECT_DIR, synthetic_predictions
+from conftest import PROJECT_DIR, RUN_FILES, synthetic_predictions
 
-CONTRACT_FILES = {"predictions.npz", "metrics.json", "centroids.json", "histogram_precision.png",
-                  "histogram_recall.png", "confusion_matrix.png", "prior.json", "la_sweep.png"}
+CONTRACT_FILES = RUN_FILES | {"prior.json", "la_sweep.png"}
 
 
 def logits_of(probabilities):
