@@ -9,7 +9,7 @@ applied to one run's logits, with how many images each keeps, how accurate and h
 The probability is the softmax of the run's cached logits over the dataset's K classes. For clip
 that is CLIP's own probability (its logits are 100 × cosine); debiaspl's cache keeps only the
 dataset's columns of its 1,000 ImageNet-1k logits, so its softmax is renormalised over the
-dataset's classes (higher than the 1,000-way one); for clip-la it is the softmax of
+dataset's classes (higher than the 1,000-way one); for clip-la and clip-pm it is the softmax of
 the debiased logits. Pure numpy, like metrics.py.
 """
 import numpy as np
@@ -23,7 +23,7 @@ PROBABILITY_NOTE = (
     "probability = softmax of this run's cached logits over the dataset's classes: CLIP's own "
     "probability for clip (its logits are 100 x cosine); for debiaspl, whose cache keeps only the "
     "dataset's columns of its 1,000 ImageNet-1k logits, renormalised over the dataset's classes; "
-    "for clip-la, the softmax of the debiased logits")
+    "for clip-la and clip-pm, the softmax of the debiased logits")
 
 
 def top_probability(logits):
