@@ -31,7 +31,8 @@ import analysis
 import classes
 import training_free
 from models import SINGLE_PROMPT
-from outputs import LOGIT_ADJUSTED_MODEL, MODEL_TITLES, UserError, load_predictions, save_predictions
+from outputs import (LOGIT_ADJUSTED_MODEL, MODEL_TITLES, PRIOR_MATCHED_MODEL, UserError,
+                     load_predictions, save_predictions)
 
 PROJECT_DIR = Path(__file__).resolve().parent
 COURSE_DATA_DIR = "/scratch/eecs542f25_class_root/eecs542f25_class/shared_data/imagenet-100"
@@ -47,7 +48,8 @@ def build_parser():
                              "clip-pm (clip's cached logits, prior-matched; run clip first)")
     parser.add_argument("--demo", action="store_true",
                         help="generate a small ImageNet100-style folder and random weights in the "
-                             "real file formats, run clip, debiaspl and clip-la on them into OUT/demo/")
+                             "real file formats, run clip, debiaspl, clip-la and clip-pm on them into "
+                             "OUT/demo/")
     parser.add_argument("--data", default=os.environ.get("IMAGENET100_ROOT", COURSE_DATA_DIR),
                         help="ImageNet100 root holding val/, or the val folder itself; the default "
                              "is $IMAGENET100_ROOT when set, else the course's copy")
@@ -208,7 +210,8 @@ def run_demo(args):
                                        "--prompts", "single", *common]))
         run(build_parser().parse_args(["--model", "debiaspl", "--checkpoint",
                                        str(files.debiaspl_checkpoint), *common]))
-        run(build_parser().parse_args(["--model", LOGIT_ADJUSTED_MODEL, *common]))
+        for model in (LOGIT_ADJUSTED_MODEL, PRIOR_MATCHED_MODEL):
+            run(build_parser().parse_args(["--model", model, *common]))
     write_report(demo_out)
     print(f"DEMO done (meaningless numbers): see {demo_out}")
 
