@@ -1,4 +1,5 @@
-"""Analysis of one run: metrics.json, centroids.json, the Q(a)/(b) figures and the terminal text.
+"""Analysis of one run: metrics.json, centroids.json, the Q(a)/(b) figures, the pseudo-label
+selection diagnostics (pseudo_labels.json and .png) and the terminal text.
 
 numpy and matplotlib only (through metrics.py and plotting.py): it runs on cached logits.
 """
@@ -9,6 +10,7 @@ import numpy as np
 
 import metrics
 import plotting
+import pseudo_labels
 from outputs import (MODEL_TITLES, REFERENCE_MODEL, UserError, read_json, write_figure,
                      write_json)
 
@@ -129,8 +131,25 @@ def draw_figures(summary, confusion, model_title):
     return figures
 
 
+def draw_pseudo_labels(selection, model_title):
+    """pseudo_labels.png from pseudo_labels.json's content."""
+    def column(table, key):
+        return np.array([np.nan if row[key] is None else row[key] for row in selection[table]["rows"]])
+
+    per_class = selection["kept_per_class"]
+    return plotting.pseudo_label_figure(
+        column("confidence_threshold", "threshold"), column("confidence_threshold", "kept_share"),
+        column("confidence_threshold", "accuracy"), column("class_balanced_top_k", "k"),
+        column("class_balanced_top_k", "selected_share"), column("class_balanced_top_k", "accuracy"),
+        [entry["kept"] for entry in per_class["classes"]],
+        [entry["kept_correct"] for entry in per_class["classes"]],
+        [entry["name"] for entry in per_class["classes"]], per_class["threshold"],
+        title=f"{model_title}: pseudo-labels a semi-supervised learner would select")
+
+
 def analyze(predictions, run_dir, out_dir):
-    """Write metrics.json, centroids.json and the figures of one run; return the two JSONs."""
+    """Write metrics.json, centroids.json, pseudo_labels.json and the figures of one run; return
+    the three JSONs."""
     model = predictions.meta["model"]
     order_wnids = reference_order(out_dir, model, [str(w) for w in predictions.wnids],
                                   predictions.meta)
@@ -138,21 +157,35 @@ def analyze(predictions, run_dir, out_dir):
     confusion = metrics.confusion_matrix(predictions.labels, predicted, len(predictions.wnids))
     summary = summarize(predictions, confusion, order_wnids)
     centroids = centroid_neighbours(predictions, centroid_roles(summary, order_wnids))
+    selection = pseudo_labels.summarize(predictions.logits, predictions.labels, predictions.wnids,
+                                        predictions.names, summary["order"], model)
     # Everything is computed and drawn before the first file is written.
     figures = draw_figures(summary, confusion, MODEL_TITLES.get(model, model))
+    figures["pseudo_labels.png"] = draw_pseudo_labels(selection, MODEL_TITLES.get(model, model))
     write_json(run_dir / "metrics.json", summary)
     write_json(run_dir / "centroids.json", centroids)
+    write_json(run_dir / "pseudo_labels.json", selection)
     for name, figure in figures.items():
         write_figure(run_dir / name, figure)
-    return summary, centroids
+    return summary, centroids, selection
 
 
-def format_report(summary, centroids):
+def format_selection(selection):
+    """One line: the pseudo-labels kept at DebiasPL's training threshold."""
+    row = pseudo_labels.at_threshold(selection)
+    correct = "" if row["accuracy"] is None else f", {row['accuracy']:.1%} of them correct"
+    return (f"pseudo-labels at confidence ≥ {row['threshold']:g}: {row['kept_share']:.1%} of images "
+            f"kept ({row['kept']} of {selection['num_images']}){correct}, "
+            f"{row['classes_without_kept']} classes with none kept")
+
+
+def format_report(summary, centroids, selection):
     """What the homework report needs, as terminal text."""
     by_wnid = {entry["wnid"]: entry for entry in summary["classes"]}
     lines = [f"== {summary['model']}: {summary['num_images']} images, {len(by_wnid)} classes ==",
              f"accuracy {summary['accuracy']:.4f}   top-5 {summary['top5_accuracy']:.4f}   "
-             f"balanced accuracy {summary['balanced_accuracy']:.4f}"]
+             f"balanced accuracy {summary['balanced_accuracy']:.4f}",
+             format_selection(selection)]
     for role, wnid in (("most predicted", summary["own_order"][0]),
                        ("least predicted", summary["own_order"][-1])):
         entry = by_wnid[wnid]

@@ -1,10 +1,13 @@
-"""Training-free logit adjustment of cached logits with DebiasPL's moving-average prior.
+"""Training-free logit adjustment of cached logits: s - λ·log(prior), with two estimates of the
+pseudo-label prior.
 
-Homework §2.2: p̂ starts uniform and, batch after batch,
+- DebiasPL's moving average (homework §2.2, clip-la): p̂ starts uniform and, batch after batch,
     p̂ <- m·p̂ + (1 - m)·(mean softmax probability, before debiasing, of the batch's images whose
                          maximum softmax probability is at least τ),
-and logits s are debiased as s - λ·log p̂ (Menon et al.'s logit adjustment with the pseudo-label
-prior in place of the label prior).
+  and logits s are debiased as s - λ·log p̂ (Menon et al.'s logit adjustment with the pseudo-label
+  prior in place of the label prior).
+- Prior matching (clip-pm): the bias b for which the debiased soft predictions are balanced on
+  average, mean_i softmax(s_i - b) = target (see match_prior).
 
 Pure numpy (no torch), like metrics.py: it only ever runs on logits already cached.
 """
@@ -97,3 +100,56 @@ def estimate_prior(logits, batches, momentum, threshold):
 def adjust_logits(logits, prior, strength):
     """s - λ·log p̂ in float64; `prior` is one [K] vector for all images or an [N, K] row per image."""
     return np.asarray(logits, dtype=np.float64) - strength * np.log(prior)
+
+
+@dataclass
+class PriorMatch:
+    bias: np.ndarray  # float64 [K], mean zero: debiased logits are s - bias
+    iterations: int  # updates of the bias made
+    deviation: float  # max_k |mean_i softmax(s_i - bias)_k - target_k| at the returned bias
+    converged: bool  # deviation < tolerance
+
+
+def log_mean_softmax(logits, bias):
+    """log of mean_i softmax(s_i - bias) [K]: a logsumexp over classes, then one over images, so
+    that no probability underflows to 0 however far a class lies below the others."""
+    log_probabilities = logits - bias
+    log_probabilities -= log_probabilities.max(axis=1, keepdims=True)
+    log_probabilities -= np.log(np.exp(log_probabilities).sum(axis=1, keepdims=True))
+    column_max = log_probabilities.max(axis=0)
+    log_probabilities -= column_max
+    return column_max + np.log(np.exp(log_probabilities, out=log_probabilities).mean(axis=0))
+
+
+MATCH_TOLERANCE = 1e-9
+MATCH_MAX_ITERATIONS = 10_000
+
+
+def match_prior(logits, target=None, tolerance=MATCH_TOLERANCE, max_iterations=MATCH_MAX_ITERATIONS):
+    """The class bias b with mean_i softmax(s_i - b) = target (uniform by default), by
+    b <- b + log(mean_i softmax(s_i - b) / target) from b = 0, in float64 and the log domain,
+    until the largest deviation from the target is below `tolerance` or after `max_iterations`.
+
+    This is Sinkhorn-Knopp on the kernel softmax(s_i)_k with marginals 1/N per image and `target`
+    per class: its column scaling is exp(-b), and the transport plan is softmax(s_i - b)_k / N.
+    So the hard predictions argmax_k (s_ik - b_k) are those of entropic optimal transport with
+    cost -log softmax(s_i)_k at ε = 1 (OTTER, Shi et al., NeurIPS 2024). The first update from
+    b = 0 gives b = log(K·mean_i softmax(s_i)), DebiasPL's p̂ with every image, no momentum and
+    one batch; prior matching re-estimates it from the debiased predictions until they are
+    balanced: the fixed point that DebiasPL's moving average only approaches. The implied
+    pseudo-label prior (the p̂ with s - log p̂ + log target = s - b up to a constant) is
+    softmax(b + log target).
+    """
+    logits = np.asarray(logits, dtype=np.float64)
+    num_classes = logits.shape[1]
+    target = np.full(num_classes, 1.0 / num_classes) if target is None else np.asarray(target, dtype=np.float64)
+    log_target = np.log(target)
+    bias = np.zeros(num_classes)
+    for iterations in range(max_iterations + 1):
+        log_mean = log_mean_softmax(logits, bias)
+        deviation = float(np.abs(np.exp(log_mean) - target).max())
+        if deviation < tolerance or iterations == max_iterations:
+            break
+        bias += log_mean - log_target
+    return PriorMatch(bias=bias - bias.mean(), iterations=iterations, deviation=deviation,
+                      converged=deviation < tolerance)

@@ -16,10 +16,12 @@ class UserError(Exception):
 FIGURE_DPI = 200
 REFERENCE_MODEL = "clip"  # Q2: "keep the same order of classes as in Q1"
 LOGIT_ADJUSTED_MODEL = "clip-la"  # clip's cached logits, debiased without training
+PRIOR_MATCHED_MODEL = "clip-pm"  # clip's cached logits, balanced by prior matching
 MODEL_TITLES = {
     "clip": "CLIP RN50 zero-shot",
     "debiaspl": "DebiasPL (zero-shot, RN50)",
     "clip-la": "CLIP RN50 + logit adjustment",
+    "clip-pm": "CLIP RN50 + prior matching",
 }
 
 

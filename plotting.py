@@ -1,5 +1,5 @@
-"""Figures for the homework: ordered prediction histograms, confusion matrices and the
-logit-adjustment sweep of clip-la.
+"""Figures for the homework: ordered prediction histograms, confusion matrices, the
+logit-adjustment sweep of clip-la and the pseudo-label selection diagnostics.
 
 Each function takes data already computed and already in display order, draws with matplotlib's
 object API (no pyplot state, no GUI backend) and returns the Figure; the caller saves it.
@@ -43,9 +43,9 @@ def _marker_size(num_classes):
     return max(1.5, 4 - num_classes / 100)
 
 
-def _balanced_line(ax, balanced_count):
+def _balanced_line(ax, balanced_count, label="balanced: N/K"):
     ax.axhline(balanced_count, color=BALANCED_COLOR, linestyle="--", linewidth=1,
-               label=f"balanced: N/K = {balanced_count:.1f}")
+               label=f"{label} = {balanced_count:.3g}")
 
 
 def _figure_and_axes(ax, size):
@@ -129,6 +129,56 @@ def lambda_sweep_figure(strengths, accuracy, balanced_accuracy, chosen_strength,
     ax.legend(loc="best")
     ax.set_title(title)
     return figure
+
+
+def pseudo_label_figure(thresholds, kept_share, kept_accuracy, ks, selected_share,
+                        selected_accuracy, kept_counts, kept_correct, names, marked_threshold,
+                        title="", axes=None):
+    """Top left: share of images kept and accuracy of the kept pseudo-labels against the
+    confidence threshold τ; top right: the same for class-balanced top-k selection against k;
+    bottom: images kept per class at `marked_threshold` (and how many of them are correct).
+
+    Every array is already computed; kept_counts, kept_correct and names are in display order.
+    NaN accuracies (nothing selected) leave gaps. axes is an optional triple (threshold axes,
+    top-k axes, per-class axes).
+    """
+    num_classes = len(names)
+    if axes is None:
+        figure = Figure(figsize=(_class_axis_width(num_classes), 10.0), layout="constrained")
+        axes = figure.subplot_mosaic([["threshold", "top_k"], ["classes", "classes"]],
+                                     height_ratios=[1, 1.3])
+        axes = axes["threshold"], axes["top_k"], axes["classes"]
+    threshold_ax, top_k_ax, class_ax = axes
+    threshold_ax.axvline(marked_threshold, color=BALANCED_COLOR, linestyle=":", linewidth=1.5,
+                         label=f"τ = {marked_threshold:g}")
+    for ax, x, share, accuracy, share_label in (
+            (threshold_ax, thresholds, kept_share, kept_accuracy, "share of images kept"),
+            (top_k_ax, ks, selected_share, selected_accuracy, "share of images selected")):
+        ax.plot(x, share, color=BAR_COLOR, marker="o", markersize=3, label=share_label)
+        ax.plot(x, accuracy, color=OVERLAY_COLOR, marker="s", markersize=3,
+                label="accuracy of those pseudo-labels")
+        ax.set_ylim(0, 1.02)
+        ax.set_ylabel("fraction")
+        ax.grid(alpha=0.3)
+        ax.legend(loc="lower left")
+    threshold_ax.set_xlabel("confidence threshold τ (keep images with top probability ≥ τ)")
+    threshold_ax.set_title(title, loc="left")
+    top_k_ax.set_xscale("log", base=2)
+    top_k_ax.set_xticks(ks, [str(k) for k in ks])
+    top_k_ax.set_xlabel("k (the k most confident images predicted as each class)")
+    positions = np.arange(num_classes)
+    class_ax.bar(positions, kept_counts, width=0.8, color=BAR_COLOR, alpha=0.45, label="kept")
+    class_ax.bar(positions, kept_correct, width=0.8, color=BAR_COLOR, label="kept and correct")
+    _balanced_line(class_ax, np.sum(kept_counts) / max(num_classes, 1), label="balanced: kept/K")
+    class_ax.set_xlim(-0.6, num_classes - 0.4)
+    class_ax.set_ylim(0, 1.05 * max(np.max(kept_counts, initial=0), 1))
+    if not np.any(kept_counts):
+        class_ax.text(0.5, 0.5, f"no image reaches τ = {marked_threshold:g}",
+                      transform=class_ax.transAxes, ha="center", va="center")
+    class_ax.set_ylabel(f"images kept at τ = {marked_threshold:g}")
+    class_ax.legend(loc="upper right")
+    _set_class_ticks(class_ax.xaxis, names, rotation=90)
+    return threshold_ax.figure
 
 
 def comparison_figure(names, predicted_counts, recall_changes, balanced_count, reference,

@@ -4,13 +4,15 @@
 Runs OpenAI's CLIP RN50 zero-shot (`--model clip`) or the DebiasPL zero-shot checkpoint
 (`--model debiaspl`) over an ImageNet(100) validation folder and writes, under OUT/<model>/,
 the cached logits, per-class metrics, the ordered histograms (Q1a/Q2a), the confusion matrix
-(Q1b/Q2b) and the centroid neighbours (Q1c/Q2c) of homework 3. `--model clip-la` runs no model:
-it debiases clip's cached logits by training-free logit adjustment with DebiasPL's
-moving-average pseudo-label prior (homework §2.2) and analyses them the same way.
+(Q1b/Q2b), the centroid neighbours (Q1c/Q2c) of homework 3 and which pseudo-labels a
+semi-supervised learner would select. `--model clip-la` and `--model clip-pm` run no model: they
+debias clip's cached logits without training, by logit adjustment with DebiasPL's moving-average
+pseudo-label prior (homework §2.2) or by prior matching, and analyse them the same way.
 
     python starter.py --model clip
     python starter.py --model debiaspl
     python starter.py --model clip-la   # after clip
+    python starter.py --model clip-pm   # after clip
     python starter.py --demo            # random weights, generated images: checks the plumbing
     python starter.py --report          # OUT/report.pdf and report.md from the runs in OUT
 
@@ -29,7 +31,8 @@ import analysis
 import classes
 import training_free
 from models import PRECISIONS, SINGLE_PROMPT
-from outputs import LOGIT_ADJUSTED_MODEL, MODEL_TITLES, UserError, load_predictions, save_predictions
+from outputs import (LOGIT_ADJUSTED_MODEL, MODEL_TITLES, PRIOR_MATCHED_MODEL, UserError,
+                     load_predictions, save_predictions)
 
 PROJECT_DIR = Path(__file__).resolve().parent
 COURSE_DATA_DIR = "/scratch/eecs542f25_class_root/eecs542f25_class/shared_data/imagenet-100"
@@ -40,11 +43,13 @@ def build_parser():
         description="Pseudo-label imbalance of CLIP RN50 and DebiasPL on ImageNet100 (homework 3).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--model", choices=sorted(MODEL_TITLES),
-                        help="which model to evaluate: clip (Q1), debiaspl (Q2; run clip first) or "
-                             "clip-la (clip's cached logits, logit-adjusted; run clip first)")
+                        help="which model to evaluate: clip (Q1), debiaspl (Q2; run clip first), "
+                             "clip-la (clip's cached logits, logit-adjusted; run clip first) or "
+                             "clip-pm (clip's cached logits, prior-matched; run clip first)")
     parser.add_argument("--demo", action="store_true",
                         help="generate a small ImageNet100-style folder and random weights in the "
-                             "real file formats, run clip, debiaspl and clip-la on them into OUT/demo/")
+                             "real file formats, run clip, debiaspl, clip-la and clip-pm on them into "
+                             "OUT/demo/")
     parser.add_argument("--data", default=os.environ.get("IMAGENET100_ROOT", COURSE_DATA_DIR),
                         help="ImageNet100 root holding val/, or the val folder itself; the default "
                              "is $IMAGENET100_ROOT when set, else the course's copy")
@@ -123,6 +128,15 @@ def build_parser():
                                  "One pass of 79 batches (ImageNet100, batch 64) leaves "
                                  "0.99^79 ≈ 45%% of the uniform start in p̂; DebiasPL's estimate "
                                  "runs through 50 epochs")
+    matching = parser.add_argument_group(
+        "prior matching (--model clip-pm)",
+        "clip's cached logits s become s − b, where b is the class bias for which the mean softmax "
+        "probability of s − b over the images equals the target proportion of every class "
+        "(entropic optimal transport of the images to the classes).")
+    matching.add_argument("--pm-target", type=Path, metavar="FILE",
+                          help="JSON object {wnid: proportion} for every class of the dataset, for "
+                               "a dataset that is not balanced; proportions that do not sum to 1 "
+                               "(image counts, say) are normalised; without it, uniform")
     return parser
 
 
@@ -182,16 +196,15 @@ def run(args):
         for difference in cache_differences(predictions.meta, args):
             print(f"note: {cache} was made with {difference}; its results are shown as cached.",
                   file=sys.stderr)
-    elif args.model == LOGIT_ADJUSTED_MODEL:
-        predictions = training_free.adjust_clip_predictions(args, out_dir, run_dir)
+    elif args.model in training_free.TRAINING_FREE_RUNS:
+        predictions = training_free.TRAINING_FREE_RUNS[args.model](args, out_dir, run_dir)
         save_predictions(cache, predictions)
     else:
         analysis.reference_order(out_dir, args.model, classes.find_class_folders(classes.resolve_val_dir(args.data)))
         import inference  # torch and the models load only when a model runs
         predictions = inference.predict(args)
         save_predictions(cache, predictions)
-    summary, centroids = analysis.analyze(predictions, run_dir, out_dir)
-    print(analysis.format_report(summary, centroids))
+    print(analysis.format_report(*analysis.analyze(predictions, run_dir, out_dir)))
     print(f"outputs in {run_dir}")
 
 
@@ -210,7 +223,8 @@ def run_demo(args):
                                        "--prompts", "single", *common]))
         run(build_parser().parse_args(["--model", "debiaspl", "--checkpoint",
                                        str(files.debiaspl_checkpoint), *common]))
-        run(build_parser().parse_args(["--model", LOGIT_ADJUSTED_MODEL, *common]))
+        for model in (LOGIT_ADJUSTED_MODEL, PRIOR_MATCHED_MODEL):
+            run(build_parser().parse_args(["--model", model, *common]))
     write_report(demo_out)
     print(f"DEMO done (meaningless numbers): see {demo_out}")
 

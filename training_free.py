@@ -1,5 +1,10 @@
-"""Training-free debiasing of clip's cached logits: `--model clip-la` (logit adjustment with
-DebiasPL's moving-average pseudo-label prior, homework §2.2). numpy only, no inference.
+"""Training-free debiasing of clip's cached logits, numpy only, no inference:
+- `--model clip-la`: logit adjustment with DebiasPL's moving-average pseudo-label prior (homework
+  §2.2);
+- `--model clip-pm`: prior matching, the class bias that balances the soft predictions on average
+  (entropic optimal transport to the class proportions, see logit_adjustment.match_prior).
+Both write prior.json in one layout and return Predictions that analysis.analyze treats like any
+run's.
 """
 import sys
 from pathlib import Path
@@ -10,18 +15,53 @@ import analysis
 import logit_adjustment
 import metrics
 import plotting
-from outputs import (LOGIT_ADJUSTED_MODEL, MODEL_TITLES, REFERENCE_MODEL, Predictions, UserError,
-                     load_predictions, write_figure, write_json)
+from outputs import (LOGIT_ADJUSTED_MODEL, MODEL_TITLES, PRIOR_MATCHED_MODEL, REFERENCE_MODEL,
+                     Predictions, UserError, load_predictions, read_json, write_figure, write_json)
 
 LAMBDA_SWEEP = np.linspace(0.0, 2.0, 21)  # λ values of la_sweep.png
+TARGET_SUM_TOLERANCE = 1e-6
 
 
-def load_clip_cache(out_dir):
+def load_clip_cache(out_dir, model):
+    """clip's cached predictions, which `model` debiases. Stops before anything is written when
+    they are missing or clip's class order cannot be used."""
     path = Path(out_dir) / REFERENCE_MODEL / "predictions.npz"
     if not path.is_file():
-        raise UserError(f"--model {LOGIT_ADJUSTED_MODEL} adjusts clip's cached logits but {path} "
-                        "does not exist: run `python starter.py --model clip` first, with the same --out.")
-    return load_predictions(path)
+        raise UserError(f"--model {model} debiases clip's cached logits but {path} does not exist: "
+                        "run `python starter.py --model clip` first, with the same --out.")
+    clip = load_predictions(path)
+    analysis.reference_order(out_dir, model, [str(wnid) for wnid in clip.wnids])
+    return clip
+
+
+def describe_prior(prior, names):
+    """The largest and smallest class of a prior against uniform, for the terminal."""
+    ranked = np.argsort(-prior, kind="stable")
+    return (f"largest {prior[ranked[0]]:.4f} ({names[ranked[0]]}), smallest "
+            f"{prior[ranked[-1]]:.4f} ({names[ranked[-1]]}), uniform {1 / len(prior):.4f}")
+
+
+def debiased_predictions(clip, model, method, settings, class_columns, logits, run_dir, out_dir,
+                         **tables):
+    """Write prior.json and return the Predictions of a training-free run on clip's cache.
+
+    prior.json is {"model", "settings", "classes": one entry per class in clip's column order
+    with wnid, name and `class_columns` ({column: [K] values}, "prior" first), plus `tables`};
+    the Predictions' meta records `settings` under `method`."""
+    columns = {column: np.asarray(values, dtype=np.float64) for column, values in class_columns.items()}
+    write_json(run_dir / "prior.json", {
+        "model": model,
+        "settings": settings,
+        "classes": [{"wnid": str(wnid), "name": str(name),
+                     **{column: float(values[index]) for column, values in columns.items()}}
+                    for index, (wnid, name) in enumerate(zip(clip.wnids, clip.names))],
+        **tables,
+    })
+    meta = {"model": model, method: settings,
+            "adjusted_cache": str(Path(out_dir) / REFERENCE_MODEL / "predictions.npz"),
+            "clip": clip.meta}
+    return Predictions(logits=np.asarray(logits).astype(np.float32), labels=clip.labels,
+                       paths=clip.paths, wnids=clip.wnids, names=clip.names, meta=meta)
 
 
 def lambda_sweep(logits, labels, priors, strengths):
@@ -38,9 +78,7 @@ def lambda_sweep(logits, labels, priors, strengths):
 
 def adjust_clip_predictions(args, out_dir, run_dir):
     """clip-la's Predictions (clip's cached logits − λ·log p̂); writes prior.json and la_sweep.png."""
-    clip = load_clip_cache(out_dir)
-    # Stop before writing anything when clip's class order cannot be used.
-    analysis.reference_order(out_dir, LOGIT_ADJUSTED_MODEL, [str(wnid) for wnid in clip.wnids])
+    clip = load_clip_cache(out_dir, LOGIT_ADJUSTED_MODEL)
     batches = logit_adjustment.shuffled_batches(len(clip.labels), args.batch_size, args.la_seed,
                                                 args.la_passes)
     estimate = logit_adjustment.estimate_prior(clip.logits, batches, args.la_momentum,
@@ -53,14 +91,6 @@ def adjust_clip_predictions(args, out_dir, run_dir):
                 "num_updating_batches": estimate.num_updating_batches}
     strengths = np.union1d(LAMBDA_SWEEP, [args.la_lambda])  # the chosen λ lies on the curves
     accuracy, balanced = lambda_sweep(clip.logits, clip.labels, priors, strengths)
-    write_json(run_dir / "prior.json", {
-        "model": LOGIT_ADJUSTED_MODEL,
-        "settings": settings,
-        "classes": [{"wnid": str(wnid), "name": str(name), "prior": float(prior)}
-                    for wnid, name, prior in zip(clip.wnids, clip.names, estimate.prior)],
-        "lambda_sweep": [{"lambda": float(strength), "accuracy": float(a), "balanced_accuracy": float(b)}
-                         for strength, a, b in zip(strengths, accuracy, balanced)],
-    })
     write_figure(run_dir / "la_sweep.png", plotting.lambda_sweep_figure(
         strengths, accuracy, balanced, args.la_lambda,
         title=f"{MODEL_TITLES[LOGIT_ADJUSTED_MODEL]}: {args.la_mode} p̂ "
@@ -69,13 +99,74 @@ def adjust_clip_predictions(args, out_dir, run_dir):
         print(f"warning: no image reached softmax confidence τ = {args.la_threshold:g}, so p̂ stayed "
               "uniform and clip-la's predictions are clip's; lower --la-threshold.", file=sys.stderr)
     else:
-        ranked = np.argsort(-estimate.prior, kind="stable")
         print(f"p̂ updated by {estimate.num_updating_batches} of {estimate.num_batches} batches; "
-              f"largest {estimate.prior[ranked[0]]:.4f} ({clip.names[ranked[0]]}), smallest "
-              f"{estimate.prior[ranked[-1]]:.4f} ({clip.names[ranked[-1]]}), uniform {1 / len(ranked):.4f}")
-    meta = {"model": LOGIT_ADJUSTED_MODEL, "logit_adjustment": settings,
-            "adjusted_cache": str(Path(out_dir) / REFERENCE_MODEL / "predictions.npz"),
-            "clip": clip.meta}
-    return Predictions(
-        logits=logit_adjustment.adjust_logits(clip.logits, priors, args.la_lambda).astype(np.float32),
-        labels=clip.labels, paths=clip.paths, wnids=clip.wnids, names=clip.names, meta=meta)
+              + describe_prior(estimate.prior, clip.names))
+    sweep = [{"lambda": float(strength), "accuracy": float(a), "balanced_accuracy": float(b)}
+             for strength, a, b in zip(strengths, accuracy, balanced)]
+    return debiased_predictions(
+        clip, LOGIT_ADJUSTED_MODEL, "logit_adjustment", settings, {"prior": estimate.prior},
+        logit_adjustment.adjust_logits(clip.logits, priors, args.la_lambda), run_dir, out_dir,
+        lambda_sweep=sweep)
+
+
+def first_few(names, count=3):
+    return ", ".join(names[:count]) + (" ..." if len(names) > count else "")
+
+
+def read_target(path, wnids):
+    """--pm-target: the class proportions {wnid: proportion} of a JSON file, as a [K] array in
+    the order of `wnids`. Every class of the dataset must have a positive number, and no other
+    class may appear; proportions that do not sum to 1 (counts, say) are normalised, with a note."""
+    proportions = read_json(path, "the --pm-target file")
+    if not isinstance(proportions, dict):
+        raise UserError(f"the --pm-target file {path} must hold one JSON object of wnid: proportion.")
+    missing = [wnid for wnid in wnids if wnid not in proportions]
+    if missing:
+        raise UserError(f"the --pm-target file {path} lacks {len(missing)} of the dataset's "
+                        f"classes: {first_few(missing)}.")
+    unknown = sorted(set(proportions) - set(wnids))
+    if unknown:
+        raise UserError(f"the --pm-target file {path} names classes that are not in the dataset: "
+                        f"{first_few(unknown)}.")
+    for wnid in wnids:
+        value = proportions[wnid]
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < np.inf:
+            raise UserError(f"the --pm-target file {path} gives {wnid} the proportion {value!r}, "
+                            "but every proportion must be a positive number.")
+    target = np.array([proportions[wnid] for wnid in wnids], dtype=np.float64)
+    if abs(target.sum() - 1) > TARGET_SUM_TOLERANCE:
+        print(f"note: the proportions in {path} sum to {target.sum():g}; they are divided by it.",
+              file=sys.stderr)
+    return target / target.sum()
+
+
+def match_clip_prior(args, out_dir, run_dir):
+    """clip-pm's Predictions (clip's cached logits − b, with b from prior matching); writes
+    prior.json (b, the target and the implied prior softmax(b + log target))."""
+    clip = load_clip_cache(out_dir, PRIOR_MATCHED_MODEL)
+    wnids = [str(wnid) for wnid in clip.wnids]
+    target = (read_target(args.pm_target, wnids) if args.pm_target
+              else np.full(len(wnids), 1.0 / len(wnids)))
+    match = logit_adjustment.match_prior(clip.logits, target, logit_adjustment.MATCH_TOLERANCE,
+                                         logit_adjustment.MATCH_MAX_ITERATIONS)
+    prior = logit_adjustment.softmax((match.bias + np.log(target))[None])[0]
+    settings = {"target": str(args.pm_target) if args.pm_target else "uniform",
+                "tolerance": logit_adjustment.MATCH_TOLERANCE,
+                "max_iterations": logit_adjustment.MATCH_MAX_ITERATIONS,
+                "iterations": match.iterations, "final_deviation": match.deviation,
+                "converged": match.converged}
+    if match.converged:
+        print(f"prior matching converged after {match.iterations} updates of the bias; implied prior: "
+              + describe_prior(prior, clip.names))
+    else:
+        print(f"warning: prior matching did not converge in {match.iterations} iterations: the mean "
+              f"debiased probability of some class still differs from its target by "
+              f"{match.deviation:.3g}; clip-pm uses the last bias.", file=sys.stderr)
+    return debiased_predictions(
+        clip, PRIOR_MATCHED_MODEL, "prior_matching", settings,
+        {"prior": prior, "target": target, "bias": match.bias}, clip.logits - match.bias,
+        run_dir, out_dir)
+
+
+TRAINING_FREE_RUNS = {LOGIT_ADJUSTED_MODEL: adjust_clip_predictions,
+                      PRIOR_MATCHED_MODEL: match_clip_prior}  # {model: (args, out_dir, run_dir) -> Predictions}

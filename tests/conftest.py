@@ -1,5 +1,6 @@
 """Shared fixtures: a generated 6-class ImageNet folder, random weights in the real formats, and
 analysed runs built from synthetic logits (no torch) for the tests of the analysis layer."""
+import shutil
 import sys
 from pathlib import Path
 
@@ -14,6 +15,9 @@ import outputs  # noqa: E402
 import starter  # noqa: E402
 import synthetic  # noqa: E402
 
+# What analysis.analyze writes for every run, next to the run's predictions.npz.
+RUN_FILES = {"predictions.npz", "metrics.json", "centroids.json", "histogram_precision.png",
+             "histogram_recall.png", "confusion_matrix.png", "pseudo_labels.json", "pseudo_labels.png"}
 # Six real ImageNet100 wnids; n01558993 (first) receives the grayscale, CMYK and PNG files.
 SUBSET_WNIDS = ["n01558993", "n01692333", "n02085620", "n02108089", "n03017168", "n04229816"]
 
@@ -73,3 +77,20 @@ def write_synthetic_runs(out):
 def synthetic_runs(tmp_path):
     """OUT folder with clip and debiaspl caches and outputs made from synthetic logits."""
     return write_synthetic_runs(tmp_path)
+
+
+@pytest.fixture(scope="session")
+def analysed_clip(tmp_path_factory):
+    """OUT with only a clip run (cache and outputs) of biased synthetic logits, analysed once."""
+    out = tmp_path_factory.mktemp("clip-only")
+    predictions = synthetic_predictions("clip", 0, bias=[1.5, 1.0, 0.5, 0, -0.5, -1.0])
+    outputs.save_predictions(out / "clip" / "predictions.npz", predictions)
+    analysis.analyze(predictions, out / "clip", out)
+    return out
+
+
+@pytest.fixture
+def clip_out(analysed_clip, tmp_path):
+    """A fresh OUT per test holding a copy of that clip run: clip-la and clip-pm need nothing else."""
+    shutil.copytree(analysed_clip / "clip", tmp_path / "clip")
+    return tmp_path

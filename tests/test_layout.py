@@ -6,7 +6,7 @@ import sys
 
 from conftest import PROJECT_DIR
 
-TORCH_FREE = ("metrics", "plotting", "logit_adjustment", "outputs", "classes", "analysis",
+TORCH_FREE = ("metrics", "pseudo_labels", "plotting", "logit_adjustment", "outputs", "classes", "analysis",
               "training_free", "report")
 
 

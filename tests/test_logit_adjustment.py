@@ -4,7 +4,6 @@ No torch and no network: every CLI run starts from a clip run made of conftest's
 (`clip_out`). Expected numbers are derived by hand in the comments, not by the code under test.
 """
 import json
-import shutil
 import subprocess
 import sys
 
@@ -17,10 +16,9 @@ import plotting
 import analysis
 import outputs
 import starter
-from conftest import PROJECT_DIR, synthetic_predictions
+from conftest import PROJECT_DIR, RUN_FILES
 
-CONTRACT_FILES = {"predictions.npz", "metrics.json", "centroids.json", "histogram_precision.png",
-                  "histogram_recall.png", "confusion_matrix.png", "prior.json", "la_sweep.png"}
+CONTRACT_FILES = RUN_FILES | {"prior.json", "la_sweep.png"}
 
 
 def logits_of(probabilities):
@@ -142,22 +140,6 @@ def test_lambda_sweep_figure_uses_the_given_axes():
 # ---------------------------------------------------------------------------------------------
 # starter.py --model clip-la
 
-@pytest.fixture(scope="module")
-def analysed_clip(tmp_path_factory):
-    """OUT with only a clip run (cache and outputs) of biased synthetic logits, analysed once."""
-    out = tmp_path_factory.mktemp("clip-only")
-    predictions = synthetic_predictions("clip", 0, bias=[1.5, 1.0, 0.5, 0, -0.5, -1.0])
-    outputs.save_predictions(out / "clip" / "predictions.npz", predictions)
-    analysis.analyze(predictions, out / "clip", out)
-    return out
-
-
-@pytest.fixture
-def clip_out(analysed_clip, tmp_path):
-    """A fresh OUT per test holding a copy of that clip run: clip-la needs nothing else."""
-    shutil.copytree(analysed_clip / "clip", tmp_path / "clip")
-    return tmp_path
-
 def test_cli_writes_the_contract_in_clips_order(clip_out):
     out = clip_out
     assert run_clip_la(out, "--batch-size", 8, "--la-threshold", 0.5) == 0
@@ -257,12 +239,13 @@ def test_from_cache_redoes_the_analysis_from_clip_la_cache(clip_out):
     assert metrics_path.read_text() == before
 
 
-def test_missing_clip_cache_is_a_one_line_error(tmp_path, capsys):
-    assert run_clip_la(tmp_path) == 2
+@pytest.mark.parametrize("model", ["clip-la", "clip-pm"])
+def test_missing_clip_cache_is_a_one_line_error(tmp_path, capsys, model):
+    assert starter.main(["--model", model, "--out", str(tmp_path)]) == 2
     error = capsys.readouterr().err
     assert len(error.strip().splitlines()) == 1
     assert "python starter.py --model clip" in error and "Traceback" not in error
-    assert not (tmp_path / "clip-la").exists()
+    assert not (tmp_path / model).exists()
 
 
 @pytest.mark.parametrize("option, value", [("--la-momentum", "1.5"), ("--la-threshold", "-0.1"),
@@ -273,11 +256,12 @@ def test_out_of_range_options_are_rejected(tmp_path, option, value):
     assert exit_info.value.code == 2
 
 
-def test_clip_la_never_imports_torch(clip_out):
+@pytest.mark.parametrize("model", ["clip-la", "clip-pm"])
+def test_training_free_runs_never_import_torch(clip_out, model):
     script = ("import sys; sys.path.insert(0, sys.argv[1]); import starter; "
-              "code = starter.main(['--model', 'clip-la', '--out', sys.argv[2]]); "
+              "code = starter.main(['--model', sys.argv[3], '--out', sys.argv[2]]); "
               "sys.exit(code or ('torch' in sys.modules and 'torch was imported'))")
-    result = subprocess.run([sys.executable, "-c", script, str(PROJECT_DIR), str(clip_out)],
+    result = subprocess.run([sys.executable, "-c", script, str(PROJECT_DIR), str(clip_out), model],
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
 

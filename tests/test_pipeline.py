@@ -6,17 +6,13 @@ import subprocess
 import sys
 
 import numpy as np
-import pytest
 import torch
 from PIL import Image
 
 import classes
 import inference
 import models
-from conftest import PROJECT_DIR, SUBSET_WNIDS, run_cli
-
-CONTRACT_FILES = ["predictions.npz", "metrics.json", "centroids.json", "histogram_precision.png",
-                  "histogram_recall.png", "confusion_matrix.png"]
+from conftest import PROJECT_DIR, RUN_FILES, SUBSET_WNIDS, run_cli
 
 
 def imagenet100_rows():
@@ -111,7 +107,7 @@ def test_predictions_cache_contract(real_runs, demo_inputs):
         assert cache["names"].tolist() == [rows[wnid]["clip_name"] for wnid in SUBSET_WNIDS]
         expected_paths = [str(p.relative_to(demo_inputs.data / "val")) for p in image_paths(demo_inputs.data / "val")]
         assert cache["paths"].tolist() == expected_paths
-        for name in CONTRACT_FILES:
+        for name in RUN_FILES:
             assert (real_runs / model / name).stat().st_size > 0
 
 
@@ -164,7 +160,7 @@ def test_from_cache_redoes_outputs_without_torch(tmp_path, real_runs):
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     for model in ("clip", "debiaspl"):
-        for name in CONTRACT_FILES:
+        for name in RUN_FILES:
             assert (out / model / name).is_file()
         assert (json.loads((out / model / "metrics.json").read_text())["classes"]
                 == json.loads((real_runs / model / "metrics.json").read_text())["classes"])
