@@ -10,8 +10,8 @@ import analysis
 import logit_adjustment
 import metrics
 import plotting
-from outputs import (LOGIT_ADJUSTED_MODEL, MODEL_TITLES, REFERENCE_MODEL, Predictions, UserError,
-                     load_predictions, write_figure, write_json)
+from outputs import (LOGIT_ADJUSTED_MODEL, REFERENCE_MODEL, Predictions, UserError, load_predictions,
+                     model_title, write_figure, write_json)
 
 LAMBDA_SWEEP = np.linspace(0.0, 2.0, 21)  # λ values of la_sweep.png
 
@@ -61,9 +61,12 @@ def adjust_clip_predictions(args, out_dir, run_dir):
         "lambda_sweep": [{"lambda": float(strength), "accuracy": float(a), "balanced_accuracy": float(b)}
                          for strength, a, b in zip(strengths, accuracy, balanced)],
     })
+    meta = {"model": LOGIT_ADJUSTED_MODEL, "logit_adjustment": settings,
+            "adjusted_cache": str(Path(out_dir) / REFERENCE_MODEL / "predictions.npz"),
+            REFERENCE_MODEL: clip.meta}
     write_figure(run_dir / "la_sweep.png", plotting.lambda_sweep_figure(
         strengths, accuracy, balanced, args.la_lambda,
-        title=f"{MODEL_TITLES[LOGIT_ADJUSTED_MODEL]}: {args.la_mode} p̂ "
+        title=f"{model_title(meta)}: {args.la_mode} p̂ "
               f"(m = {args.la_momentum:g}, τ = {args.la_threshold:g})"))
     if estimate.num_updating_batches == 0:
         print(f"warning: no image reached softmax confidence τ = {args.la_threshold:g}, so p̂ stayed "
@@ -73,9 +76,6 @@ def adjust_clip_predictions(args, out_dir, run_dir):
         print(f"p̂ updated by {estimate.num_updating_batches} of {estimate.num_batches} batches; "
               f"largest {estimate.prior[ranked[0]]:.4f} ({clip.names[ranked[0]]}), smallest "
               f"{estimate.prior[ranked[-1]]:.4f} ({clip.names[ranked[-1]]}), uniform {1 / len(ranked):.4f}")
-    meta = {"model": LOGIT_ADJUSTED_MODEL, "logit_adjustment": settings,
-            "adjusted_cache": str(Path(out_dir) / REFERENCE_MODEL / "predictions.npz"),
-            "clip": clip.meta}
     return Predictions(
         logits=logit_adjustment.adjust_logits(clip.logits, priors, args.la_lambda).astype(np.float32),
         labels=clip.labels, paths=clip.paths, wnids=clip.wnids, names=clip.names, meta=meta)
