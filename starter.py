@@ -29,10 +29,15 @@ import analysis
 import classes
 import training_free
 from models import SINGLE_PROMPT
-from outputs import LOGIT_ADJUSTED_MODEL, MODEL_TITLES, UserError, load_predictions, save_predictions
+from outputs import (LOGIT_ADJUSTED_MODEL, MODEL_TITLES, SIMULATED, UserError, load_predictions,
+                     save_predictions)
 
 PROJECT_DIR = Path(__file__).resolve().parent
 COURSE_DATA_DIR = "/scratch/eecs542f25_class_root/eecs542f25_class/shared_data/imagenet-100"
+# The demo's install check: real code and random weights on a few classes (CLIP's text encoder
+# costs ~0.25 s per class name on a CPU) and images.
+DEMO_CLASSES = 5
+DEMO_IMAGES_PER_CLASS = 2
 
 
 def build_parser():
@@ -56,6 +61,14 @@ def build_parser():
                         help="write OUT/report.pdf, OUT/report.md and OUT/comparison.png from the "
                              "runs already in OUT (after --model's run when both are given; "
                              "--demo always writes its own)")
+    handed_in = parser.add_argument_group("report (--report, --demo)")
+    handed_in.add_argument("--name", default="",
+                           help="your name at the top of report.pdf (else a line to write on)")
+    handed_in.add_argument("--student-id", default="",
+                           help="your student ID at the top of report.pdf (else a line to write on)")
+    handed_in.add_argument("--appendix", action="store_true",
+                           help="add the per-class tables, clip-la's prior and the other runs' "
+                                "figures as an appendix")
     clip = parser.add_argument_group("CLIP (--model clip)")
     clip.add_argument("--clip-weights", default="openai",
                       help="'openai' (open_clip downloads OpenAI's RN50 weights) or a local file: "
@@ -178,28 +191,52 @@ def run(args):
 
 
 def run_demo(args):
-    """Random weights in the real formats and a generated folder, through the real CLI."""
-    import synthetic
+    """Two parts: the real loading and inference code on random weights (does the install work?),
+    then the analysis, clip-la and the report on simulated logits shaped like the real models'."""
     demo_out = Path(args.out) / "demo"
-    print("DEMO: random weights on generated images. Every number and figure it produces is "
-          "meaningless; it only shows that the pipeline runs end to end.")
+    check_install(args, demo_out / "install-check")
+    analyse_simulated_runs(args, demo_out)
+    print(f"DEMO done: install check in {demo_out / 'install-check'}; {SIMULATED} runs and report "
+          f"in {demo_out}")
+
+
+def check_install(args, out_dir):
+    """clip and debiaspl through the real CLI, on random weights in the real file formats and a
+    few generated images."""
+    import synthetic
+    print(f"DEMO 1/2, install check: random weights in the real file formats on {DEMO_IMAGES_PER_CLASS} "
+          f"generated images in each of {DEMO_CLASSES} ImageNet100 classes (so expect a warning that "
+          f"the folder is not the standard ImageNet100), through the real loading and inference "
+          f"code into {out_dir}.")
     with tempfile.TemporaryDirectory(prefix="debiaspl-demo-") as scratch:
-        scratch = Path(scratch)
-        files = synthetic.write_demo_inputs(scratch)
-        common = ["--data", str(files.data), "--out", str(demo_out), "--device", args.device,
+        files = synthetic.write_demo_inputs(Path(scratch), synthetic.imagenet100_wnids()[:DEMO_CLASSES],
+                                            DEMO_IMAGES_PER_CLASS)
+        common = ["--data", str(files.data), "--out", str(out_dir), "--device", args.device,
                   "--batch-size", str(args.batch_size), "--workers", str(args.workers)]
         run(build_parser().parse_args(["--model", "clip", "--clip-weights", str(files.clip_weights),
                                        "--prompts", "single", *common]))
         run(build_parser().parse_args(["--model", "debiaspl", "--checkpoint",
                                        str(files.debiaspl_checkpoint), *common]))
-        run(build_parser().parse_args(["--model", LOGIT_ADJUSTED_MODEL, *common]))
-    write_report(demo_out)
-    print(f"DEMO done (meaningless numbers): see {demo_out}")
 
 
-def write_report(out_dir):
+def analyse_simulated_runs(args, out_dir):
+    """Simulated clip and DebiasPL caches (simulation.py), then what a real run does with them:
+    the analysis from cache, clip-la and the report."""
+    import simulation
+    print(f"DEMO 2/2: {SIMULATED} logits shaped like real CLIP RN50 and DebiasPL runs on "
+          f"ImageNet100 (see simulation.py); their analysis, clip-la and the report into {out_dir}.")
+    for model, predictions in simulation.simulated_predictions().items():
+        save_predictions(Path(out_dir) / model / "predictions.npz", predictions)
+    for model in ("clip", "debiaspl"):
+        run(build_parser().parse_args(["--model", model, "--from-cache", "--out", str(out_dir)]))
+    run(build_parser().parse_args(["--model", LOGIT_ADJUSTED_MODEL, "--out", str(out_dir)]))
+    write_report(out_dir, args)
+
+
+def write_report(out_dir, args):
     import report
-    for path in report.write_report(out_dir):
+    for path in report.write_report(out_dir, name=args.name, student_id=args.student_id,
+                                    appendix=args.appendix):
         print(f"wrote {path}")
 
 
@@ -216,7 +253,7 @@ def main(argv=None):
         elif args.model:
             run(args)
         if args.report and not args.demo:
-            write_report(Path(args.out))
+            write_report(Path(args.out), args)
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -73,3 +73,14 @@ def write_synthetic_runs(out):
 def synthetic_runs(tmp_path):
     """OUT folder with clip and debiaspl caches and outputs made from synthetic logits."""
     return write_synthetic_runs(tmp_path)
+
+
+@pytest.fixture(scope="session")
+def simulated_demo(tmp_path_factory):
+    """OUT after the demo's second half: simulated clip and debiaspl caches, their analysis,
+    clip-la and the report, with a name and student ID."""
+    out = tmp_path_factory.mktemp("simulated")
+    args = starter.build_parser().parse_args(["--demo", "--name", "Ada Lovelace",
+                                              "--student-id", "12345678"])
+    starter.analyse_simulated_runs(args, out)
+    return out
