@@ -3,8 +3,9 @@ logit-adjustment sweep of clip-la.
 
 Each function takes data already computed and already in display order, draws with matplotlib's
 object API (no pyplot state, no GUI backend) and returns the Figure; the caller saves it.
-Figures stay readable from 6 to 1,000 classes: sizes grow with K up to a cap and tick labels are
-thinned past MAX_TICK_LABELS.
+Figures are drawn at the size report.pdf prints them on A4, so up to ~100 classes every class name
+shows at its printed size; past that, sizes grow with K up to a cap (for the screen) and tick
+labels are thinned past MAX_TICK_LABELS.
 """
 import matplotlib
 import numpy as np
@@ -16,8 +17,8 @@ MAX_TICK_LABELS = 120
 BAR_COLOR = "#4C72B0"
 OVERLAY_COLOR = "#DD8452"
 BALANCED_COLOR = "#C44E52"
-TAKER_COLOR = "#C44E52"
-LOSER_COLOR = "#8172B3"
+TAKER_COLOR = "#8C1C13"  # marks a class taking images in a large confusion
+LOSER_COLOR = "#8172B3"  # ... and one losing them
 # Figures are drawn at the size report.pdf prints them (the text frames of A4 pages), so their
 # font sizes are the printed ones; past ~100 classes they grow, to be zoomed into on screen.
 LANDSCAPE_WIDTH = 10.8  # inches: an A4 landscape page less its margins
@@ -41,10 +42,10 @@ def _set_class_ticks(axis, names, rotation, axis_inches):
                    fontsize=float(np.clip(0.92 * spacing_points, 3.5, 9)))
 
 
-def _class_axis_width(num_classes, page_width=LANDSCAPE_WIDTH):
-    """Inches for a figure with one x position per class: the page's width up to ~100
+def _class_axis_width(num_classes):
+    """Inches for a figure with one x position per class: a landscape page's width up to ~360
     classes, wider past that, at most 30."""
-    return min(max(page_width, 0.03 * num_classes), 30.0)
+    return min(max(LANDSCAPE_WIDTH, 0.03 * num_classes), 30.0)
 
 
 def _marker_size(num_classes):

@@ -26,10 +26,11 @@ from reportlab.lib.styles import ParagraphStyle
 from reportlab.lib.units import inch
 from reportlab.pdfbase import pdfmetrics
 from reportlab.pdfbase.ttfonts import TTFont
-from reportlab.platypus import (BaseDocTemplate, Frame, KeepTogether, PageBreakIfNotEmpty,
-                                PageTemplate, Paragraph, TableStyle)
+from reportlab.platypus import (BaseDocTemplate, Frame, PageBreak,
+                                PageBreakIfNotEmpty, PageTemplate, Paragraph, TableStyle)
 from reportlab.platypus import Image as PdfImage
 from reportlab.platypus import Table as PdfTable
+from reportlab.platypus.doctemplate import ActionFlowable
 
 import analysis
 import metrics
@@ -778,7 +779,7 @@ def table_flowables(tables, styles, frame_width):
                          hAlign="LEFT", spaceAfter=TABLE_GAP,
                          style=[("VALIGN", (0, 0), (-1, -1), "TOP"), ("LEFTPADDING", (0, 0), (-1, -1), 0),
                                 ("RIGHTPADDING", (0, 0), (-1, -1), TABLE_GAP), ("TOPPADDING", (0, 0), (-1, -1), 0)])
-        flowables.append(KeepTogether([outer]))
+        flowables.append(outer)  # one row: never split, moved whole to the next page
     return flowables
 
 
@@ -860,6 +861,8 @@ class ReportDocument(BaseDocTemplate):
         super().__init__(file, pageTemplates=templates, **options)
 
     def afterFlowable(self, flowable):
+        if isinstance(flowable, (ActionFlowable, PageBreak)):  # layout actions, not content
+            return
         title = getattr(flowable, "section_title", None)
         if not self.page_sections and not title:  # the page goes on with the section before
             self.page_sections.append(f"{self.current_section} (continued)")
