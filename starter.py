@@ -11,7 +11,7 @@ moving-average pseudo-label prior (homework §2.2) and analyses them the same wa
     python starter.py --model clip
     python starter.py --model debiaspl
     python starter.py --model clip-la   # after clip
-    python starter.py --demo            # random weights, generated images: checks the plumbing
+    python starter.py --demo            # install check, then SIMULATED runs through it all
     python starter.py --report          # OUT/report.pdf and report.md from the runs in OUT
 
 torch, torchvision and open_clip are imported only when inference runs, so `--from-cache`
@@ -48,8 +48,10 @@ def build_parser():
                         help="which model to evaluate: clip (Q1), debiaspl (Q2; run clip first) or "
                              "clip-la (clip's cached logits, logit-adjusted; run clip first)")
     parser.add_argument("--demo", action="store_true",
-                        help="generate a small ImageNet100-style folder and random weights in the "
-                             "real file formats, run clip, debiaspl and clip-la on them into OUT/demo/")
+                        help="check the install (random weights in the real file formats on a few "
+                             "generated images, into OUT/demo/install-check/), then analyse "
+                             "SIMULATED clip and debiaspl runs shaped like the real ones, with "
+                             "clip-la and the report, into OUT/demo/")
     parser.add_argument("--data", default=os.environ.get("IMAGENET100_ROOT", COURSE_DATA_DIR),
                         help="ImageNet100 root holding val/, or the val folder itself; the default "
                              "is $IMAGENET100_ROOT when set, else the course's copy")
