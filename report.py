@@ -270,8 +270,8 @@ def provenance_table(runs):
 def title_section(runs, out_dir, generated, name, student_id):
     missing = [model for model in QUESTION_OF_MODEL if runs.get(model) is None
                or runs[model].metrics is None]
-    gap = "\u2003" * 3  # em spaces: paragraphs collapse runs of ordinary spaces
-    blocks = [Text(f"Name: {name or '_' * 30}{gap}Student ID: {student_id or '_' * 16}{gap}"
+    gap = " " + "\u00a0" * 4  # no-break spaces: paragraphs collapse runs of ordinary spaces
+    blocks = [Text(f"Name: {name or '_' * 26}{gap}Student ID: {student_id or '_' * 14}{gap}"
                    f"Date of submission: {generated:%Y-%m-%d}", "subheading")]
     simulated = any(run.simulated for run in runs.values())
     if simulated:
@@ -720,11 +720,15 @@ def table_flowable(table, styles, max_width):
     widths = [max(pdfmetrics.stringWidth(cell, f"{FONT}-Bold" if r == 0 else FONT, size)
                   for r, cell in enumerate(column)) + 2 * CELL_PADDING for column in zip(*rows)]
     natural = list(widths)
-    if table.compact:
-        widths = [min(width, COMPACT_COLUMN_INCHES * inch) for width in widths]
-    if sum(widths) > max_width:
-        widest = int(np.argmax(widths))
-        widths[widest] = max(max_width - (sum(widths) - widths[widest]), inch)
+    cap = COMPACT_COLUMN_INCHES * inch if table.compact else max_width
+    # Too wide: columns narrower than their share keep their width, the others share the rest.
+    remaining = max_width
+    for index, width in enumerate(sorted(widths)):
+        if width > remaining / (len(widths) - index):
+            cap = min(cap, remaining / (len(widths) - index))
+            break
+        remaining -= width
+    widths = [min(width, cap) for width in widths]
     cell_style = ParagraphStyle("cell", styles["body"], fontSize=size, leading=size * 1.2, spaceAfter=0)
     wrapped = [column for column, (width, wanted) in enumerate(zip(widths, natural)) if wanted > width]
     for r, row in enumerate(rows):
