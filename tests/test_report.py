@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pypdf
 import pytest
+from reportlab.pdfbase import pdfmetrics
 from matplotlib.figure import Figure
 from sklearn.metrics import f1_score
 
@@ -471,3 +472,17 @@ def test_cli_script_reports_user_errors_in_one_sentence(tmp_path):
                              str(tmp_path)], capture_output=True, text=True, timeout=120)
     assert result.returncode == 2, result.stderr
     assert result.stderr.startswith("error:") and "Traceback" not in result.stderr
+
+
+def test_wide_tables_fit_the_frame():
+    """A long data path or weights name wraps inside the page instead of running off it."""
+    report.register_fonts()
+    styles = report.paragraph_styles()
+    table = report.Table(["run", "weights", "data", "images"],
+                         [["clip", "w" * 90, "/scratch/" + "x" * 200, "5000"]])
+    flowable, width = report.table_flowable(table, styles, 300)
+    assert width <= 300 + 1e-6 and flowable.wrap(300, 10_000)[0] <= 300 + 1e-6
+    compact = report.Table(["#", "class"], [["1", "a very long class name " * 3]], compact=True)
+    _, width = report.table_flowable(compact, styles, 500)
+    rank_column = pdfmetrics.stringWidth("#", f"{report.FONT}-Bold", 7) + 2 * report.CELL_PADDING
+    assert width <= rank_column + report.COMPACT_COLUMN_INCHES * 72 + 1e-6  # the name wraps
