@@ -100,7 +100,8 @@ def summarize(predictions, confusion, order_wnids=None):
 
 
 def class_roles(own_order, reference_order=None):
-    """(role, wnid) pairs of Q1c (clip) or Q2c (the other models: also clip's two classes)."""
+    """(role, wnid) pairs of the classes Q(c) and who-steals-from-whom look at: the most and least
+    predicted, and for the runs in clip's order (Q2c) clip's two as well."""
     roles = [("most predicted", own_order[0]), ("least predicted", own_order[-1])]
     if reference_order is not None:
         roles += [(f"most predicted by {REFERENCE_MODEL}", reference_order[0]),
