@@ -113,6 +113,7 @@ GROUPINGS = {
     "by_predicted": ("predicted label", "no image is predicted as this class, so it has no centroid"),
     "by_true": ("true label", "this class has no images, so it has no centroid"),
 }
+NO_OTHER_CENTROID = "no other class has a centroid in this grouping, so it has no neighbours"
 CENTERED = "centered"  # centroids.json key of the shift-invariant neighbours
 
 
@@ -126,7 +127,7 @@ def nearest_queries(predictions, centroids, roles, empty_note):
                  "neighbors": [{**class_reference(predictions, i), "cosine": float(c)}
                                for i, c in zip(neighbours, cosines)]}
         if not query["neighbors"]:
-            query["note"] = empty_note
+            query["note"] = empty_note if np.isnan(centroids[index_of[wnid]]).any() else NO_OTHER_CENTROID
         queries.append(query)
     return {"queries": queries}
 

@@ -99,3 +99,14 @@ def test_terminal_text_shows_both_kinds_and_six_decimal_literal_cosines(analysed
     for label in ("Q2(a)", "Q2(b)", "Q2(c)", "most predicted by clip", "its images go to"):
         assert label in text
     assert outputs.SIMULATED not in text  # only simulated runs say so
+
+
+def test_every_image_predicted_as_one_class_says_why_there_are_no_neighbours(tmp_path):
+    """What random weights do: the most predicted class has a centroid but no other class does."""
+    predictions = synthetic_predictions("clip", 0, num_classes=4, images_per_class=3)
+    predictions.logits[:, 2] += 100  # every image predicted as class 2
+    _, centroids = analysis.analyze(predictions, tmp_path / "clip", tmp_path)
+    most, least = centroids["by_predicted"]["queries"]
+    assert most["wnid"] == predictions.wnids[2] and most["note"] == analysis.NO_OTHER_CENTROID
+    assert least["note"] == analysis.GROUPINGS["by_predicted"][1]  # its own group is empty
+    assert all(len(query["neighbors"]) == 3 for query in centroids["by_true"]["queries"])
