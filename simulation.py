@@ -25,14 +25,14 @@ IMAGES_PER_CLASS = 50
 LOGIT_SCALE = 100.0  # CLIP's logit_scale.exp()
 # Squared lengths of a class text embedding's parts before normalising; the rest is its own.
 COMMON_SHARE = 0.75
-NEIGHBOURHOOD_SHARE = 0.13
+NEIGHBOURHOOD_SHARE = 0.17
 NEIGHBOURHOOD_WIDTH = 12.0  # ImageNet-1k index distance over which classes resemble each other
 HUB_SPREAD = 0.1  # standard deviation of a class text embedding's hub component
 DIFFICULTY_SPREAD = 0.22  # a class's signal is scaled by exp(-DIFFICULTY_SPREAD x N(0, 1))
 NOISE_CORRELATION = 0.6  # between clip's and DebiasPL's noise on the same image
 # Per model: weights of the class signal and of the hub direction in an image embedding (the
 # noise has unit length).
-SIGNAL_AND_HUB = {"clip": (0.243, 0.065), "debiaspl": (0.265, 0.04)}
+SIGNAL_AND_HUB = {"clip": (0.252, 0.068), "debiaspl": (0.272, 0.035)}
 
 
 def unit(vectors):
