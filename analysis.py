@@ -51,7 +51,8 @@ def confusion_cells(predictions, confusion, count, **only):
     """metrics.largest_confusions as JSON: true and predicted class, count, share of the true
     class's images."""
     true_counts = confusion.sum(axis=1)
-    return [{"true": class_reference(predictions, true), "predicted": class_reference(predictions, predicted),
+    return [{"true": class_reference(predictions, true),
+             "predicted": class_reference(predictions, predicted),
              "count": int(cell), "share_of_true": float(cell / true_counts[true])}
             for true, predicted, cell in zip(*metrics.largest_confusions(confusion, count, **only))]
 
@@ -66,7 +67,8 @@ def class_confusions(predictions, confusion, roles):
         only = {"predicted_class" if incoming else "true_class": index_of[wnid]}
         result.append({"role": role, **class_reference(predictions, index_of[wnid]),
                        "direction": "incoming" if incoming else "outgoing",
-                       "confusions": confusion_cells(predictions, confusion, CLASS_CONFUSION_COUNT, **only)})
+                       "confusions": confusion_cells(predictions, confusion,
+                                                     CLASS_CONFUSION_COUNT, **only)})
     return result
 
 

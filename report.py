@@ -335,20 +335,28 @@ def top_confusion_table(run, label, out_dir):
                   "(off-diagonal cells of the confusion matrix)")]
 
 
+def neighbour_cells(neighbours, rank, decimals):
+    """(class name, cosine) of the rank-th neighbour, or blanks past the end of the list."""
+    if rank >= len(neighbours):
+        return ["", ""]
+    return [neighbours[rank]["name"], f"{neighbours[rank]['cosine']:.{decimals}f}"]
+
+
 def neighbour_table(literal, centered, class_entries, label):
-    """One class's 10 nearest centroids, literal and centered side by side, most similar first."""
+    """One class's 10 nearest centroids, literal and centered side by side, most similar first;
+    the footer repeats both cosine vectors."""
     entry = class_entries[literal["wnid"]]
     caption = (f"{label} {literal['role']}: {literal['name']} ({literal['wnid']}), "
                f"{entry['predicted_count']} predictions, {entry['true_count']} images")
-    columns = [literal["neighbors"], centered["neighbors"] if centered else []]
-    rows = [[str(rank + 1)]
-            + [cell for neighbours, digits in zip(columns, (6, 4)) for cell in
-               ((neighbours[rank]["name"], f"{neighbours[rank]['cosine']:.{digits}f}")
-                if rank < len(neighbours) else ("", ""))]
-            for rank in range(max(map(len, columns)))]
-    footer = "; ".join(f"{kind} vector: [" + ", ".join(f"{n['cosine']:.{digits}f}" for n in neighbours) + "]"
-                       for kind, neighbours, digits in zip(("literal", "centered"), columns, (6, 4))
-                       if neighbours)
+    decimals = {kind: shown for kind, _, shown in analysis.CENTROID_KINDS}  # as in the terminal
+    kinds = [("literal", literal["neighbors"], decimals[None]),
+             ("centered", centered["neighbors"] if centered else [], decimals[analysis.CENTERED])]
+    rows = [[str(rank + 1), *(cell for _, neighbours, decimals in kinds
+                              for cell in neighbour_cells(neighbours, rank, decimals))]
+            for rank in range(max(len(neighbours) for _, neighbours, _ in kinds))]
+    footer = "; ".join(f"{kind} vector: ["
+                       + ", ".join(f"{n['cosine']:.{decimals}f}" for n in neighbours) + "]"
+                       for kind, neighbours, decimals in kinds if neighbours)
     return Table(["#", "literal: class", "cosine", "centered: class", "cosine"], rows, caption,
                  footer, compact=True)
 
@@ -781,8 +789,10 @@ def table_flowables(tables, styles, frame_width):
         spare = (frame_width - sum(width + TABLE_GAP for _, _, width in row)) / len(row)
         outer = PdfTable([cells], colWidths=[width + TABLE_GAP + max(spare, 0) for _, _, width in row],
                          hAlign="LEFT", spaceAfter=TABLE_GAP,
-                         style=[("VALIGN", (0, 0), (-1, -1), "TOP"), ("LEFTPADDING", (0, 0), (-1, -1), 0),
-                                ("RIGHTPADDING", (0, 0), (-1, -1), TABLE_GAP), ("TOPPADDING", (0, 0), (-1, -1), 0)])
+                         style=[("VALIGN", (0, 0), (-1, -1), "TOP"),
+                                ("LEFTPADDING", (0, 0), (-1, -1), 0),
+                                ("RIGHTPADDING", (0, 0), (-1, -1), TABLE_GAP),
+                                ("TOPPADDING", (0, 0), (-1, -1), 0)])
         flowables.append(outer)  # one row: never split, moved whole to the next page
     return flowables
 
