@@ -11,10 +11,12 @@ import numpy as np
 import metrics
 import plotting
 import pseudo_labels
-from outputs import (MODEL_TITLES, REFERENCE_MODEL, UserError, read_json, write_figure,
-                     write_json)
+from outputs import (QUESTION_OF_MODEL, REFERENCE_MODEL, SIMULATED, UserError, is_simulated,
+                     model_title, read_json, write_figure, write_json)
 
 NEIGHBOR_COUNT = 10
+TOP_CONFUSION_COUNT = 20  # metrics.json's top_confusions
+CLASS_CONFUSION_COUNT = 5  # per role in class_confusions
 
 
 def none_if_nan(value):
@@ -48,8 +50,38 @@ def reference_order(out_dir, model, wnids, meta=None):
     return reference["own_order"]
 
 
+def class_reference(predictions, index):
+    return {"wnid": str(predictions.wnids[index]), "name": str(predictions.names[index])}
+
+
+def confusion_cells(predictions, confusion, count, **only):
+    """metrics.largest_confusions as JSON: true and predicted class, count, share of the true
+    class's images."""
+    true_counts = confusion.sum(axis=1)
+    return [{"true": class_reference(predictions, true),
+             "predicted": class_reference(predictions, predicted),
+             "count": int(cell), "share_of_true": float(cell / true_counts[true])}
+            for true, predicted, cell in zip(*metrics.largest_confusions(confusion, count, **only))]
+
+
+def class_confusions(predictions, confusion, roles):
+    """Per role, its largest confusions: the classes feeding a most predicted class (its column),
+    where a least predicted class's images go (its row)."""
+    index_of = {str(wnid): index for index, wnid in enumerate(predictions.wnids)}
+    result = []
+    for role, wnid in roles:
+        incoming = role.startswith("most")
+        only = {"predicted_class" if incoming else "true_class": index_of[wnid]}
+        result.append({"role": role, **class_reference(predictions, index_of[wnid]),
+                       "direction": "incoming" if incoming else "outgoing",
+                       "confusions": confusion_cells(predictions, confusion,
+                                                     CLASS_CONFUSION_COUNT, **only)})
+    return result
+
+
 def summarize(predictions, confusion, order_wnids=None):
-    """metrics.json: accuracies, the class order and per-class counts, precision and recall."""
+    """metrics.json: accuracies, the class order, per-class counts, precision and recall, and who
+    steals from whom (the largest confusions overall and those of the roles' classes)."""
     precision, recall = metrics.precision_recall(confusion)
     predicted_counts = confusion.sum(axis=0)
     own_order = [str(predictions.wnids[i]) for i in metrics.prediction_order(predicted_counts)]
@@ -68,18 +100,21 @@ def summarize(predictions, confusion, order_wnids=None):
         "order": order_wnids or own_order,
         "own_order": own_order,
         "classes": classes,
+        "top_confusions": confusion_cells(predictions, confusion, TOP_CONFUSION_COUNT),
+        "class_confusions": class_confusions(predictions, confusion,
+                                             class_roles(own_order, order_wnids)),
         "skipped": predictions.meta.get("skipped", []),
         "settings": predictions.meta,
     }
 
 
-def centroid_roles(summary, reference_summary_order=None):
-    """(role, wnid) pairs of Q1c (clip) or Q2c (the other models: also clip's two classes)."""
-    roles = [("most predicted", summary["own_order"][0]),
-             ("least predicted", summary["own_order"][-1])]
-    if reference_summary_order is not None:
-        roles += [(f"most predicted by {REFERENCE_MODEL}", reference_summary_order[0]),
-                  (f"least predicted by {REFERENCE_MODEL}", reference_summary_order[-1])]
+def class_roles(own_order, reference_order=None):
+    """(role, wnid) pairs of the classes Q(c) and who-steals-from-whom look at: the most and least
+    predicted, and for the runs in clip's order (Q2c) clip's two as well."""
+    roles = [("most predicted", own_order[0]), ("least predicted", own_order[-1])]
+    if reference_order is not None:
+        roles += [(f"most predicted by {REFERENCE_MODEL}", reference_order[0]),
+                  (f"least predicted by {REFERENCE_MODEL}", reference_order[-1])]
     return roles
 
 
@@ -87,31 +122,41 @@ GROUPINGS = {
     "by_predicted": ("predicted label", "no image is predicted as this class, so it has no centroid"),
     "by_true": ("true label", "this class has no images, so it has no centroid"),
 }
+NO_OTHER_CENTROID = "no other class has a centroid in this grouping, so it has no neighbours"
+CENTERED = "centered"  # centroids.json key of the shift-invariant neighbours
+
+
+def nearest_queries(predictions, centroids, roles, empty_note):
+    """Each role's NEIGHBOR_COUNT nearest class centroids, as JSON."""
+    index_of = {str(wnid): index for index, wnid in enumerate(predictions.wnids)}
+    queries = []
+    for role, wnid in roles:
+        neighbours, cosines = metrics.nearest_centroids(centroids, index_of[wnid], NEIGHBOR_COUNT)
+        query = {"role": role, **class_reference(predictions, index_of[wnid]),
+                 "neighbors": [{**class_reference(predictions, i), "cosine": float(c)}
+                               for i, c in zip(neighbours, cosines)]}
+        if not query["neighbors"]:
+            query["note"] = empty_note if np.isnan(centroids[index_of[wnid]]).any() else NO_OTHER_CENTROID
+        queries.append(query)
+    return {"queries": queries}
 
 
 def centroid_neighbours(predictions, roles):
-    """centroids.json: each role's 10 nearest class centroids, for both groupings."""
-    num_classes = len(predictions.wnids)
-    index_of = {str(wnid): index for index, wnid in enumerate(predictions.wnids)}
+    """centroids.json: each role's 10 nearest class centroids for both groupings, of the logits
+    as they are (the homework's quantity) and, under "centered", of the logits minus each image's
+    mean logit."""
     groups = {"by_predicted": metrics.predicted_labels(predictions.logits),
               "by_true": predictions.labels}
-    result = {}
+    literal, centered = {}, {}
     for grouping, (_, empty_note) in GROUPINGS.items():
-        centroids = metrics.class_centroids(predictions.logits, groups[grouping], num_classes)
-        queries = []
-        for role, wnid in roles:
-            neighbours, cosines = metrics.nearest_centroids(centroids, index_of[wnid], NEIGHBOR_COUNT)
-            query = {"role": role, "wnid": wnid, "name": str(predictions.names[index_of[wnid]]),
-                     "neighbors": [{"wnid": str(predictions.wnids[i]), "name": str(predictions.names[i]),
-                                    "cosine": float(c)} for i, c in zip(neighbours, cosines)]}
-            if not query["neighbors"]:
-                query["note"] = empty_note
-            queries.append(query)
-        result[grouping] = {"queries": queries}
-    return result
+        centroids = metrics.class_centroids(predictions.logits, groups[grouping], len(predictions.wnids))
+        literal[grouping] = nearest_queries(predictions, centroids, roles, empty_note)
+        centered[grouping] = nearest_queries(predictions, metrics.centered_centroids(centroids),
+                                             roles, empty_note)
+    return {**literal, CENTERED: centered}
 
 
-def draw_figures(summary, confusion, model_title):
+def draw_figures(summary, confusion, title):
     """{file name: Figure} of Q(a) and Q(b), classes in summary['order']."""
     index_of = {entry["wnid"]: index for index, entry in enumerate(summary["classes"])}
     order = [index_of[wnid] for wnid in summary["order"]]
@@ -125,9 +170,9 @@ def draw_figures(summary, confusion, model_title):
         values = np.array([np.nan if entry[quantity] is None else entry[quantity] for entry in ordered])
         figures[f"histogram_{quantity}.png"] = plotting.prediction_histogram(
             counts, values, names, quantity, balanced,
-            title=f"{model_title}: predictions per class{order_note}, with {quantity}")
+            title=f"{title}: predictions per class{order_note}, with {quantity}")
     figures["confusion_matrix.png"] = plotting.confusion_matrix_figure(
-        confusion[np.ix_(order, order)], names, title=f"{model_title}: confusion matrix{order_note}")
+        confusion[np.ix_(order, order)], names, title=f"{title}: confusion matrix{order_note}")
     return figures
 
 
@@ -156,12 +201,13 @@ def analyze(predictions, run_dir, out_dir):
     predicted = metrics.predicted_labels(predictions.logits)
     confusion = metrics.confusion_matrix(predictions.labels, predicted, len(predictions.wnids))
     summary = summarize(predictions, confusion, order_wnids)
-    centroids = centroid_neighbours(predictions, centroid_roles(summary, order_wnids))
+    centroids = centroid_neighbours(predictions, class_roles(summary["own_order"], order_wnids))
     selection = pseudo_labels.summarize(predictions.logits, predictions.labels, predictions.wnids,
                                         predictions.names, summary["order"], model)
     # Everything is computed and drawn before the first file is written.
-    figures = draw_figures(summary, confusion, MODEL_TITLES.get(model, model))
-    figures["pseudo_labels.png"] = draw_pseudo_labels(selection, MODEL_TITLES.get(model, model))
+    title = model_title(predictions.meta)
+    figures = draw_figures(summary, confusion, title)
+    figures["pseudo_labels.png"] = draw_pseudo_labels(selection, title)
     write_json(run_dir / "metrics.json", summary)
     write_json(run_dir / "centroids.json", centroids)
     write_json(run_dir / "pseudo_labels.json", selection)
@@ -179,27 +225,59 @@ def format_selection(selection):
             f"{row['classes_without_kept']} classes with none kept")
 
 
+CENTROID_KINDS = (  # (centroids.json part, what the cosines are of, decimals shown)
+    (None, "mean logits", 6),  # literal cosines crowd near 1: 6 decimals tell them apart
+    (CENTERED, "mean logits minus each image's mean logit", 4),
+)
+
+
+def centroid_queries(centroids, kind, grouping):
+    """The queries of one grouping, literal (kind None) or centered."""
+    return (centroids if kind is None else centroids[kind])[grouping]["queries"]
+
+
+def format_class_confusion(cell, incoming):
+    """One cell of a role's confusions: where its images come from or go to."""
+    other = cell["true" if incoming else "predicted"]
+    return (f"{cell['count']:5d} {'from' if incoming else 'to'} {other['name']} ({other['wnid']}): "
+            f"{cell['share_of_true']:.0%} of {cell['true']['name']}'s images")
+
+
 def format_report(summary, centroids, selection):
-    """What the homework report needs, as terminal text."""
+    """What the homework report needs, as terminal text, under its sub-question labels."""
     by_wnid = {entry["wnid"]: entry for entry in summary["classes"]}
-    lines = [f"== {summary['model']}: {summary['num_images']} images, {len(by_wnid)} classes ==",
+    question = QUESTION_OF_MODEL.get(summary["model"], "")
+    simulated = f"{SIMULATED} " if is_simulated(summary["settings"]) else ""
+    lines = [f"== {simulated}{summary['model']}: {summary['num_images']} images, {len(by_wnid)} classes ==",
              f"accuracy {summary['accuracy']:.4f}   top-5 {summary['top5_accuracy']:.4f}   "
              f"balanced accuracy {summary['balanced_accuracy']:.4f}",
-             format_selection(selection)]
-    for role, wnid in (("most predicted", summary["own_order"][0]),
-                       ("least predicted", summary["own_order"][-1])):
-        entry = by_wnid[wnid]
-        tied = sum(e["predicted_count"] == entry["predicted_count"] for e in summary["classes"]) - 1
-        lines.append(f"{role}: {entry['name']} ({wnid}): {entry['predicted_count']} predictions, "
-                     f"{entry['true_count']} images" + (f"; tied with {tied} other classes, "
-                                                         "broken by class index" if tied else ""))
+             format_selection(selection),
+             f"-- {question}(a) most and least predicted classes; who feeds the most predicted, "
+             "where the least predicted's images go --"]
+    for entry in summary["class_confusions"]:
+        counted = by_wnid[entry["wnid"]]
+        tied = sum(e["predicted_count"] == counted["predicted_count"] for e in summary["classes"]) - 1
+        incoming = entry["direction"] == "incoming"
+        lines.append(f"{entry['role']}: {entry['name']} ({entry['wnid']}): "
+                     f"{counted['predicted_count']} predictions, {counted['true_count']} images"
+                     + (f"; tied with {tied} other classes, broken by class index" if tied else "")
+                     + ("; it takes images of" if incoming else "; its images go to"))
+        lines += [f"  {format_class_confusion(cell, incoming)}" for cell in entry["confusions"]
+                  ] or ["  no other class"]
+    lines.append(f"-- {question}(b) the {len(summary['top_confusions'])} largest confusions, "
+                 "true class -> predicted class --")
+    lines += [f"{cell['count']:5d}  {cell['true']['name']} -> {cell['predicted']['name']} "
+              f"({cell['share_of_true']:.0%} of its images)" for cell in summary["top_confusions"]]
     for grouping, (grouped_by, _) in GROUPINGS.items():
-        lines.append(f"-- centroid neighbours (images grouped by {grouped_by}) --")
-        for query in centroids[grouping]["queries"]:
-            lines.append(f"{query['role']}: {query['name']} ({query['wnid']})")
-            if query.get("note"):
-                lines.append(f"  {query['note']}")
-                continue
-            lines.append("  classes: " + ", ".join(n["name"] for n in query["neighbors"]))
-            lines.append("  cosine:  [" + ", ".join(f"{n['cosine']:.4f}" for n in query["neighbors"]) + "]")
+        for kind, cosine_of, decimals in CENTROID_KINDS:
+            lines.append(f"-- {question}(c) centroid neighbours, images grouped by {grouped_by}, "
+                         f"cosine of {cosine_of} --")
+            for query in centroid_queries(centroids, kind, grouping):
+                lines.append(f"{query['role']}: {query['name']} ({query['wnid']})")
+                if query.get("note"):
+                    lines.append(f"  {query['note']}")
+                    continue
+                lines.append("  classes: " + ", ".join(n["name"] for n in query["neighbors"]))
+                lines.append("  cosine:  [" + ", ".join(f"{n['cosine']:.{decimals}f}"
+                                                        for n in query["neighbors"]) + "]")
     return "\n".join(lines)

@@ -77,6 +77,17 @@ def class_centroids(logits, groups, num_classes):
     return centroids
 
 
+def centered_centroids(centroids):
+    """Class centroids of the logits after subtracting each image's mean logit over the K classes.
+
+    That shift leaves the softmax, hence every prediction, unchanged; it removes the large offset
+    that CLIP's logits (100 x cosine) all share and that pushes raw centroids' cosines towards 1.
+    The mean of the shifted logits is the raw centroid minus its own mean over the K classes
+    (both are linear), so no shifted copy of the [N, K] logits is made. NaN rows stay NaN.
+    """
+    return centroids - centroids.mean(axis=1, keepdims=True)
+
+
 def nearest_centroids(centroids, query, count=10):
     """The `count` classes whose centroids are most cosine-similar to class `query`'s.
 
@@ -92,6 +103,28 @@ def nearest_centroids(centroids, query, count=10):
     candidates = np.flatnonzero(~np.isnan(similarity) & (np.arange(len(similarity)) != query))
     ranked = candidates[np.lexsort((candidates, -similarity[candidates]))][:count]
     return ranked, similarity[ranked]
+
+
+def largest_confusions(confusion, count, true_class=None, predicted_class=None):
+    """The `count` largest non-zero off-diagonal cells of a confusion matrix: who steals from whom.
+
+    With true_class, only that row (where its images go); with predicted_class, only that column
+    (which classes' images it takes). Returns (true indices, predicted indices, counts), largest
+    first, ties by true class index, then predicted class index.
+    """
+    confusion = np.asarray(confusion)
+    selected = np.ones(confusion.shape, dtype=bool)
+    np.fill_diagonal(selected, False)
+    if true_class is not None:
+        selected[np.arange(len(confusion)) != true_class] = False
+    if predicted_class is not None:
+        selected[:, np.arange(confusion.shape[1]) != predicted_class] = False
+    flat = confusion.ravel()
+    cells = np.flatnonzero(selected.ravel() & (flat > 0))
+    # lexsort's last key is the primary one; flat indices order ties row-major.
+    cells = cells[np.lexsort((cells, -flat[cells]))][:count]
+    rows, columns = np.unravel_index(cells, confusion.shape)
+    return rows, columns, flat[cells]
 
 
 # Run-level comparison: overall quality and how unevenly the predictions spread over classes.

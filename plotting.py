@@ -3,8 +3,9 @@ logit-adjustment sweep of clip-la and the pseudo-label selection diagnostics.
 
 Each function takes data already computed and already in display order, draws with matplotlib's
 object API (no pyplot state, no GUI backend) and returns the Figure; the caller saves it.
-Figures stay readable from 6 to 1,000 classes: sizes grow with K up to a cap and tick labels are
-thinned past MAX_TICK_LABELS.
+Figures are drawn at the size report.pdf prints them on A4, so up to ~100 classes every class name
+shows at its printed size; past that, sizes grow with K up to a cap (for the screen) and tick
+labels are thinned past MAX_TICK_LABELS.
 """
 import matplotlib
 import numpy as np
@@ -16,6 +17,16 @@ MAX_TICK_LABELS = 120
 BAR_COLOR = "#4C72B0"
 OVERLAY_COLOR = "#DD8452"
 BALANCED_COLOR = "#C44E52"
+TAKER_COLOR = "#8C1C13"  # marks a class taking images in a large confusion
+LOSER_COLOR = "#8172B3"  # ... and one losing them
+# Figures are drawn at the size report.pdf prints them (the text frames of A4 pages), so their
+# font sizes are the printed ones; past ~100 classes they grow, to be zoomed into on screen.
+LANDSCAPE_WIDTH = 10.8  # inches: an A4 landscape page less its margins
+PORTRAIT_WIDTH = 7.6  # an A4 portrait page less its margins
+HISTOGRAM_HEIGHT = 5.0  # leaves room for a table under it on its page
+COMPARISON_HEIGHT = 6.6
+PSEUDO_LABEL_HEIGHT = 6.6  # a landscape page, with its heading and caption
+CLASS_LABEL_MARGIN = 1.9  # inches of a confusion matrix's side taken by class names and axis title
 
 
 def _tick_positions(num_classes):
@@ -24,19 +35,18 @@ def _tick_positions(num_classes):
     return np.arange(0, num_classes, step)
 
 
-def _label_font_size(num_classes):
-    return float(np.clip(500 / max(num_classes, 1), 4, 9))
-
-
-def _set_class_ticks(axis, names, rotation):
+def _set_class_ticks(axis, names, rotation, axis_inches):
+    """Class names as tick labels in the largest font their spacing along the axis allows."""
     positions = _tick_positions(len(names))
+    spacing_points = axis_inches * 72 / len(positions)
     axis.set_ticks(positions, [names[i] for i in positions], rotation=rotation,
-                   fontsize=_label_font_size(min(len(names), MAX_TICK_LABELS)))
+                   fontsize=float(np.clip(0.92 * spacing_points, 3.5, 9)))
 
 
 def _class_axis_width(num_classes):
-    """Inches for a figure with one x position per class: wider with K, within [10, 30]."""
-    return min(max(10.0, 0.16 * num_classes), 30.0)
+    """Inches for a figure with one x position per class: a landscape page's width up to ~360
+    classes, wider past that, at most 30."""
+    return min(max(LANDSCAPE_WIDTH, 0.03 * num_classes), 30.0)
 
 
 def _marker_size(num_classes):
@@ -64,13 +74,14 @@ def prediction_histogram(predicted_counts, overlay, names, overlay_label, balanc
     or recall) leave gaps. balanced_count is N/K, the count every class would get if balanced.
     """
     num_classes = len(predicted_counts)
-    figure, ax = _figure_and_axes(ax, (_class_axis_width(num_classes), 6.0))
+    figure, ax = _figure_and_axes(ax, (_class_axis_width(num_classes), HISTOGRAM_HEIGHT))
     positions = np.arange(num_classes)
     ax.bar(positions, predicted_counts, width=0.8, color=BAR_COLOR, label="predictions")
     _balanced_line(ax, balanced_count)
     ax.set_xlim(-0.6, num_classes - 0.4)
     ax.set_ylabel("number of predictions")
-    _set_class_ticks(ax.xaxis, names, rotation=90)
+    # Two y axes, each with its label, take ~1.2 inches of the width.
+    _set_class_ticks(ax.xaxis, names, rotation=90, axis_inches=figure.get_figwidth() - 1.2)
     overlay_ax = ax.twinx()
     overlay_ax.plot(positions, overlay, color=OVERLAY_COLOR, marker="o",
                     markersize=_marker_size(num_classes), linewidth=1, label=overlay_label)
@@ -93,17 +104,21 @@ def confusion_matrix_figure(confusion, names, title="", ax=None):
     of hundreds; empty cells are white.
     """
     num_classes = len(names)
-    side = min(max(8.0, 0.15 * num_classes), 24.0)
-    figure, ax = _figure_and_axes(ax, (side + 1.5, side))
+    width = min(max(PORTRAIT_WIDTH, 0.024 * num_classes), 24.0)
+    # Square cells; below the matrix its class names, then the colour bar.
+    figure, ax = _figure_and_axes(ax, (width, width + 0.9))
     counts = np.ma.masked_equal(np.asarray(confusion), 0)
     cmap = matplotlib.colormaps["viridis"].with_extremes(bad="white")
     norm = LogNorm(vmin=1, vmax=max(int(np.max(confusion)), 2))
     # Colour the K x K cells once: imshow of counts would normalise and colour every output
     # pixel (millions at 200 dpi), on each of savefig's two draws.
     ax.imshow(cmap(norm(counts), bytes=True), interpolation="nearest", aspect="equal")
-    figure.colorbar(ScalarMappable(norm, cmap), ax=ax, shrink=0.6, label="images (log scale)")
-    _set_class_ticks(ax.xaxis, names, rotation=90)
-    _set_class_ticks(ax.yaxis, names, rotation=0)
+    # Under the matrix, not beside it: the page's width is what limits the matrix.
+    figure.colorbar(ScalarMappable(norm, cmap), ax=ax, location="bottom", shrink=0.5, aspect=40,
+                    label="images (log scale)")
+    side = figure.get_figwidth() - CLASS_LABEL_MARGIN
+    _set_class_ticks(ax.xaxis, names, rotation=90, axis_inches=side)
+    _set_class_ticks(ax.yaxis, names, rotation=0, axis_inches=side)
     ax.set_xlabel("predicted class")
     ax.set_ylabel("true class")
     ax.set_title(title)
@@ -117,7 +132,7 @@ def lambda_sweep_figure(strengths, accuracy, balanced_accuracy, chosen_strength,
     λ is marked by a vertical line. On a class-balanced set (ImageNet100 val) the two curves
     coincide, so balanced accuracy is drawn dashed over accuracy to stay visible.
     """
-    figure, ax = _figure_and_axes(ax, (7.0, 4.5))
+    figure, ax = _figure_and_axes(ax, (6.5, 3.6))
     ax.plot(strengths, accuracy, color=BAR_COLOR, marker="o", markersize=3, label="accuracy")
     ax.plot(strengths, balanced_accuracy, color=OVERLAY_COLOR, marker="s", markersize=3,
             linestyle="--", label="balanced accuracy")
@@ -144,23 +159,25 @@ def pseudo_label_figure(thresholds, kept_share, kept_accuracy, ks, selected_shar
     """
     num_classes = len(names)
     if axes is None:
-        figure = Figure(figsize=(_class_axis_width(num_classes), 10.0), layout="constrained")
+        figure = Figure(figsize=(_class_axis_width(num_classes), PSEUDO_LABEL_HEIGHT),
+                        layout="constrained")
         axes = figure.subplot_mosaic([["threshold", "top_k"], ["classes", "classes"]],
                                      height_ratios=[1, 1.3])
         axes = axes["threshold"], axes["top_k"], axes["classes"]
     threshold_ax, top_k_ax, class_ax = axes
     threshold_ax.axvline(marked_threshold, color=BALANCED_COLOR, linestyle=":", linewidth=1.5,
                          label=f"τ = {marked_threshold:g}")
-    for ax, x, share, accuracy, share_label in (
-            (threshold_ax, thresholds, kept_share, kept_accuracy, "share of images kept"),
-            (top_k_ax, ks, selected_share, selected_accuracy, "share of images selected")):
+    # Legends where the curves are not: kept share falls with τ, selected share rises with k.
+    for ax, x, share, accuracy, share_label, legend_place in (
+            (threshold_ax, thresholds, kept_share, kept_accuracy, "share of images kept", "lower left"),
+            (top_k_ax, ks, selected_share, selected_accuracy, "share of images selected", "center left")):
         ax.plot(x, share, color=BAR_COLOR, marker="o", markersize=3, label=share_label)
         ax.plot(x, accuracy, color=OVERLAY_COLOR, marker="s", markersize=3,
                 label="accuracy of those pseudo-labels")
         ax.set_ylim(0, 1.02)
         ax.set_ylabel("fraction")
         ax.grid(alpha=0.3)
-        ax.legend(loc="lower left")
+        ax.legend(loc=legend_place)
     threshold_ax.set_xlabel("confidence threshold τ (keep images with top probability ≥ τ)")
     threshold_ax.set_title(title, loc="left")
     top_k_ax.set_xscale("log", base=2)
@@ -177,23 +194,28 @@ def pseudo_label_figure(thresholds, kept_share, kept_accuracy, ks, selected_shar
                       transform=class_ax.transAxes, ha="center", va="center")
     class_ax.set_ylabel(f"images kept at τ = {marked_threshold:g}")
     class_ax.legend(loc="upper right")
-    _set_class_ticks(class_ax.xaxis, names, rotation=90)
+    _set_class_ticks(class_ax.xaxis, names, rotation=90,
+                     axis_inches=class_ax.figure.get_figwidth() - 1.2)
     return threshold_ax.figure
 
 
 def comparison_figure(names, predicted_counts, recall_changes, balanced_count, reference,
-                      title="", axes=None):
+                      confused=None, title="", axes=None):
     """Top: predictions per class of every run; bottom: each run's recall minus `reference`'s.
 
     names, and every array in the dicts predicted_counts ({run: counts}) and recall_changes
     ({run: recall - reference recall}, runs other than the reference), are in the reference
     run's order (most to least predicted by it). NaN recall changes (recall undefined) leave
-    gaps. axes is an optional pair (counts axes, recall-change axes).
+    gaps. confused is an optional pair (label, [(true position, predicted position)]): cells of
+    the reference's confusions whose classes are marked, the predicted class (taking images)
+    at the top edge, the true class (losing them) at the bottom edge. axes is an optional pair
+    (counts axes, recall-change axes).
     """
     num_classes = len(names)
     if axes is None:
-        figure = Figure(figsize=(_class_axis_width(num_classes), 9.0), layout="constrained")
-        axes = figure.subplots(2, 1, sharex=True)
+        figure = Figure(figsize=(_class_axis_width(num_classes), COMPARISON_HEIGHT),
+                        layout="constrained")
+        axes = figure.subplots(2, 1, sharex=True, height_ratios=(3, 2))
     count_ax, change_ax = axes
     figure = count_ax.figure
     positions = np.arange(num_classes)
@@ -203,10 +225,21 @@ def comparison_figure(names, predicted_counts, recall_changes, balanced_count, r
         count_ax.plot(positions, counts, color=colors[run], marker="o",
                       markersize=_marker_size(num_classes), linewidth=1, label=run)
     _balanced_line(count_ax, balanced_count)
+    if confused is not None:
+        label, cells = confused
+        edge = count_ax.get_xaxis_transform()  # x in data, y in axes fraction
+        for side, (y, marker, color, role) in enumerate(((0.0, "^", LOSER_COLOR, "true class"),
+                                                         (1.0, "v", TAKER_COLOR, "predicted class"))):
+            marked = sorted({cell[side] for cell in cells})
+            count_ax.plot(marked, np.full(len(marked), y), transform=edge, linestyle="none",
+                          marker=marker, markersize=6, color=color, clip_on=False,
+                          label=f"{role} of {label}")
     count_ax.set_ylabel("number of predictions")
     count_ax.set_xlim(-0.6, num_classes - 0.4)
-    count_ax.legend(loc="upper right")
-    count_ax.set_title(title)
+    # Legend and title above the axes: inside, they would hide points and marks.
+    count_ax.legend(loc="lower right", bbox_to_anchor=(1.0, 1.03), ncols=3, frameon=False,
+                    fontsize="small")
+    count_ax.set_title(title, loc="left", pad=40 if confused is not None else 24)
     width = 0.8 / max(len(recall_changes), 1)
     for index, (run, change) in enumerate(recall_changes.items()):
         offset = (index - (len(recall_changes) - 1) / 2) * width
@@ -216,10 +249,10 @@ def comparison_figure(names, predicted_counts, recall_changes, balanced_count, r
     change_ax.set_ylabel(f"recall − recall of {reference}")
     if recall_changes:
         # Debiasing raises the recall of the tail (right), seldom of the head (left).
-        change_ax.legend(loc="upper left")
+        change_ax.legend(loc="upper left", fontsize="small")
     else:
         change_ax.text(0.5, 0.5, f"only {reference} has run: no recall change to show",
                        transform=change_ax.transAxes, ha="center", va="center")
     change_ax.set_xlabel(f"class, most to least predicted by {reference}")
-    _set_class_ticks(change_ax.xaxis, names, rotation=90)
+    _set_class_ticks(change_ax.xaxis, names, rotation=90, axis_inches=figure.get_figwidth() - 0.8)
     return figure

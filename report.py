@@ -1,46 +1,63 @@
 """The homework report, built from the run folders under OUT: OUT/report.pdf and OUT/report.md.
 
-    python starter.py --report [--out OUT]
+    python starter.py --report [--name "..." --student-id "..."] [--appendix] [--out OUT]
 
-Reads only what `starter.py --model ...` wrote (metrics.json, centroids.json, the PNGs and, for
-clip-la, prior.json and la_sweep.png): no torch, no inference. Building is separate from
+Reads only what `starter.py --model ...` wrote (metrics.json, centroids.json, the PNGs and the
+extra files of the training-free runs): no torch, no inference. Building is separate from
 rendering: pure functions turn the runs into Sections of Text, Table and Image blocks (tables
-hold already formatted cells), then one renderer lays them out on PDF pages (matplotlib
-PdfPages, object API) and another writes them as Markdown, so both documents show the same
-numbers. OUT/comparison.png is drawn by plotting.comparison_figure.
+hold already formatted cells), then reportlab's platypus lays them out on A4 pages (portrait
+for text, landscape for the wide figures) and another renderer writes them as Markdown, so both
+documents show the same numbers. OUT/comparison.png is drawn by plotting.comparison_figure.
 """
+import re
 import shlex
-import textwrap
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from xml.sax.saxutils import escape
 
-import matplotlib
 import numpy as np
-from matplotlib.backends.backend_pdf import PdfPages
-from matplotlib.figure import Figure
+from matplotlib import get_data_path
 from PIL import Image as PILImage
+from reportlab.lib import colors
+from reportlab.lib.fonts import addMapping
+from reportlab.lib.pagesizes import A4, landscape
+from reportlab.lib.styles import ParagraphStyle
+from reportlab.lib.units import inch
+from reportlab.pdfbase import pdfmetrics
+from reportlab.pdfbase.ttfonts import TTFont
+from reportlab.platypus import (BaseDocTemplate, Frame, PageBreak,
+                                PageBreakIfNotEmpty, PageTemplate, Paragraph, TableStyle)
+from reportlab.platypus import Image as PdfImage
+from reportlab.platypus import Table as PdfTable
+from reportlab.platypus.doctemplate import ActionFlowable
 
+import analysis
 import metrics
 import plotting
-import analysis
-from outputs import (LOGIT_ADJUSTED_MODEL, MODEL_TITLES, REFERENCE_MODEL, UserError, read_json,
-                     write_atomic, write_figure)
+from outputs import (FIGURE_DPI, MODEL_TITLES, QUESTION_OF_MODEL, REFERENCE_MODEL, SIMULATED,
+                     UserError, is_simulated, read_json, write_atomic, write_figure)
 
-RUN_MODELS = (REFERENCE_MODEL, "debiaspl", LOGIT_ADJUSTED_MODEL)  # report order
-QUESTION_OF_MODEL = {REFERENCE_MODEL: "Q1", "debiaspl": "Q2"}
-EXTRA_SECTION_MODELS = (LOGIT_ADJUSTED_MODEL,)  # reported after Q2 when their folder exists
-SUBQUESTION_FIGURES = {
-    "a": (("histogram_precision.png", "predictions per class, with precision"),
-          ("histogram_recall.png", "predictions per class, with recall")),
-    "b": (("confusion_matrix.png", "confusion matrix, most predicted class first"),),
-}
+RUN_MODELS = tuple(MODEL_TITLES)  # report order: the homework's runs, then the training-free ones
+# What a training-free run (one beyond the homework's questions) adds to its section: figures
+# beside the standard ones, and JSON files shown in the appendix.
+EXTRA_RUN_FIGURES = {"clip-la": (("la_sweep.png", "accuracy and balanced accuracy against the "
+                                                  "adjustment strength λ"),)}
+EXTRA_RUN_FILES = {"clip-la": ("prior.json",)}
+HISTOGRAM_FIGURES = (("histogram_precision.png", "predictions per class, with precision"),
+                     ("histogram_recall.png", "predictions per class, with recall"))
+CONFUSION_FIGURE = ("confusion_matrix.png", "confusion matrix, rows and columns most to least "
+                                            "predicted")
 SUBQUESTION_TOPICS = {"a": "prediction histograms", "b": "confusion matrix",
                       "c": "nearest class centroids"}
-LAMBDA_SWEEP_FIGURE = "la_sweep.png"
-PRIOR_FILE = "prior.json"
 COMPARISON_FIGURE = "comparison.png"
 NOT_AVAILABLE = "n/a"
+CENTERING_NOTE = (
+    "Literal: cosine of the classes' mean logit vectors, as the homework asks; these crowd near 1 "
+    "because CLIP's logits are 100 × a cosine, so every class scores about 20 to 30 on every image "
+    "and that large offset, shared by all logits, dominates every centroid. Centered: the same "
+    "after subtracting each image's mean logit over the classes, a shift that leaves the softmax "
+    "and every prediction unchanged, so these compare the part of the logits that decides.")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -57,12 +74,15 @@ class Table:
     columns: list
     rows: list  # lists of already formatted cells (str)
     caption: str = ""
+    footer: str = ""
+    compact: bool = False  # small: the PDF may set it beside the next compact tables
 
 
 @dataclass
 class Image:
     path: str  # relative to OUT
     caption: str
+    own_page: bool = False
 
 
 @dataclass
@@ -70,6 +90,7 @@ class Section:
     title: str  # e.g. "Q1(a)": what the grader looks for
     subtitle: str = ""
     blocks: list = field(default_factory=list)
+    new_page: bool = False
 
 
 @dataclass
@@ -79,11 +100,15 @@ class Run:
     directory: Path
     metrics: dict = None
     centroids: dict = None
-    prior: dict = None
+    files: dict = field(default_factory=dict)  # EXTRA_RUN_FILES read: {file name: JSON}
 
     @property
     def title(self):
         return MODEL_TITLES.get(self.model, self.model)
+
+    @property
+    def simulated(self):
+        return self.metrics is not None and is_simulated(self.metrics.get("settings", {}))
 
 
 def load_runs(out_dir):
@@ -95,16 +120,22 @@ def load_runs(out_dir):
         if not directory.is_dir():
             continue
         run = Run(model, directory)
-        for attribute, name in (("metrics", "metrics.json"), ("centroids", "centroids.json"),
-                                ("prior", PRIOR_FILE)):
+        for attribute, name in (("metrics", "metrics.json"), ("centroids", "centroids.json")):
             if (directory / name).is_file():
                 setattr(run, attribute, read_json(directory / name, f"{model}'s {name}"))
+        run.files = {name: read_json(directory / name, f"{model}'s {name}")
+                     for name in EXTRA_RUN_FILES.get(model, ()) if (directory / name).is_file()}
         runs[model] = run
     if not any(run.metrics for run in runs.values()):
         raise UserError(f"{out_dir} holds no analysed run (none of "
-                                f"{', '.join(m + '/metrics.json' for m in RUN_MODELS)}); run "
-                                f"`python starter.py --model clip --out {shlex.quote(str(out_dir))}` first.")
+                        f"{', '.join(m + '/metrics.json' for m in RUN_MODELS)}); run "
+                        f"`python starter.py --model clip --out {shlex.quote(str(out_dir))}` first.")
     return runs
+
+
+def extra_models(runs):
+    """The training-free runs present: those beyond the homework's questions."""
+    return [model for model in runs if model not in QUESTION_OF_MODEL]
 
 
 def run_command(model, out_dir, from_cache=False):
@@ -117,6 +148,11 @@ def missing_run_note(model, out_dir):
     has_cache = (Path(out_dir) / model / "predictions.npz").is_file()
     return Text(f"No results for {model} yet: run `{run_command(model, out_dir, has_cache)}`, "
                 f"then `python starter.py --report --out {shlex.quote(str(out_dir))}` again.", "note")
+
+
+def outdated_note(run, what, out_dir):
+    return Text(f"{run.model}'s {what} predates this version: run "
+                f"`{run_command(run.model, out_dir, from_cache=True)}` to add it.", "note")
 
 
 def format_number(value, digits=4):
@@ -168,9 +204,10 @@ MEASURE_COLUMNS = {  # column title: (measures key, formatter)
     "KL to uniform (nats)": ("kl_from_uniform", format_number),
     "classes < N/(2K)": ("classes_below_half_balanced", str),
 }
-SUMMARY_COLUMNS = tuple(MEASURE_COLUMNS)
-COMPARISON_COLUMNS = ("accuracy", "balanced acc.", "macro-F1", "max/min count", "count std",
-                      "KL to uniform (nats)", "classes < N/(2K)")
+SUMMARY_COLUMNS = ("images", "accuracy", "balanced acc.", "macro-F1", "max/min count",
+                   "KL to uniform (nats)")
+COMPARISON_COLUMNS = ("accuracy", "top-5", "balanced acc.", "macro-F1", "max/min count",
+                      "count std", "KL to uniform (nats)", "classes < N/(2K)")
 MEASURE_NOTE = ("macro-F1: mean F1 over the classes with images (as sklearn's f1_score, "
                 "average='macro', zero_division=0). Imbalance of the predicted counts over the K "
                 "classes: max/min count = most over least predicted class's count, inf when a class "
@@ -195,76 +232,160 @@ def measures_table(runs, columns, caption):
     return Table(["run", *columns], rows, caption)
 
 
+def weights_cell(settings):
+    identity = settings.get("weights_identity", {})
+    if "sha256" in identity:
+        return f"{Path(identity['path']).name} (SHA-256 {identity['sha256'][:12]})"
+    if "tag" in identity:
+        return f"{identity['tag']} (open_clip {identity.get('open_clip', '?')})"
+    return str(settings.get("weights", settings.get("provenance", "")))  # no meta: "unknown ..."
+
+
+PROVENANCE_SETTINGS = {"prompts": "prompts", "class_names": "names", "branch": "branch"}  # meta key: label
+
+
 def provenance_table(runs):
-    """What produced each run: its settings (weights, prompts or branch, data, device...)."""
+    """What produced each run, one row per run: model, weights, prompts or branch, precision,
+    data, images and the date its logits were cached."""
+    columns = ["run", "model", "weights", "prompts / branch", "precision", "data", "images", "date"]
     rows = []
     for model, run in runs.items():
         if run.metrics is None:
-            rows.append([model, "status", "not analysed yet"])
+            rows.append([model, run.title, "not analysed yet", "", "", "", "", ""])
             continue
-        rows.append([model, "model", run.title])
-        for key, value in run.metrics.get("settings", {}).items():
-            if key != "model":
-                rows.append([model, key, str(value)])
-        rows.append([model, "images", f"{run.metrics['num_images']} in "
-                                      f"{len(run.metrics['classes'])} classes"])
-    return Table(["run", "setting", "value"], rows, "What produced the results")
+        settings = run.metrics.get("settings", {})
+        # A training-free run carries the settings of clip's cache it started from.
+        source = settings.get(REFERENCE_MODEL, settings)
+        setting = (f"on {REFERENCE_MODEL}'s cached logits" if source is not settings else
+                   "; ".join(f"{label} {settings[key]}" for key, label in PROVENANCE_SETTINGS.items()
+                             if key in settings))
+        cache = run.directory / "predictions.npz"
+        dated = cache if cache.is_file() else run.directory / "metrics.json"
+        rows.append([model, run.title, weights_cell(source), setting,
+                     str(settings.get("precision", source.get("precision", ""))),
+                     str(source.get("data", "")), str(run.metrics["num_images"]),
+                     datetime.fromtimestamp(dated.stat().st_mtime).strftime("%Y-%m-%d")])
+    shown = [index for index, column in enumerate(columns)
+             if column != "precision" or any(row[index] for row in rows)]
+    return Table([columns[i] for i in shown], [[row[i] for i in shown] for row in rows],
+                 "What produced the results")
 
 
-def title_section(runs, out_dir, generated):
+def title_section(runs, out_dir, generated, name, student_id):
     missing = [model for model in QUESTION_OF_MODEL if runs.get(model) is None
                or runs[model].metrics is None]
-    blocks = [Text("Name: ________________   Student ID: ____________   Date of submission: ________"),
-              Text(f"Generated {generated} by `python starter.py --report` from the runs in "
-                   f"{out_dir}: {', '.join(m for m, r in runs.items() if r.metrics) or 'none'}."),
-              provenance_table(runs),
-              measures_table(runs, SUMMARY_COLUMNS, "Summary"),
-              Text(MEASURE_NOTE, "note")]
+    gap = " " + "\u00a0" * 4  # no-break spaces: paragraphs collapse runs of ordinary spaces
+    blocks = [Text(f"Name: {name or '_' * 26}{gap}Student ID: {student_id or '_' * 14}{gap}"
+                   f"Date of submission: {generated:%Y-%m-%d}", "subheading")]
+    simulated = any(run.simulated for run in runs.values())
+    if simulated:
+        blocks.append(Text(f"{SIMULATED}: these results come from simulated logits shaped like "
+                           "real runs (`python starter.py --demo`), not from CLIP or DebiasPL: "
+                           "they show what the report looks like, nothing about the models.",
+                           "subheading"))
+    blocks += [measures_table(runs, SUMMARY_COLUMNS, "Summary"),
+               provenance_table(runs),
+               Text(f"Generated {generated:%Y-%m-%d %H:%M %Z} by `python starter.py --report` from "
+                    f"the runs in {out_dir}. Sub-questions Q1(a) to Q2(c) follow in order; "
+                    + MEASURE_NOTE, "note")]
     blocks += [missing_run_note(model, out_dir) for model in missing]
-    return Section("Homework 3: classification with imbalanced pseudo-labels",
+    return Section((f"{SIMULATED}: " if simulated else "")
+                   + "Homework 3: classification with imbalanced pseudo-labels",
                    "CLIP RN50 zero-shot vs DebiasPL on ImageNet100", blocks)
 
 
-def figure_blocks(run, names_and_captions, out_dir):
+def figure_blocks(run, names_and_captions, out_dir, label, own_page=False):
     """An Image per existing PNG, or a note with the command that draws it."""
     blocks = []
     for name, caption in names_and_captions:
         if (run.directory / name).is_file():
-            blocks.append(Image(f"{run.model}/{name}", f"{run.title}: {caption}"))
+            blocks.append(Image(f"{run.model}/{name}", f"{label}: {run.title}, {caption}", own_page))
         else:
             blocks.append(Text(f"{run.model}/{name} is missing: run "
                                f"`{run_command(run.model, out_dir, from_cache=True)}`.", "note"))
     return blocks
 
 
-def neighbour_table(query, class_entries):
-    """One centroid query as a table: its 10 nearest classes, most cosine-similar first."""
-    entry = class_entries[query["wnid"]]
-    caption = (f"{query['role']}: {query['name']} ({query['wnid']}), {entry['predicted_count']} "
-               f"predictions, {entry['true_count']} images")
-    rows = [[str(rank), n["name"], n["wnid"], format_number(n["cosine"])]
-            for rank, n in enumerate(query["neighbors"], start=1)]
-    return Table(["rank", "class", "wnid", "cosine"], rows, caption)
+def class_confusion_tables(run, label, out_dir):
+    """Q(a)'s who steals from whom: the classes feeding each most predicted class, where each
+    least predicted class's images go."""
+    if "class_confusions" not in run.metrics:
+        return [outdated_note(run, "metrics.json (who steals from whom)", out_dir)]
+    class_entries = {entry["wnid"]: entry for entry in run.metrics["classes"]}
+    tables = []
+    for entry in run.metrics["class_confusions"]:
+        incoming = entry["direction"] == "incoming"
+        counted = class_entries[entry["wnid"]]
+        other = "true" if incoming else "predicted"
+        rows = [[cell[other]["name"], str(cell["count"]), f"{cell['share_of_true']:.0%}"]
+                for cell in entry["confusions"]] or [["none", "", ""]]
+        tables.append(Table(
+            ["from class" if incoming else "predicted as", "images", "of true class"], rows,
+            f"{label} {entry['role']}: {entry['name']} ({counted['predicted_count']} predictions, "
+            f"{counted['true_count']} images) " + ("takes images of" if incoming else "loses images to"),
+            compact=True))
+    return tables
 
 
-def centroid_blocks(run, out_dir):
-    """Both groupings, by_predicted first: per query its ordered classes and cosine vector."""
+def top_confusion_table(run, label, out_dir):
+    """Q(b)'s who steals from whom: the largest off-diagonal cells of the confusion matrix."""
+    if "top_confusions" not in run.metrics:
+        return [outdated_note(run, "metrics.json (who steals from whom)", out_dir)]
+    cells = run.metrics["top_confusions"]
+    rows = [[str(rank), cell["true"]["name"], cell["predicted"]["name"], str(cell["count"]),
+             f"{cell['share_of_true']:.0%}"] for rank, cell in enumerate(cells, start=1)]
+    return [Table(["#", "true class", "predicted as", "images", "of true class"], rows,
+                  f"{label} who steals from whom: the {len(cells)} largest confusions "
+                  "(off-diagonal cells of the confusion matrix)")]
+
+
+def neighbour_cells(neighbours, rank, decimals):
+    """(class name, cosine) of the rank-th neighbour, or blanks past the end of the list."""
+    if rank >= len(neighbours):
+        return ["", ""]
+    return [neighbours[rank]["name"], f"{neighbours[rank]['cosine']:.{decimals}f}"]
+
+
+def neighbour_table(literal, centered, class_entries, label):
+    """One class's 10 nearest centroids, literal and centered side by side, most similar first;
+    the footer repeats both cosine vectors."""
+    entry = class_entries[literal["wnid"]]
+    caption = (f"{label} {literal['role']}: {literal['name']} ({literal['wnid']}), "
+               f"{entry['predicted_count']} predictions, {entry['true_count']} images")
+    decimals = {kind: shown for kind, _, shown in analysis.CENTROID_KINDS}  # as in the terminal
+    kinds = [("literal", literal["neighbors"], decimals[None]),
+             ("centered", centered["neighbors"] if centered else [], decimals[analysis.CENTERED])]
+    rows = [[str(rank + 1), *(cell for _, neighbours, decimals in kinds
+                              for cell in neighbour_cells(neighbours, rank, decimals))]
+            for rank in range(max(len(neighbours) for _, neighbours, _ in kinds))]
+    footer = "; ".join(f"{kind} vector: ["
+                       + ", ".join(f"{n['cosine']:.{decimals}f}" for n in neighbours) + "]"
+                       for kind, neighbours, decimals in kinds if neighbours)
+    return Table(["#", "literal: class", "cosine", "centered: class", "cosine"], rows, caption,
+                 footer, compact=True)
+
+
+def centroid_blocks(run, out_dir, label, groupings):
+    """Per grouping, each role's neighbour table (literal and centered)."""
     if run.centroids is None:
         return [Text(f"{run.model}/centroids.json is missing: run "
                      f"`{run_command(run.model, out_dir, from_cache=True)}`.", "note")]
     class_entries = {entry["wnid"]: entry for entry in run.metrics["classes"]}
-    blocks = []
-    for grouping, (grouped_by, _) in analysis.GROUPINGS.items():
-        blocks.append(Text(f"{grouping}: class centroids = mean logit vector of the images grouped "
-                           f"by {grouped_by}; cosine similarity of centroids", "subheading"))
-        for query in run.centroids.get(grouping, {}).get("queries", []):
-            table = neighbour_table(query, class_entries)
+    blocks = [Text(CENTERING_NOTE, "note")]
+    if analysis.CENTERED not in run.centroids:
+        blocks.append(outdated_note(run, "centroids.json (centered neighbours)", out_dir))
+    for grouping in groupings:
+        grouped_by = analysis.GROUPINGS[grouping][0]
+        blocks.append(Text(f"Images grouped by {grouped_by} ({grouping}); a class's centroid is "
+                           "the mean logit vector of its images", "subheading"))
+        centered = run.centroids.get(analysis.CENTERED, {}).get(grouping, {}).get("queries", [])
+        for index, query in enumerate(run.centroids.get(grouping, {}).get("queries", [])):
             if query["neighbors"]:
-                blocks.append(table)
-                blocks.append(Text("cosine vector: [" + ", ".join(
-                    format_number(n["cosine"]) for n in query["neighbors"]) + "]", "note"))
+                blocks.append(neighbour_table(query, centered[index] if centered else None,
+                                              class_entries, label))
             else:
-                blocks.append(Text(f"{table.caption}: {query.get('note', 'no neighbours')}.", "note"))
+                blocks.append(Text(f"{label} {query['role']}: {query['name']} ({query['wnid']}): "
+                                   f"{query.get('note', 'no neighbours')}.", "note"))
     return blocks
 
 
@@ -280,23 +401,54 @@ def stale_order_notes(run, runs, out_dir):
                  f"`{run_command(run.model, out_dir, from_cache=True)}`.", "note")]
 
 
+def subquestion_blocks(run, runs, out_dir, letter, label, groupings=("by_predicted",)):
+    """The blocks answering (a), (b) or (c) for one run."""
+    if letter == "c":
+        return centroid_blocks(run, out_dir, label, groupings)
+    blocks = stale_order_notes(run, runs, out_dir)
+    if letter == "a":
+        return (blocks + figure_blocks(run, HISTOGRAM_FIGURES, out_dir, label)
+                + class_confusion_tables(run, label, out_dir))
+    return (blocks + figure_blocks(run, (CONFUSION_FIGURE,), out_dir, label, own_page=True)
+            + top_confusion_table(run, label, out_dir))
+
+
 def question_sections(model, runs, out_dir):
     """Sections Q?(a), Q?(b), Q?(c) of one question; notes with the command when not run."""
     question = QUESTION_OF_MODEL[model]
-    title = MODEL_TITLES.get(model, model)
     run = runs.get(model)
     sections = []
     for letter, topic in SUBQUESTION_TOPICS.items():
-        section = Section(f"{question}({letter})", f"{title}: {topic}")
+        label = f"{question}({letter})"
+        section = Section(label, f"{MODEL_TITLES.get(model, model)}: {topic}")
         if run is None or run.metrics is None:
             section.blocks.append(missing_run_note(model, out_dir))
-        elif letter == "c":
-            section.blocks += centroid_blocks(run, out_dir)
         else:
-            section.blocks += stale_order_notes(run, runs, out_dir)
-            section.blocks += figure_blocks(run, SUBQUESTION_FIGURES[letter], out_dir)
+            section.blocks += subquestion_blocks(run, runs, out_dir, letter, label)
         sections.append(section)
     return sections
+
+
+def settings_text(run):
+    """A training-free run's own settings in one line (those of clip's cache are left out)."""
+    settings = run.metrics.get("settings", {})
+    parts = [f"{key} {value}" for name, group in settings.items()
+             if isinstance(group, dict) and name != REFERENCE_MODEL for key, value in group.items()]
+    return Text(f"{run.title}, training-free: it runs no model and changes {REFERENCE_MODEL}'s "
+                "cached logits. Settings: " + (", ".join(parts) or "none recorded") + ".")
+
+
+def extra_section(model, runs, out_dir):
+    """A training-free run: its settings and its own figures; the standard ones, its tables and
+    its files are in the appendix."""
+    run = runs[model]
+    section = Section(model, f"{run.title} (training-free)")
+    if run.metrics is None:
+        section.blocks.append(missing_run_note(model, out_dir))
+        return section
+    section.blocks.append(settings_text(run))
+    section.blocks += figure_blocks(run, EXTRA_RUN_FIGURES.get(model, ()), out_dir, model)
+    return section
 
 
 def format_json_value(value):
@@ -332,26 +484,6 @@ def json_tables(value, caption):
     return ([Table(["field", "value"], fields, caption)] if fields else []) + tables
 
 
-def extra_section(model, runs, out_dir):
-    """A run beyond the homework's questions (clip-la): the same figures and tables, plus its
-    prior and λ sweep when present."""
-    run = runs[model]
-    section = Section(model, run.title)
-    if run.metrics is None:
-        section.blocks.append(missing_run_note(model, out_dir))
-        return section
-    section.blocks += stale_order_notes(run, runs, out_dir)
-    for letter in ("a", "b"):
-        section.blocks += figure_blocks(run, SUBQUESTION_FIGURES[letter], out_dir)
-    if (run.directory / LAMBDA_SWEEP_FIGURE).is_file():
-        section.blocks.append(Image(f"{model}/{LAMBDA_SWEEP_FIGURE}",
-                                    f"{run.title}: accuracy against the adjustment strength"))
-    if run.prior is not None:
-        section.blocks += json_tables(run.prior, f"{model}/{PRIOR_FILE}")
-    section.blocks += centroid_blocks(run, out_dir)
-    return section
-
-
 # ---------------------------------------------------------------------------------------------
 # Comparison of the runs over clip's class order
 
@@ -363,6 +495,8 @@ class Comparison:
     predicted_counts: dict  # {run: counts in clip's order}
     recalls: dict  # {run: recall in clip's order, NaN where undefined}
     balanced_count: float
+    confusions: list  # clip's top_confusions
+    simulated: bool
 
     @property
     def recall_changes(self):
@@ -384,18 +518,24 @@ def comparison_data(runs):
             continue
         if sorted(entry["wnid"] for entry in run.metrics["classes"]) != sorted(order):
             raise UserError(f"{run.directory} was made on other classes than "
-                                    f"{reference.directory}; run both on the same dataset.")
+                            f"{reference.directory}; run both on the same dataset.")
         _, _, _, predicted_counts[model], recalls[model] = class_arrays(run.metrics, order)
     wnids, names, true_counts, counts, _ = class_arrays(reference.metrics, order)
     return Comparison(wnids, names, true_counts, predicted_counts, recalls,
-                      float(counts.sum() / len(counts)))
+                      float(counts.sum() / len(counts)), reference.metrics.get("top_confusions", []),
+                      any(run.simulated for run in runs.values()))
 
 
 def draw_comparison(comparison):
+    position = {wnid: index for index, wnid in enumerate(comparison.wnids)}
+    cells = [(position[cell["true"]["wnid"]], position[cell["predicted"]["wnid"]])
+             for cell in comparison.confusions]
+    confused = (f"{REFERENCE_MODEL}'s {len(cells)} largest confusions", cells) if cells else None
     return plotting.comparison_figure(
         comparison.names, comparison.predicted_counts, comparison.recall_changes,
-        comparison.balanced_count, REFERENCE_MODEL,
-        title=f"Predictions per class and recall change, classes in {REFERENCE_MODEL}'s order")
+        comparison.balanced_count, REFERENCE_MODEL, confused,
+        title=(f"{SIMULATED}: " if comparison.simulated else "")
+        + f"predictions per class and recall change, classes in {REFERENCE_MODEL}'s order")
 
 
 def per_class_table(comparison):
@@ -414,53 +554,80 @@ def per_class_table(comparison):
                                 "predicted by it)")
 
 
-def training_free_share(runs):
+def training_free_share(runs, model):
     """The homework's underlying question in one paragraph: how much of DebiasPL's change over
-    clip does clip-la, with no training, already reach? None until all three runs exist."""
-    models = (REFERENCE_MODEL, "debiaspl", LOGIT_ADJUSTED_MODEL)
-    if not all(model in runs and runs[model].metrics for model in models):
+    clip does a training-free run reach? None until clip, debiaspl and it have run."""
+    models = (REFERENCE_MODEL, "debiaspl", model)
+    if not all(runs.get(m) is not None and runs[m].metrics for m in models):
         return None
-    clip, debiaspl, adjusted = (run_measures(runs[model].metrics) for model in models)
+    clip, debiaspl, free_run = (run_measures(runs[m].metrics) for m in models)
     sentences = []
     for key, label in (("accuracy", "accuracy"), ("balanced_accuracy", "balanced accuracy"),
                        ("macro_f1", "macro-F1"), ("kl_from_uniform", "KL divergence from uniform")):
-        trained, free = debiaspl[key] - clip[key], adjusted[key] - clip[key]
+        trained, free = debiaspl[key] - clip[key], free_run[key] - clip[key]
         share = f" ({free / trained:.0%} of DebiasPL's change)" if abs(trained) > 1e-12 else ""
-        sentences.append(f"{label}: DebiasPL {trained:+.4f}, clip-la {free:+.4f}{share}")
-    return Text("Change against clip, DebiasPL (trained) vs clip-la (training-free logit "
-                "adjustment of clip's own logits). " + "; ".join(sentences) + ". DebiasPL is a "
-                "separately trained ResNet-50, so its change mixes debiasing with everything "
-                "else training does.")
+        sentences.append(f"{label}: DebiasPL {trained:+.4f}, {model} {free:+.4f}{share}")
+    return Text(f"Change against clip, DebiasPL (trained) vs {model} (training-free, on clip's own "
+                "logits). " + "; ".join(sentences) + ". DebiasPL is a separately trained ResNet-50, "
+                "so its change mixes debiasing with everything else training does.")
 
 
-def comparison_sections(runs, comparison, out_dir):
-    section = Section("Comparison", "all runs, classes in clip's order")
+def comparison_section(runs, comparison, out_dir):
+    section = Section("Comparison", f"all runs, classes in {REFERENCE_MODEL}'s order")
     if comparison is None:
         section.blocks.append(missing_run_note(REFERENCE_MODEL, out_dir))
-        return [section]
-    section.blocks += [
-        Image(COMPARISON_FIGURE, "predictions per class of every run (top) and recall change "
-                                 f"against {REFERENCE_MODEL} (bottom)"),
-        measures_table(runs, COMPARISON_COLUMNS, "Accuracy and prediction-count imbalance"),
-        Text(MEASURE_NOTE, "note")]
-    share = training_free_share(runs)
-    if share is not None:
-        section.blocks.append(share)
+        return section
+    section.blocks.append(measures_table(runs, COMPARISON_COLUMNS,
+                                         "Accuracy and prediction-count imbalance"))
+    section.blocks += [text for text in (training_free_share(runs, m) for m in extra_models(runs))
+                       if text is not None]
     if len(comparison.predicted_counts) == 1:
         section.blocks.append(Text("Only clip has results: the other runs add their curves, "
                                    "columns and recall changes once they exist.", "note"))
-    appendix = Section("Appendix", "per-class predicted counts and recall", [per_class_table(comparison)])
-    return [section, appendix]
+    marks = (f"; ▼ and ▲ mark the predicted and true classes of {REFERENCE_MODEL}'s "
+             f"{len(comparison.confusions)} largest confusions" if comparison.confusions else "")
+    section.blocks.append(Image(COMPARISON_FIGURE, "Comparison: predictions per class of every run "
+                                f"(top) and recall change against {REFERENCE_MODEL} (bottom){marks}"))
+    return section
 
 
-def build_sections(runs, comparison, out_dir, generated):
-    """The whole report as data: title page, Q1(a)..Q2(c), extra runs, comparison, appendix."""
-    sections = [title_section(runs, out_dir, generated)]
+def appendix_sections(runs, comparison, out_dir):
+    """Per-class numbers, the by-true-label neighbours and the training-free runs' full
+    answers and files: with --appendix only."""
+    sections = []
+    if comparison is not None:
+        sections.append(Section("Appendix A", "per-class predicted counts and recall",
+                                [per_class_table(comparison)], new_page=True))
+    by_true = Section("Appendix B", "nearest class centroids, images grouped by true label",
+                      new_page=not sections)
+    for model, run in runs.items():
+        if run.metrics is not None:
+            label = f"{QUESTION_OF_MODEL.get(model, model)}(c)"
+            by_true.blocks += centroid_blocks(run, out_dir, label, ("by_true",))[1:]
+    sections.append(by_true)
+    for letter, model in zip("CDEFGH", extra_models(runs)):
+        run = runs[model]
+        section = Section(f"Appendix {letter}", f"{run.title}: the homework's (a), (b), (c) and "
+                                                "its files")
+        if run.metrics is not None:
+            for subquestion in SUBQUESTION_TOPICS:
+                section.blocks += subquestion_blocks(run, runs, out_dir, subquestion,
+                                                     f"{model} ({subquestion})")
+        for name, content in run.files.items():
+            section.blocks += json_tables(content, f"{model}/{name}")
+        sections.append(section)
+    return sections
+
+
+def build_sections(runs, comparison, out_dir, generated, name="", student_id="", appendix=False):
+    """The whole report as data: title page, Q1(a)..Q2(c), training-free runs, comparison and,
+    when asked for, the appendix."""
+    sections = [title_section(runs, out_dir, generated, name, student_id)]
     for model in QUESTION_OF_MODEL:
         sections += question_sections(model, runs, out_dir)
-    sections += [extra_section(model, runs, out_dir)
-                 for model in EXTRA_SECTION_MODELS if model in runs]
-    return sections + comparison_sections(runs, comparison, out_dir)
+    sections += [extra_section(model, runs, out_dir) for model in extra_models(runs)]
+    sections.append(comparison_section(runs, comparison, out_dir))
+    return sections + (appendix_sections(runs, comparison, out_dir) if appendix else [])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -475,6 +642,8 @@ def markdown_table(table):
     lines.append("| " + " | ".join(markdown_cell(c) for c in table.columns) + " |")
     lines.append("|" + "---|" * len(table.columns))
     lines += ["| " + " | ".join(markdown_cell(c) for c in row) + " |" for row in table.rows]
+    if table.footer:
+        lines += ["", f"*{table.footer}*"]
     return "\n".join(lines)
 
 
@@ -499,227 +668,263 @@ def render_markdown(sections):
 
 
 # ---------------------------------------------------------------------------------------------
-# PDF: A4 pages; text and tables flow on portrait pages, each figure gets a landscape page.
+# PDF: reportlab platypus on A4 pages. Text and tables flow and split across pages; a figure
+# wider than a portrait page's frame gets landscape pages; the figures were drawn at the size
+# they are printed (plotting's page widths), so they are placed unscaled when they fit.
 
-PORTRAIT = (8.27, 11.69)  # A4, inches
-LANDSCAPE = (11.69, 8.27)
-MARGIN = 0.6
-FONT_SIZES = {"section": 14, "subheading": 10.5, "body": 9.5, "note": 8.5, "table": 8}
-CHAR_WIDTH_EM = 0.6  # DejaVu Sans: 0.55 em on average, digits 0.64: to wrap before drawing
-LINE_SPACING = 1.35
-MIN_COLUMN_CHARS = 5
-CELL_PADDING_CHARS = 2
-BOLD_WIDTH_FACTOR = 1.15  # header cells are bold
-MAX_IMAGE_PIXELS = 3000  # long side of a figure as embedded: ~250 dpi on an A4 page
-
-
-def line_height(font_size):
-    return font_size * LINE_SPACING / 72
+PORTRAIT, LANDSCAPE = "portrait", "landscape"
+VERTICAL_MARGIN = 0.5  # inches above and below the frame: the running header and the footer
+IMAGE_HEADROOM = 0.8  # inches of a frame kept for a section heading and a caption above a figure
+TABLE_FONT_SIZE = {False: 7.5, True: 7.0}  # by Table.compact
+COMPACT_COLUMN_INCHES = 1.2  # compact tables wrap longer cells, so that they sit side by side
+TABLE_GAP = 10  # points between side-by-side tables
+CELL_PADDING = 3  # points
+FONT = "DejaVuSans"  # ships with matplotlib; has λ, τ, −, ≈, p̂ and the arrows, unlike Helvetica
 
 
-def chars_per_width(width_inches, font_size):
-    return max(int(width_inches * 72 / (font_size * CHAR_WIDTH_EM)), 1)
+def register_fonts():
+    directory = Path(get_data_path()) / "fonts" / "ttf"
+    for face, bold, italic in ((FONT, 0, 0), (f"{FONT}-Bold", 1, 0), (f"{FONT}-Oblique", 0, 1),
+                               (f"{FONT}-BoldOblique", 1, 1), (f"{FONT}Mono", None, None)):
+        if face not in pdfmetrics.getRegisteredFontNames():
+            pdfmetrics.registerFont(TTFont(face, str(directory / f"{face}.ttf")))
+        if bold is not None:
+            addMapping(FONT, bold, italic, face)
 
 
-def wrap(text, width_chars):
-    return [line for paragraph in str(text).split("\n")
-            for line in (textwrap.wrap(paragraph, width_chars, break_long_words=True,
-                                       break_on_hyphens=False) or [""])]
+def paragraph_styles():
+    body = ParagraphStyle("body", fontName=FONT, fontSize=9, leading=11.5, spaceAfter=5)
+    bold = f"{FONT}-Bold"
+    return {
+        "body": body,
+        "note": ParagraphStyle("note", body, fontName=f"{FONT}-Oblique", fontSize=8, leading=10,
+                               textColor=colors.HexColor("#404040")),
+        "subheading": ParagraphStyle("subheading", body, fontName=bold, fontSize=9.5, leading=12,
+                                     spaceBefore=3, keepWithNext=1),
+        "caption": ParagraphStyle("caption", body, fontName=bold, fontSize=8.5, leading=10.5,
+                                  spaceAfter=3, keepWithNext=1),
+        "footer": ParagraphStyle("footer", body, fontSize=6.5, leading=8, spaceBefore=2,
+                                 spaceAfter=TABLE_GAP),
+        "section": ParagraphStyle("section", body, fontName=bold, fontSize=13, leading=16,
+                                  spaceAfter=6, keepWithNext=1),
+        "title": ParagraphStyle("title", body, fontName=bold, fontSize=16, leading=20,
+                                spaceAfter=8, keepWithNext=1),
+    }
 
 
-def column_widths(table, available_chars):
-    """Characters per column: its longest cell, then, while too wide, the widest column shrunk,
-    first no further than its longest word (cells wrap between words), then to MIN_COLUMN_CHARS."""
-    def length(text, header):
-        return int(np.ceil(BOLD_WIDTH_FACTOR * len(text))) if header else len(text)
-
-    columns = [[(str(header), True), *((str(cell), False) for cell in cells)]
-               for header, *cells in zip(table.columns, *table.rows)]
-    widths = [max(MIN_COLUMN_CHARS, *(length(text, header) for text, header in column))
-              for column in columns]
-    longest_words = [max(MIN_COLUMN_CHARS, *(length(word, header) for text, header in column
-                                             for word in text.split() or [""]))
-                     for column in columns]
-    for floors in (longest_words, [MIN_COLUMN_CHARS] * len(widths)):
-        while sum(widths) > available_chars:
-            shrinkable = [i for i, (width, floor) in enumerate(zip(widths, floors)) if width > floor]
-            if not shrinkable:
-                break
-            widths[max(shrinkable, key=lambda i: widths[i])] -= 1
-    return widths
+def markup(text):
+    """Text as reportlab paragraph markup: escaped, `code` in the monospaced font."""
+    return re.sub(r"`([^`]+)`", rf'<font face="{FONT}Mono">\1</font>', escape(str(text)))
 
 
-def read_png(path):
-    """RGB uint8 pixels, shrunk so that the PDF stays small yet zoomable."""
-    with PILImage.open(path) as image:
-        image = image.convert("RGB")
-        image.thumbnail((MAX_IMAGE_PIXELS, MAX_IMAGE_PIXELS), PILImage.LANCZOS)
-        return np.asarray(image)
+def page_geometry(orientation):
+    """(page size, frame width, frame height) in points."""
+    size = A4 if orientation == PORTRAIT else landscape(A4)
+    width = (plotting.PORTRAIT_WIDTH if orientation == PORTRAIT else plotting.LANDSCAPE_WIDTH) * inch
+    return size, width, size[1] - 2 * VERTICAL_MARGIN * inch
 
 
-class PdfLayout:
-    """Places blocks top to bottom, starting a page when the next one does not fit."""
+def table_flowable(table, styles, max_width):
+    """A reportlab Table as wide as its contents, at most max_width: a column too wide for
+    that (or, in a compact table, wider than COMPACT_COLUMN_INCHES) wraps its cells."""
+    size = TABLE_FONT_SIZE[table.compact]
+    rows = [[str(cell) for cell in table.columns], *[[str(cell) for cell in row] for row in table.rows]]
+    widths = [max(pdfmetrics.stringWidth(cell, f"{FONT}-Bold" if r == 0 else FONT, size)
+                  for r, cell in enumerate(column)) + 2 * CELL_PADDING for column in zip(*rows)]
+    natural = list(widths)
+    cap = COMPACT_COLUMN_INCHES * inch if table.compact else max_width
+    # Too wide: columns narrower than their share keep their width, the others share the rest.
+    remaining = max_width
+    for index, width in enumerate(sorted(widths)):
+        if width > remaining / (len(widths) - index):
+            cap = min(cap, remaining / (len(widths) - index))
+            break
+        remaining -= width
+    widths = [min(width, cap) for width in widths]
+    cell_style = ParagraphStyle("cell", styles["body"], fontSize=size, leading=size * 1.2, spaceAfter=0)
+    wrapped = [column for column, (width, wanted) in enumerate(zip(widths, natural)) if wanted > width]
+    for r, row in enumerate(rows):
+        for column in wrapped:
+            row[column] = Paragraph(f"<b>{escape(row[column])}</b>" if r == 0 else escape(row[column]),
+                                    cell_style)
+    flowable = PdfTable(rows, colWidths=widths, repeatRows=1, hAlign="LEFT")
+    flowable.setStyle(TableStyle([
+        ("FONT", (0, 0), (-1, -1), FONT, size, size * 1.2),
+        ("FONT", (0, 0), (-1, 0), f"{FONT}-Bold", size, size * 1.2),
+        ("BACKGROUND", (0, 0), (-1, 0), colors.HexColor("#E8E8E8")),
+        ("GRID", (0, 0), (-1, -1), 0.3, colors.HexColor("#999999")),
+        ("VALIGN", (0, 0), (-1, -1), "TOP"),
+        ("LEFTPADDING", (0, 0), (-1, -1), CELL_PADDING),
+        ("RIGHTPADDING", (0, 0), (-1, -1), CELL_PADDING),
+        ("TOPPADDING", (0, 0), (-1, -1), 1),
+        ("BOTTOMPADDING", (0, 0), (-1, -1), 2)]))
+    return flowable, sum(widths)
 
-    def __init__(self, pdf, out_dir, footer):
-        self.pdf, self.out_dir, self.footer = pdf, Path(out_dir), footer
-        self.figure, self.cursor, self.page_number = None, 0.0, 0
-        self.section_title, self.heading_pending = "", False
 
-    # Pages. Coordinates are inches from the top-left corner.
-    def finish_page(self):
-        if self.figure is not None:
-            self.figure.text(0.5, 0.25 / self.figure.get_figheight(),
-                             f"{self.footer}   page {self.page_number}", ha="center",
-                             fontsize=FONT_SIZES["note"], color="0.4")
-            self.pdf.savefig(self.figure)
-        self.figure = None
-
-    def new_page(self, size):
-        self.finish_page()
-        self.figure = Figure(figsize=size)
-        self.page_number += 1
-        self.cursor = MARGIN
-        title = self.section_title if self.heading_pending else f"{self.section_title} (continued)"
-        self.draw_lines(wrap(title, chars_per_width(self.width, FONT_SIZES["section"])),
-                        FONT_SIZES["section"], weight="bold")
-        self.cursor += 0.1
-        self.heading_pending = False
-
-    @property
-    def width(self):
-        return self.figure.get_figwidth() - 2 * MARGIN
-
-    def room(self):
-        return self.figure.get_figheight() - MARGIN - self.cursor
-
-    def ensure_room(self, height):
-        """A portrait page with `height` inches left: the current one if it has them."""
-        if self.figure is None or self.figure.get_figwidth() != PORTRAIT[0] or self.room() < height:
-            self.new_page(PORTRAIT)
-
-    def to_figure(self, x, y):
-        """Figure fraction of (x, y) inches from the top-left corner."""
-        return x / self.figure.get_figwidth(), 1 - y / self.figure.get_figheight()
-
-    def draw_lines(self, lines, font_size, **text_style):
-        # zorder below the axes: drawn first, so the PDF's text follows the reading order.
-        self.figure.text(*self.to_figure(MARGIN, self.cursor), "\n".join(lines), va="top",
-                         fontsize=font_size, linespacing=LINE_SPACING, zorder=-1, **text_style)
-        self.cursor += len(lines) * line_height(font_size) + 0.08
-
-    # Blocks
-    def start_section(self, section):
-        """The section's first block opens its page, headed by the section's title."""
-        self.finish_page()
-        self.section_title = section.title + (f":  {section.subtitle}" if section.subtitle else "")
-        self.heading_pending = True
-
-    def add_text(self, block):
-        font_size = FONT_SIZES[block.style]
-        lines = wrap(block.text, chars_per_width(self.width if self.figure else
-                                                 PORTRAIT[0] - 2 * MARGIN, font_size))
-        self.ensure_room(len(lines) * line_height(font_size))
-        style = {"subheading": {"weight": "bold"}, "note": {"style": "italic", "color": "0.25"}}
-        self.draw_lines(lines, font_size, **style.get(block.style, {}))
-
-    def add_image(self, block):
-        pixels = read_png(self.out_dir / block.path)
-        # Wide figures (histograms) on landscape pages, squarish ones (confusion) on portrait.
-        self.new_page(LANDSCAPE if pixels.shape[1] > 1.2 * pixels.shape[0] else PORTRAIT)
-        self.draw_lines(wrap(f"{block.caption}  ({block.path})",
-                             chars_per_width(self.width, FONT_SIZES["body"])), FONT_SIZES["body"])
-        bottom = MARGIN + 0.2  # leaves the footer free
-        left, top = self.to_figure(MARGIN, self.cursor)
-        _, bottom_fraction = self.to_figure(0, self.figure.get_figheight() - bottom)
-        ax = self.figure.add_axes((left, bottom_fraction, self.width / self.figure.get_figwidth(),
-                                   top - bottom_fraction))
-        # interpolation="none" embeds the pixels as they are: the page can be zoomed into.
-        ax.imshow(pixels, interpolation="none")
-        ax.set_anchor("N")
-        ax.set_axis_off()
-        self.cursor = self.figure.get_figheight()  # the figure fills its page
-
-    def add_table(self, table):
-        font_size = FONT_SIZES["table"]
-        available = chars_per_width(PORTRAIT[0] - 2 * MARGIN, font_size) - CELL_PADDING_CHARS * len(table.columns)
-        widths = column_widths(table, available)
-        # As wide as its contents (plus padding), at most the page's width.
-        width = (sum(widths) + CELL_PADDING_CHARS * len(widths)) * font_size * CHAR_WIDTH_EM / 72
-        wrapped = [[wrap(cell, chars) for cell, chars in zip(row, widths)]
-                   for row in [table.columns, *table.rows]]
-        # One line of padding per row, as in matplotlib's cells.
-        heights = [(max(len(cell) for cell in row) + 0.6) * line_height(font_size) for row in wrapped]
-        caption_height = line_height(FONT_SIZES["body"]) + 0.08
-        remaining = list(range(1, len(wrapped)))
-        continued = False
-        while remaining or not continued:
-            self.ensure_room(caption_height + heights[0] + (heights[remaining[0]] if remaining else 0))
-            fitting = []
-            used = caption_height + heights[0]
-            for row in remaining:
-                if used + heights[row] > self.room():
-                    break
-                fitting.append(row)
-                used += heights[row]
-            if not fitting and remaining:  # a row taller than a page: give it one anyway
-                fitting = remaining[:1]
+def table_flowables(tables, styles, frame_width):
+    """Flowables of consecutive tables: each under its caption with its footer below; compact
+    ones side by side as many as fit the frame's width."""
+    built = [(table, *table_flowable(table, styles, frame_width)) for table in tables]
+    if not all(table.compact for table in tables):
+        flowables = []
+        for table, flowable, _ in built:
             if table.caption:
-                self.draw_lines([table.caption + (" (continued)" if continued else "")],
-                                FONT_SIZES["body"], weight="bold")
-            self.draw_table_rows([wrapped[0]] + [wrapped[r] for r in fitting],
-                                 [heights[0]] + [heights[r] for r in fitting], widths, width)
-            remaining = remaining[len(fitting):]
-            continued = True
+                flowables.append(Paragraph(markup(table.caption), styles["caption"]))
+            flowables.append(flowable)
+            if table.footer:
+                flowables.append(Paragraph(markup(table.footer), styles["footer"]))
+            else:
+                flowable.spaceAfter = TABLE_GAP
+        return flowables
+    rows, row, used = [], [], 0.0
+    for table, flowable, width in built:
+        if row and used + TABLE_GAP + width > frame_width:
+            rows.append(row)
+            row, used = [], 0.0
+        row.append((table, flowable, width))
+        used += width + (TABLE_GAP if len(row) > 1 else 0)
+    rows.append(row)
+    flowables = []
+    for row in rows:
+        cells = [[Paragraph(markup(table.caption), styles["caption"]), flowable]
+                 + ([Paragraph(markup(table.footer), styles["footer"])] if table.footer else [])
+                 for table, flowable, _ in row]
+        # The row's spare width is shared out, so that captions wrap less.
+        spare = (frame_width - sum(width + TABLE_GAP for _, _, width in row)) / len(row)
+        outer = PdfTable([cells], colWidths=[width + TABLE_GAP + max(spare, 0) for _, _, width in row],
+                         hAlign="LEFT", spaceAfter=TABLE_GAP,
+                         style=[("VALIGN", (0, 0), (-1, -1), "TOP"),
+                                ("LEFTPADDING", (0, 0), (-1, -1), 0),
+                                ("RIGHTPADDING", (0, 0), (-1, -1), TABLE_GAP),
+                                ("TOPPADDING", (0, 0), (-1, -1), 0)])
+        flowables.append(outer)  # one row: never split, moved whole to the next page
+    return flowables
 
-    def draw_table_rows(self, rows, heights, widths, width):
-        height = sum(heights)
-        left, top = self.to_figure(MARGIN, self.cursor)
-        ax = self.figure.add_axes((left, top - height / self.figure.get_figheight(),
-                                   width / self.figure.get_figwidth(), height / self.figure.get_figheight()))
-        ax.set_axis_off()
-        cells = [["\n".join(lines) for lines in row] for row in rows]
-        # bbox fills the axes; rows keep their relative heights, columns their relative widths.
-        drawn = ax.table(cellText=cells[1:] or None, colLabels=cells[0], cellLoc="left",
-                         bbox=(0, 0, 1, 1))
-        drawn.auto_set_font_size(False)
-        drawn.set_fontsize(FONT_SIZES["table"])
-        padded = [chars + CELL_PADDING_CHARS for chars in widths]
-        for (row, column), cell in drawn.get_celld().items():
-            cell.set_width(padded[column] / sum(padded))
-            cell.PAD = 0.5 * CELL_PADDING_CHARS / padded[column]  # Cell.PAD is a fraction of its width
-            cell.set_height(heights[row] / height)
-            cell.set_linewidth(0.4)
-            if row == 0:
-                cell.set_facecolor("0.9")
-                cell.get_text().set_fontweight("bold")
-        self.cursor += height + 0.15
+
+def image_flowables(block, out_dir, styles, frame_width, frame_height):
+    """Caption, then the figure at its drawn size, shrunk only where the frame is smaller."""
+    path = Path(out_dir) / block.path
+    with PILImage.open(path) as image:
+        width, height = (pixels / FIGURE_DPI * inch for pixels in image.size)
+    scale = min(1.0, frame_width / width, (frame_height - IMAGE_HEADROOM * inch) / height)
+    return [Paragraph(markup(f"{block.caption}  ({block.path})"), styles["caption"]),
+            PdfImage(str(path), width * scale, height * scale, hAlign="LEFT")]
 
 
-def render_pdf(sections, out_dir, file, footer):
+def image_orientation(block, out_dir):
+    """LANDSCAPE for a figure wider than a portrait frame, else None (either)."""
+    with PILImage.open(Path(out_dir) / block.path) as image:
+        width = image.size[0] / FIGURE_DPI * inch
+    return LANDSCAPE if width > page_geometry(PORTRAIT)[1] * 1.01 else None
+
+
+def block_groups(blocks):
+    """Blocks with consecutive tables grouped (compact ones may share a row)."""
+    groups = []
+    for block in blocks:
+        if isinstance(block, Table) and groups and isinstance(groups[-1], list):
+            groups[-1].append(block)
+        else:
+            groups.append([block] if isinstance(block, Table) else block)
+    return groups
+
+
+def pdf_story(sections, out_dir, styles):
+    """The flowables of the whole report, with page breaks and page templates switched where
+    a figure needs another orientation or a page of its own."""
+    story, orientation = [], PORTRAIT
+    for index, section in enumerate(sections):
+        heading = Paragraph(markup(section.title + (f": {section.subtitle}" if section.subtitle else "")),
+                            styles["title" if index == 0 else "section"])
+        heading.section_title = section.title  # read by ReportDocument.afterFlowable
+        if section.new_page:
+            story.append(PageBreakIfNotEmpty(PORTRAIT))
+            orientation = PORTRAIT
+        pending = [heading]  # placed with the first block, after any page break it needs
+        for group in block_groups(section.blocks):
+            if isinstance(group, Image):
+                wanted = image_orientation(group, out_dir) or (PORTRAIT if group.own_page else orientation)
+                if wanted != orientation or group.own_page:
+                    story.append(PageBreakIfNotEmpty(wanted))
+                    orientation = wanted
+            _, frame_width, frame_height = page_geometry(orientation)
+            story += pending
+            pending = []
+            if isinstance(group, Image):
+                story += image_flowables(group, out_dir, styles, frame_width, frame_height)
+                if group.own_page:
+                    story.append(PageBreakIfNotEmpty(orientation))
+            elif isinstance(group, list):
+                story += table_flowables(group, styles, frame_width)
+            else:
+                story.append(Paragraph(markup(group.text), styles[group.style]))
+        story += pending
+    return story
+
+
+class ReportDocument(BaseDocTemplate):
+    """A4 pages, portrait and landscape, whose running header names the sections they show and
+    whose footer numbers them."""
+
+    def __init__(self, file, first_section, footer, simulated, **options):
+        self.current_section, self.page_sections = first_section, []
+        self.footer, self.simulated = footer, simulated
+        templates = []
+        for orientation in (PORTRAIT, LANDSCAPE):
+            size, frame_width, frame_height = page_geometry(orientation)
+            frame = Frame((size[0] - frame_width) / 2, VERTICAL_MARGIN * inch, frame_width,
+                          frame_height, leftPadding=0, rightPadding=0, topPadding=0, bottomPadding=0)
+            templates.append(PageTemplate(orientation, [frame], onPageEnd=self.finish_page,
+                                          pagesize=size))
+        super().__init__(file, pageTemplates=templates, **options)
+
+    def afterFlowable(self, flowable):
+        if isinstance(flowable, (ActionFlowable, PageBreak)):  # layout actions, not content
+            return
+        title = getattr(flowable, "section_title", None)
+        if not self.page_sections and not title:  # the page goes on with the section before
+            self.page_sections.append(f"{self.current_section} (continued)")
+        if title:
+            self.current_section = title
+            self.page_sections.append(title)
+
+    def finish_page(self, canvas, document):
+        width, height = canvas._pagesize
+        canvas.saveState()
+        canvas.setFont(f"{FONT}-Bold", 8)
+        if self.simulated:
+            canvas.setFillColor(colors.HexColor("#B00020"))
+        header = (f"{SIMULATED} (demo, not a real run) · " if self.simulated else "") + " · ".join(self.page_sections)
+        frame_width = page_geometry(PORTRAIT if width < height else LANDSCAPE)[1]
+        canvas.drawString((width - frame_width) / 2, height - 0.32 * inch, header)
+        canvas.setFillColor(colors.HexColor("#666666"))
+        canvas.setFont(FONT, 7)
+        canvas.drawCentredString(width / 2, 0.25 * inch, f"{self.footer}   page {canvas.getPageNumber()}")
+        canvas.restoreState()
+        self.page_sections = []
+
+
+def render_pdf(sections, out_dir, file, footer, simulated):
     """Write the sections as a PDF to the binary `file`."""
-    # TrueType fonts (not Type 3) keep the text selectable and searchable.
-    with matplotlib.rc_context({"pdf.fonttype": 42}), PdfPages(file, metadata={
-            "Title": sections[0].title, "Subject": sections[0].subtitle}) as pdf:
-        layout = PdfLayout(pdf, out_dir, footer)
-        for section in sections:
-            layout.start_section(section)
-            for block in section.blocks:
-                {Text: layout.add_text, Table: layout.add_table, Image: layout.add_image}[type(block)](block)
-        layout.finish_page()
+    register_fonts()
+    document = ReportDocument(file, sections[0].title, footer, simulated, title=sections[0].title,
+                              subject=sections[0].subtitle, author="python starter.py --report")
+    document.build(pdf_story(sections, out_dir, paragraph_styles()))
 
 
 # ---------------------------------------------------------------------------------------------
 
-def write_report(out_dir):
+def write_report(out_dir, name="", student_id="", appendix=False):
     """Write OUT/comparison.png (when clip has run), OUT/report.pdf and OUT/report.md."""
     out_dir = Path(out_dir)
     runs = load_runs(out_dir)
     comparison = comparison_data(runs)
     if comparison is not None:
         write_figure(out_dir / COMPARISON_FIGURE, draw_comparison(comparison))
-    generated = datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
-    sections = build_sections(runs, comparison, out_dir, generated)
-    footer = f"Homework 3 report, generated {generated}"
-    write_atomic(out_dir / "report.pdf", lambda f: render_pdf(sections, out_dir, f, footer))
+    generated = datetime.now().astimezone()
+    sections = build_sections(runs, comparison, out_dir, generated, name, student_id, appendix)
+    simulated = any(run.simulated for run in runs.values())
+    footer = (f"{SIMULATED} " if simulated else "") + f"Homework 3 report, generated {generated:%Y-%m-%d %H:%M}"
+    write_atomic(out_dir / "report.pdf", lambda f: render_pdf(sections, out_dir, f, footer, simulated))
     write_atomic(out_dir / "report.md", lambda f: f.write(render_markdown(sections).encode()))
     return out_dir / "report.pdf", out_dir / "report.md"

@@ -13,7 +13,7 @@ pseudo-label prior (homework §2.2) or by prior matching, and analyse them the s
     python starter.py --model debiaspl
     python starter.py --model clip-la   # after clip
     python starter.py --model clip-pm   # after clip
-    python starter.py --demo            # random weights, generated images: checks the plumbing
+    python starter.py --demo            # install check, then SIMULATED runs through it all
     python starter.py --report          # OUT/report.pdf and report.md from the runs in OUT
 
 torch, torchvision and open_clip are imported only when inference runs, so `--from-cache`
@@ -31,11 +31,15 @@ import analysis
 import classes
 import training_free
 from models import PRECISIONS, SINGLE_PROMPT
-from outputs import (LOGIT_ADJUSTED_MODEL, MODEL_TITLES, PRIOR_MATCHED_MODEL, UserError,
+from outputs import (LOGIT_ADJUSTED_MODEL, MODEL_TITLES, PRIOR_MATCHED_MODEL, SIMULATED, UserError,
                      load_predictions, save_predictions)
 
 PROJECT_DIR = Path(__file__).resolve().parent
 COURSE_DATA_DIR = "/scratch/eecs542f25_class_root/eecs542f25_class/shared_data/imagenet-100"
+# The demo's install check: real code and random weights on a few classes (CLIP's text encoder
+# costs ~0.25 s per class name on a CPU) and images.
+DEMO_CLASSES = 5
+DEMO_IMAGES_PER_CLASS = 2
 
 
 def build_parser():
@@ -47,9 +51,10 @@ def build_parser():
                              "clip-la (clip's cached logits, logit-adjusted; run clip first) or "
                              "clip-pm (clip's cached logits, prior-matched; run clip first)")
     parser.add_argument("--demo", action="store_true",
-                        help="generate a small ImageNet100-style folder and random weights in the "
-                             "real file formats, run clip, debiaspl, clip-la and clip-pm on them into "
-                             "OUT/demo/")
+                        help="check the install (random weights in the real file formats on a few "
+                             "generated images, into OUT/demo/install-check/), then analyse "
+                             "SIMULATED clip and debiaspl runs shaped like the real ones, with "
+                             "clip-la, clip-pm and the report, into OUT/demo/")
     parser.add_argument("--data", default=os.environ.get("IMAGENET100_ROOT", COURSE_DATA_DIR),
                         help="ImageNet100 root holding val/, or the val folder itself; the default "
                              "is $IMAGENET100_ROOT when set, else the course's copy")
@@ -61,6 +66,14 @@ def build_parser():
                         help="write OUT/report.pdf, OUT/report.md and OUT/comparison.png from the "
                              "runs already in OUT (after --model's run when both are given; "
                              "--demo always writes its own)")
+    handed_in = parser.add_argument_group("report (--report, --demo)")
+    handed_in.add_argument("--name", default="",
+                           help="your name at the top of report.pdf (else a line to write on)")
+    handed_in.add_argument("--student-id", default="",
+                           help="your student ID at the top of report.pdf (else a line to write on)")
+    handed_in.add_argument("--appendix", action="store_true",
+                           help="add the per-class tables, clip-la's prior and the other runs' "
+                                "figures as an appendix")
     clip = parser.add_argument_group("CLIP (--model clip)")
     clip.add_argument("--clip-weights", default="openai",
                       help="'openai' (open_clip downloads OpenAI's RN50 weights) or a local file: "
@@ -209,29 +222,54 @@ def run(args):
 
 
 def run_demo(args):
-    """Random weights in the real formats and a generated folder, through the real CLI."""
-    import synthetic
+    """Two parts: the real loading and inference code on random weights (does the install work?),
+    then the analysis, clip-la and the report on simulated logits shaped like the real models'."""
     demo_out = Path(args.out) / "demo"
-    print("DEMO: random weights on generated images. Every number and figure it produces is "
-          "meaningless; it only shows that the pipeline runs end to end.")
+    check_install(args, demo_out / "install-check")
+    analyse_simulated_runs(args, demo_out)
+    print(f"DEMO done: install check in {demo_out / 'install-check'}; {SIMULATED} runs and report "
+          f"in {demo_out}")
+
+
+def check_install(args, out_dir):
+    """clip and debiaspl through the real CLI, on random weights in the real file formats and a
+    few generated images."""
+    import synthetic
+    print(f"DEMO 1/2, install check: random weights in the real file formats on {DEMO_IMAGES_PER_CLASS} "
+          f"generated images in each of {DEMO_CLASSES} ImageNet100 classes (so expect a warning that "
+          f"the folder is not the standard ImageNet100), through the real loading and inference "
+          f"code into {out_dir}.")
     with tempfile.TemporaryDirectory(prefix="debiaspl-demo-") as scratch:
-        scratch = Path(scratch)
-        files = synthetic.write_demo_inputs(scratch)
-        common = ["--data", str(files.data), "--out", str(demo_out), "--device", args.device,
+        files = synthetic.write_demo_inputs(Path(scratch), synthetic.imagenet100_wnids()[:DEMO_CLASSES],
+                                            DEMO_IMAGES_PER_CLASS)
+        common = ["--data", str(files.data), "--out", str(out_dir), "--device", args.device,
                   "--batch-size", str(args.batch_size), "--workers", str(args.workers)]
         run(build_parser().parse_args(["--model", "clip", "--clip-weights", str(files.clip_weights),
                                        "--prompts", "single", *common]))
         run(build_parser().parse_args(["--model", "debiaspl", "--checkpoint",
                                        str(files.debiaspl_checkpoint), *common]))
-        for model in (LOGIT_ADJUSTED_MODEL, PRIOR_MATCHED_MODEL):
-            run(build_parser().parse_args(["--model", model, *common]))
-    write_report(demo_out)
-    print(f"DEMO done (meaningless numbers): see {demo_out}")
 
 
-def write_report(out_dir):
+def analyse_simulated_runs(args, out_dir):
+    """Simulated clip and DebiasPL caches (simulation.py), then what a real run does with them:
+    the analysis from cache, clip-la, clip-pm and the report."""
+    import simulation
+    print(f"DEMO 2/2: {SIMULATED} logits shaped like real CLIP RN50 and DebiasPL runs on "
+          f"ImageNet100 (see simulation.py); their analysis, clip-la, clip-pm and the report into "
+          f"{out_dir}.")
+    for model, predictions in simulation.simulated_predictions().items():
+        save_predictions(Path(out_dir) / model / "predictions.npz", predictions)
+    for model in ("clip", "debiaspl"):
+        run(build_parser().parse_args(["--model", model, "--from-cache", "--out", str(out_dir)]))
+    for model in (LOGIT_ADJUSTED_MODEL, PRIOR_MATCHED_MODEL):
+        run(build_parser().parse_args(["--model", model, "--out", str(out_dir)]))
+    write_report(out_dir, args)
+
+
+def write_report(out_dir, args):
     import report
-    for path in report.write_report(out_dir):
+    for path in report.write_report(out_dir, name=args.name, student_id=args.student_id,
+                                    appendix=args.appendix):
         print(f"wrote {path}")
 
 
@@ -248,7 +286,7 @@ def main(argv=None):
         elif args.model:
             run(args)
         if args.report and not args.demo:
-            write_report(Path(args.out))
+            write_report(Path(args.out), args)
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -15,8 +15,8 @@ import analysis
 import logit_adjustment
 import metrics
 import plotting
-from outputs import (LOGIT_ADJUSTED_MODEL, MODEL_TITLES, PRIOR_MATCHED_MODEL, REFERENCE_MODEL,
-                     Predictions, UserError, load_predictions, read_json, write_figure, write_json)
+from outputs import (LOGIT_ADJUSTED_MODEL, PRIOR_MATCHED_MODEL, REFERENCE_MODEL, Predictions,
+                     UserError, load_predictions, model_title, read_json, write_figure, write_json)
 
 LAMBDA_SWEEP = np.linspace(0.0, 2.0, 21)  # λ values of la_sweep.png
 TARGET_SUM_TOLERANCE = 1e-6
@@ -41,6 +41,12 @@ def describe_prior(prior, names):
             f"{prior[ranked[-1]]:.4f} ({names[ranked[-1]]}), uniform {1 / len(prior):.4f}")
 
 
+def derived_meta(model, clip):
+    """The meta every run derived from clip's cache starts from: it carries clip's own meta (so a
+    SIMULATED clip makes a SIMULATED clip-la)."""
+    return {"model": model, REFERENCE_MODEL: clip.meta}
+
+
 def debiased_predictions(clip, model, method, settings, class_columns, logits, run_dir, out_dir,
                          **tables):
     """Write prior.json and return the Predictions of a training-free run on clip's cache.
@@ -57,9 +63,8 @@ def debiased_predictions(clip, model, method, settings, class_columns, logits, r
                     for index, (wnid, name) in enumerate(zip(clip.wnids, clip.names))],
         **tables,
     })
-    meta = {"model": model, method: settings,
-            "adjusted_cache": str(Path(out_dir) / REFERENCE_MODEL / "predictions.npz"),
-            "clip": clip.meta}
+    meta = {**derived_meta(model, clip), method: settings,
+            "adjusted_cache": str(Path(out_dir) / REFERENCE_MODEL / "predictions.npz")}
     return Predictions(logits=np.asarray(logits).astype(np.float32), labels=clip.labels,
                        paths=clip.paths, wnids=clip.wnids, names=clip.names, meta=meta)
 
@@ -93,7 +98,7 @@ def adjust_clip_predictions(args, out_dir, run_dir):
     accuracy, balanced = lambda_sweep(clip.logits, clip.labels, priors, strengths)
     write_figure(run_dir / "la_sweep.png", plotting.lambda_sweep_figure(
         strengths, accuracy, balanced, args.la_lambda,
-        title=f"{MODEL_TITLES[LOGIT_ADJUSTED_MODEL]}: {args.la_mode} p̂ "
+        title=f"{model_title(derived_meta(LOGIT_ADJUSTED_MODEL, clip))}: {args.la_mode} p̂ "
               f"(m = {args.la_momentum:g}, τ = {args.la_threshold:g})"))
     if estimate.num_updating_batches == 0:
         print(f"warning: no image reached softmax confidence τ = {args.la_threshold:g}, so p̂ stayed "

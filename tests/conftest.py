@@ -94,3 +94,14 @@ def clip_out(analysed_clip, tmp_path):
     """A fresh OUT per test holding a copy of that clip run: clip-la and clip-pm need nothing else."""
     shutil.copytree(analysed_clip / "clip", tmp_path / "clip")
     return tmp_path
+
+
+@pytest.fixture(scope="session")
+def simulated_demo(tmp_path_factory):
+    """OUT after the demo's second half: simulated clip and debiaspl caches, their analysis,
+    clip-la, clip-pm and the report, with a name and student ID."""
+    out = tmp_path_factory.mktemp("simulated")
+    args = starter.build_parser().parse_args(["--demo", "--name", "Ada Lovelace",
+                                              "--student-id", "12345678"])
+    starter.analyse_simulated_runs(args, out)
+    return out

@@ -105,3 +105,33 @@ def test_nearest_centroids_ties_by_class_index_and_empty_query():
 
 def test_predicted_labels_are_argmax():
     assert metrics.predicted_labels(one_hot_logits(np.array([2, 0, 1]), 3)).tolist() == [2, 0, 1]
+
+
+def test_centered_centroids_equal_centroids_of_centered_logits():
+    rng = np.random.default_rng(2)
+    logits = 25 + rng.normal(size=(120, 9))  # CLIP-like: a large offset shared by every logit
+    groups = rng.integers(0, 8, size=120)  # class 8 stays empty
+    centered = metrics.centered_centroids(metrics.class_centroids(logits, groups, 9))
+    shifted = logits - logits.mean(axis=1, keepdims=True)
+    for group in range(8):
+        np.testing.assert_allclose(centered[group], shifted[groups == group].mean(axis=0), atol=1e-12)
+    assert np.isnan(centered[8]).all()
+
+
+def test_largest_confusions_against_direct_enumeration():
+    rng = np.random.default_rng(3)
+    confusion = rng.integers(0, 4, size=(12, 12))  # many ties and zeros
+    cells = sorted((-confusion[t, p], t, p) for t in range(12) for p in range(12)
+                   if t != p and confusion[t, p] > 0)
+
+    def expected(selected, count):
+        return [(t, p, -negative) for negative, t, p in cells if selected(t, p)][:count]
+
+    def ours(count, **only):
+        return list(zip(*(part.tolist() for part in metrics.largest_confusions(confusion, count, **only))))
+
+    assert ours(20) == expected(lambda t, p: True, 20)
+    assert ours(5, true_class=4) == expected(lambda t, p: t == 4, 5)
+    assert ours(5, predicted_class=7) == expected(lambda t, p: p == 7, 5)
+    assert ours(500) == expected(lambda t, p: True, 500)  # every non-zero off-diagonal cell
+    assert ours(5, true_class=2, predicted_class=2) == []  # the diagonal is never a confusion

@@ -8,11 +8,14 @@ import re
 import shutil
 import subprocess
 import sys
+from collections import Counter
+from datetime import datetime
 from pathlib import Path
 
 import numpy as np
 import pypdf
 import pytest
+from reportlab.pdfbase import pdfmetrics
 from matplotlib.figure import Figure
 from sklearn.metrics import f1_score
 
@@ -24,12 +27,13 @@ import outputs
 import starter
 from conftest import synthetic_predictions, write_synthetic_runs
 
-SECTION_TITLES = ["Q1(a)", "Q1(b)", "Q1(c)", "Q2(a)", "Q2(b)", "Q2(c)", "Comparison", "Appendix"]
-COSINE_TOLERANCE = 0.5e-4  # report shows 4 decimals
+SECTION_TITLES = ["Q1(a)", "Q1(b)", "Q1(c)", "Q2(a)", "Q2(b)", "Q2(c)", "Comparison"]
+APPENDIX_TITLES = ["Appendix A", "Appendix B"]
+NAME, STUDENT_ID = "Grace Hopper", "31415926"
 
 
-def make_report(out):
-    assert starter.main(["--report", "--out", str(out)]) == 0
+def make_report(out, *options):
+    assert starter.main(["--report", "--out", str(out), *options]) == 0
     return out / "report.pdf", (out / "report.md").read_text()
 
 
@@ -37,11 +41,16 @@ def make_report(out):
 def built_report(tmp_path_factory):
     """(OUT, report.pdf, report.md) built once for the tests that only read them."""
     out = write_synthetic_runs(tmp_path_factory.mktemp("report"))
-    return (out, *make_report(out))
+    return (out, *make_report(out, "--name", NAME, "--student-id", STUDENT_ID))
 
 
 def pdf_page_texts(path):
     return [page.extract_text() or "" for page in pypdf.PdfReader(path).pages]
+
+
+def pdf_text(path):
+    """The whole PDF's text with line breaks as spaces (table cells wrap within lines)."""
+    return " ".join(" ".join(pdf_page_texts(path)).split())
 
 
 def markdown_sections(text):
@@ -136,6 +145,13 @@ def test_run_measures_recover_macro_f1_from_metrics_json(synthetic_runs):
 # ---------------------------------------------------------------------------------------------
 # plotting.comparison_figure and the comparison data
 
+def direct_top_confusions(predictions, count=20):
+    """(true, predicted) class indices of the `count` largest off-diagonal cells, counted here."""
+    pairs = Counter(zip(predictions.labels.tolist(), predictions.logits.argmax(axis=1).tolist()))
+    return [(true, predicted) for _, true, predicted in
+            sorted((-n, t, p) for (t, p), n in pairs.items() if t != p)[:count]]
+
+
 def test_comparison_data_and_figure(synthetic_runs):
     runs = report.load_runs(synthetic_runs)
     comparison = report.comparison_data(runs)
@@ -152,8 +168,16 @@ def test_comparison_data_and_figure(synthetic_runs):
     figure = report.draw_comparison(comparison)
     assert isinstance(figure, Figure)
     count_ax, change_ax = figure.axes
-    assert len(count_ax.lines) == 2 + 1  # one line per run, plus the balanced count
+    assert len(count_ax.lines) == 2 + 1 + 2  # a line per run, the balanced count, two kinds of marks
     assert len(change_ax.patches) == len(comparison.wnids)  # debiaspl's bars
+    # clip's largest confusions, counted from its cache: true classes ▲, predicted classes ▼.
+    clip = outputs.load_predictions(synthetic_runs / "clip" / "predictions.npz")
+    position = {wnid: index for index, wnid in enumerate(comparison.wnids)}
+    cells = [(position[clip.wnids[t]], position[clip.wnids[p]]) for t, p in direct_top_confusions(clip)]
+    marks = {line.get_marker(): line.get_xdata().tolist() for line in count_ax.lines
+             if line.get_linestyle() == "None"}
+    assert marks == {"^": sorted({t for t, _ in cells}), "v": sorted({p for _, p in cells})}
+    assert "SIMULATED" not in count_ax.get_title(loc="left")
 
     given = Figure().subplots(2, 1)
     assert plotting.comparison_figure(["a", "b"], {"clip": np.array([3, 1])}, {}, 2.0, "clip",
@@ -163,112 +187,142 @@ def test_comparison_data_and_figure(synthetic_runs):
 # ---------------------------------------------------------------------------------------------
 # The report
 
+def section_headings(sections_of):
+    """The heading line of each SECTION_TITLES section of the synthetic runs' report."""
+    subtitles = {f"Q{number}({letter})": f"{outputs.MODEL_TITLES[model]}: {topic}"
+                 for number, model in ((1, "clip"), (2, "debiaspl"))
+                 for letter, topic in report.SUBQUESTION_TOPICS.items()}
+    return [f"{title}: {subtitles.get(title, 'all runs')}" for title in sections_of]
+
+
+def assert_headings_in_order(pdf_path, titles):
+    lines = [line.strip() for text in pdf_page_texts(pdf_path) for line in text.split("\n")]
+    positions = [next(i for i, line in enumerate(lines) if line.startswith(title + ": "))
+                 for title in titles]
+    assert positions == sorted(positions)
+    return lines
+
+
 def test_report_has_every_section_in_order(built_report):
     out, pdf_path, markdown = built_report
     assert (out / "comparison.png").is_file()
-    texts = pdf_page_texts(pdf_path)
-    # Each section starts a page that begins with its title.
-    starts = [next(i for i, text in enumerate(texts) if text.strip().startswith(f"{title}:"))
-              for title in SECTION_TITLES]
-    assert starts == sorted(starts)
-    first_page = texts[0]
-    for expected in ("Name:", "Student ID:", "Generated", "clip-synthetic", "debiaspl-synthetic",
-                     "synthetic", "60 in 6 classes", "Summary", "macro-F1", "nats"):
+    lines = assert_headings_in_order(pdf_path, SECTION_TITLES)
+    for heading in section_headings(SECTION_TITLES[:6]):
+        assert heading in lines
+    first_page = pdf_page_texts(pdf_path)[0]
+    for expected in (f"Name: {NAME}", f"Student ID: {STUDENT_ID}",
+                     f"Date of submission: {datetime.now():%Y-%m-%d}", "Summary", "macro-F1",
+                     "KL to uniform", "What produced the results", "clip-synthetic",
+                     "debiaspl-synthetic", "synthetic", "Generated"):
         assert expected in first_page
+    assert "{" not in first_page  # no JSON dumps
     assert list(markdown_sections(markdown)) == SECTION_TITLES
-    # by_predicted comes before by_true in both (c) sections.
-    for title in ("Q1(c)", "Q2(c)"):
+    assert f"Name: {NAME}" in markdown and f"Student ID: {STUDENT_ID}" in markdown
+    for title in ("Q1(c)", "Q2(c)"):  # the pseudo-label grouping (Figure 4's); by_true: appendix
         body = markdown_sections(markdown)[title]
-        assert 0 <= body.index("### by_predicted") < body.index("### by_true")
+        assert "(by_predicted)" in body and "(by_true)" not in body
+    for page in pdf_page_texts(pdf_path)[1:]:  # the running header names the page's sections
+        header = page.strip().split("\n")[-2]  # drawn last, before the footer
+        assert {part.removesuffix(" (continued)") for part in header.split(" · ")} <= set(SECTION_TITLES), page
+    assert "SIMULATED" not in pdf_text(pdf_path) + markdown  # only simulated runs say so
 
 
-def test_pdf_pages_are_not_blank(built_report):
-    _, pdf_path, _ = built_report
-    reader = pypdf.PdfReader(pdf_path)
-    figure_pages = 0
-    for number, page in enumerate(reader.pages, start=1):
-        body = [line for line in (page.extract_text() or "").split("\n")
-                if line.strip() and "Homework 3 report, generated" not in line]
-        assert body, f"page {number} has nothing but its footer"
-        # PdfPages lists every image in every page's resources: decode only those the page draws.
-        for name in re.findall(rb"/([^\s/]+) Do", page.get_contents().get_data()):
-            pixels = np.asarray(page.images["/" + name.decode()].image.convert("L"), dtype=float)
-            assert pixels.std() > 1, f"page {number}: image {name} is uniform"
-            figure_pages += 1
-    # 3 PNGs per run (2 histograms, confusion matrix) and comparison.png, each on its own page.
-    assert figure_pages == 2 * 3 + 1
-
-
-def test_pdf_pages_render_with_ink(built_report):
-    """Render every page (pdfium) and require ink above the footer."""
+def assert_pages_have_ink(pdf_path):
+    """Render every page (pdfium) and require ink between the running header and the footer."""
     import pypdfium2
-    _, pdf_path, _ = built_report
     document = pypdfium2.PdfDocument(pdf_path)
     assert len(document) == len(pypdf.PdfReader(pdf_path).pages)
     for number, page in enumerate(document, start=1):
         pixels = np.asarray(page.render(scale=30 / 72).to_pil().convert("L"), dtype=float)
-        assert (pixels[: int(0.9 * len(pixels))] < 200).mean() > 0.002, f"page {number} is blank"
+        body = pixels[int(0.08 * len(pixels)): int(0.92 * len(pixels))]
+        assert (body < 200).mean() > 0.002, f"page {number} is blank"
 
 
-def test_markdown_tables_match_the_json(built_report):
-    synthetic_runs, _, markdown = built_report
+def test_pdf_pages_are_not_blank(built_report):
+    _, pdf_path, _ = built_report
+    figures = 0
+    for number, page in enumerate(pypdf.PdfReader(pdf_path).pages, start=1):
+        for image in page.images:
+            pixels = np.asarray(image.image.convert("L"), dtype=float)
+            assert pixels.std() > 1, f"page {number}: image {image.name} is uniform"
+            figures += 1
+    assert figures == 2 * 3 + 1  # 2 histograms and a confusion matrix per run, comparison.png
+    assert_pages_have_ink(pdf_path)
+
+
+def cosine_list(cosines, digits):
+    return "[" + ", ".join(f"{cosine:.{digits}f}" for cosine in cosines) + "]"
+
+
+def test_markdown_and_pdf_tables_match_the_json(built_report):
+    synthetic_runs, pdf_path, markdown = built_report
     sections = markdown_sections(markdown)
-    for title, model in (("Q1(c)", "clip"), ("Q2(c)", "debiaspl")):
+    text = pdf_text(pdf_path)
+    for question, model in (("Q1", "clip"), ("Q2", "debiaspl")):
         centroids = read_json(synthetic_runs / model / "centroids.json")
-        body = sections[title]
-        by_true_start = body.index("### by_true")
-        for grouping, part in (("by_predicted", body[:by_true_start]), ("by_true", body[by_true_start:])):
-            queries = centroids[grouping]["queries"]
-            assert len(queries) == (2 if model == "clip" else 4)
-            for query in queries:
-                caption = f"{query['role']}: {query['name']} ({query['wnid']})"
-                if not query["neighbors"]:
-                    assert caption in part and query["note"] in part
-                    continue
-                _, columns, rows = table_with_caption(part, caption)
-                assert columns == ["rank", "class", "wnid", "cosine"]
-                assert [row[1:3] for row in rows] == [[n["name"], n["wnid"]] for n in query["neighbors"]]
-                cosines = [float(row[3]) for row in rows]
-                assert cosines == pytest.approx([n["cosine"] for n in query["neighbors"]],
-                                                abs=COSINE_TOLERANCE)
-                assert cosines == sorted(cosines, reverse=True)
-                vector = re.search(re.escape(caption) + r".*?cosine vector: \[(.*?)\]", part, re.S)
-                assert [float(v) for v in vector.group(1).split(",")] == cosines
+        summary = read_json(synthetic_runs / model / "metrics.json")
+        body = sections[f"{question}(c)"]
+        literal, centered = (centroids["by_predicted"]["queries"],
+                             centroids["centered"]["by_predicted"]["queries"])
+        assert len(literal) == (2 if model == "clip" else 4)
+        for query, shifted in zip(literal, centered):
+            caption = f"{question}(c) {query['role']}: {query['name']} ({query['wnid']})"
+            if not query["neighbors"]:
+                assert caption in body and query["note"] in body
+                continue
+            _, columns, rows = table_with_caption(body, caption)
+            assert columns == ["#", "literal: class", "cosine", "centered: class", "cosine"]
+            assert [row[1] for row in rows] == [n["name"] for n in query["neighbors"]]
+            assert [row[3] for row in rows] == [n["name"] for n in shifted["neighbors"]]
+            assert [float(row[2]) for row in rows] == pytest.approx(
+                [n["cosine"] for n in query["neighbors"]], abs=0.5e-6)  # 6 decimals
+            assert [float(row[4]) for row in rows] == pytest.approx(
+                [n["cosine"] for n in shifted["neighbors"]], abs=0.5e-4)
+            for kind, neighbours, digits in (("literal", query, 6), ("centered", shifted, 4)):
+                vector = f"{kind} vector: " + cosine_list([n["cosine"] for n in neighbours["neighbors"]], digits)
+                assert vector in body and vector in text
+        # (a): who feeds the most predicted classes, where the least predicted ones' images go.
+        body = sections[f"{question}(a)"]
+        for entry in summary["class_confusions"]:
+            _, columns, rows = table_with_caption(body, f"{question}(a) {entry['role']}: {entry['name']} (")
+            other = "true" if entry["direction"] == "incoming" else "predicted"
+            assert rows == ([[cell[other]["name"], str(cell["count"]), f"{cell['share_of_true']:.0%}"]
+                             for cell in entry["confusions"]] or [["none", "", ""]])
+        # (b): the largest confusions.
+        _, columns, rows = table_with_caption(sections[f"{question}(b)"], f"{question}(b) who steals")
+        assert columns == ["#", "true class", "predicted as", "images", "of true class"]
+        assert [row[1:4] for row in rows] == [[cell["true"]["name"], cell["predicted"]["name"],
+                                               str(cell["count"])] for cell in summary["top_confusions"]]
+        assert f"{question}(b) who steals from whom" in text
 
     _, columns, rows = table_with_caption(markdown, "Summary")
-    for row in rows:
-        values = dict(zip(columns, row))
+    assert columns == ["run", *report.SUMMARY_COLUMNS]
+    for row in rows + table_with_caption(markdown, "Accuracy and prediction-count imbalance")[2]:
+        values = dict(zip(table_with_caption(markdown, "Summary")[1] if row in rows else
+                          table_with_caption(markdown, "Accuracy and")[1], row))
         saved = read_json(synthetic_runs / values["run"] / "metrics.json")
         counts = np.array([entry["predicted_count"] for entry in saved["classes"]])
-        assert int(values["images"]) == saved["num_images"]
-        for column, key in (("accuracy", "accuracy"), ("top-5", "top5_accuracy"),
-                            ("balanced acc.", "balanced_accuracy")):
-            assert float(values[column]) == pytest.approx(saved[key], abs=0.5e-4)
         p = counts[counts > 0] / counts.sum()
-        assert float(values["KL to uniform (nats)"]) == pytest.approx(np.sum(p * np.log(p * len(counts))), abs=0.5e-4)
-        assert float(values["count std"]) == pytest.approx(np.std(counts), abs=0.005)
-        assert int(values["classes < N/(2K)"]) == int(np.sum(counts < counts.sum() / len(counts) / 2))
-        if counts.min() == 0:
-            assert values["max/min count"].startswith(f"inf: {np.sum(counts == 0)} class")
-        else:
-            assert float(values["max/min count"]) == pytest.approx(counts.max() / counts.min(), abs=0.005)
-
-    _, columns, rows = table_with_caption(markdown, "Per class")
-    clip_metrics = read_json(synthetic_runs / "clip" / "metrics.json")
-    assert [row[2] for row in rows] == clip_metrics["own_order"]
-    for model in ("clip", "debiaspl"):
-        by_wnid = {e["wnid"]: e for e in read_json(synthetic_runs / model / "metrics.json")["classes"]}
-        for row in rows:
-            values = dict(zip(columns, row))
-            assert int(values[f"{model} pred."]) == by_wnid[values["wnid"]]["predicted_count"]
-            assert float(values[f"{model} recall"]) == pytest.approx(by_wnid[values["wnid"]]["recall"], abs=0.5e-4)
+        expected = {"images": lambda v: int(v) == saved["num_images"],
+                    "accuracy": lambda v: float(v) == pytest.approx(saved["accuracy"], abs=0.5e-4),
+                    "top-5": lambda v: float(v) == pytest.approx(saved["top5_accuracy"], abs=0.5e-4),
+                    "balanced acc.": lambda v: float(v) == pytest.approx(saved["balanced_accuracy"], abs=0.5e-4),
+                    "KL to uniform (nats)": lambda v: float(v) == pytest.approx(
+                        np.sum(p * np.log(p * len(counts))), abs=0.5e-4),
+                    "count std": lambda v: float(v) == pytest.approx(np.std(counts), abs=0.005),
+                    "classes < N/(2K)": lambda v: int(v) == int(np.sum(counts < counts.sum() / len(counts) / 2)),
+                    "max/min count": lambda v: (v.startswith(f"inf: {np.sum(counts == 0)} class")
+                                                if counts.min() == 0 else
+                                                float(v) == pytest.approx(counts.max() / counts.min(), abs=0.005))}
+        for column, value in values.items():
+            assert column == "run" or column == "macro-F1" or expected[column](value), (column, value)
 
     # Figures are linked relative to OUT, where report.md is.
     for path in re.findall(r"!\[[^\]]*\]\(([^)]+)\)", markdown):
         assert (synthetic_runs / path).is_file()
 
 
-def test_only_clip_present(synthetic_runs):
+def test_only_clip_present_and_blank_lines_to_write_on(synthetic_runs):
     shutil.rmtree(synthetic_runs / "debiaspl")
     pdf_path, markdown = make_report(synthetic_runs)
     sections = markdown_sections(markdown)
@@ -281,6 +335,8 @@ def test_only_clip_present(synthetic_runs):
     _, _, rows = table_with_caption(markdown, "Accuracy and prediction-count imbalance")
     assert [row[0] for row in rows] == ["clip"]
     assert (synthetic_runs / "comparison.png").is_file()
+    first_page = pdf_page_texts(pdf_path)[0]
+    assert re.search(r"Name: _{10,}", first_page) and re.search(r"Student ID: _{10,}", first_page)
 
 
 def test_unanalysed_run_and_missing_figure_name_the_command(synthetic_runs):
@@ -291,6 +347,19 @@ def test_unanalysed_run_and_missing_figure_name_the_command(synthetic_runs):
     assert f"python starter.py --model debiaspl --from-cache --out {synthetic_runs}" in sections["Q2(a)"]
     assert "clip/confusion_matrix.png is missing" in sections["Q1(b)"]
     assert f"python starter.py --model clip --from-cache --out {synthetic_runs}" in sections["Q1(b)"]
+
+
+def test_outputs_of_an_older_version_name_the_command(synthetic_runs):
+    """metrics.json and centroids.json written before who-steals-from-whom and centering."""
+    for name, keys in (("metrics.json", ("top_confusions", "class_confusions")), ("centroids.json", ("centered",))):
+        saved = read_json(synthetic_runs / "clip" / name)
+        outputs.write_json(synthetic_runs / "clip" / name, {k: v for k, v in saved.items() if k not in keys})
+    _, markdown = make_report(synthetic_runs)
+    sections = markdown_sections(markdown)
+    command = f"python starter.py --model clip --from-cache --out {synthetic_runs}"
+    for title in ("Q1(a)", "Q1(b)", "Q1(c)"):
+        assert "predates this version" in sections[title] and command in sections[title]
+    assert "literal vector" in sections["Q1(c)"] and "centered vector" not in sections["Q1(c)"]
 
 
 def test_figures_in_an_outdated_clip_order_are_flagged(synthetic_runs):
@@ -306,9 +375,10 @@ def test_figures_in_an_outdated_clip_order_are_flagged(synthetic_runs):
     assert "current class order" not in sections["Q1(a)"]
 
 
-def test_clip_la_section_after_q2(synthetic_runs):
+def test_clip_la_section_after_q2_and_its_appendix(synthetic_runs):
     la_dir = synthetic_runs / "clip-la"
     predictions = synthetic_predictions("clip-la", 2)
+    predictions.meta["logit_adjustment"] = {"momentum": 0.99, "threshold": 0.95}
     outputs.save_predictions(la_dir / "predictions.npz", predictions)
     analysis.analyze(predictions, la_dir, synthetic_runs)
     prior = {"settings": {"momentum": 0.99, "threshold": 0.95},
@@ -316,21 +386,16 @@ def test_clip_la_section_after_q2(synthetic_runs):
              "classes": [{"wnid": str(w), "name": str(n), "prior": 1 / 6}
                          for w, n in zip(predictions.wnids, predictions.names)]}
     outputs.write_json(la_dir / "prior.json", prior)
-    shutil.copy(synthetic_runs / "clip" / "histogram_recall.png", la_dir / report.LAMBDA_SWEEP_FIGURE)
+    shutil.copy(synthetic_runs / "clip" / "histogram_recall.png", la_dir / "la_sweep.png")
     pdf_path, markdown = make_report(synthetic_runs)
     titles = list(markdown_sections(markdown))
-    assert titles == SECTION_TITLES[:6] + ["clip-la"] + SECTION_TITLES[6:]
+    assert titles == SECTION_TITLES[:6] + ["clip-la", "Comparison"]
     body = markdown_sections(markdown)["clip-la"]
-    for expected in ("clip-la/histogram_precision.png", "clip-la/confusion_matrix.png",
-                     "clip-la/la_sweep.png", "### by_predicted", "| settings.momentum | 0.99 |",
-                     "| prior | 7 values from 0 to 0.3 |"):
-        assert expected in body
-    _, columns, rows = table_with_caption(body, "clip-la/prior.json: classes")
-    assert columns == ["wnid", "name", "prior"]
-    assert rows == [[c["wnid"], c["name"], "0.1667"] for c in prior["classes"]]
+    assert "clip-la/la_sweep.png" in body and "Settings: momentum 0.99, threshold 0.95." in body
+    assert "clip-la/histogram_precision.png" not in markdown  # the appendix's
     _, _, rows = table_with_caption(markdown, "Accuracy and prediction-count imbalance")
     assert [row[0] for row in rows] == ["clip", "debiaspl", "clip-la"]
-    assert any(text.strip().startswith("clip-la:") for text in pdf_page_texts(pdf_path))
+    assert_headings_in_order(pdf_path, SECTION_TITLES[:6] + ["clip-la", "Comparison"])
     # The comparison says how much of DebiasPL's change clip-la reaches without training.
     accuracy = {model: read_json(synthetic_runs / model / "metrics.json")["accuracy"]
                 for model in ("clip", "debiaspl", "clip-la")}
@@ -338,17 +403,55 @@ def test_clip_la_section_after_q2(synthetic_runs):
     assert (f"accuracy: DebiasPL {trained:+.4f}, clip-la {free:+.4f} ({free / trained:.0%} of "
             "DebiasPL's change)") in markdown_sections(markdown)["Comparison"]
 
+    pdf_path, markdown = make_report(synthetic_runs, "--appendix")
+    titles = list(markdown_sections(markdown))
+    assert titles == SECTION_TITLES[:6] + ["clip-la", "Comparison", *APPENDIX_TITLES, "Appendix C"]
+    body = markdown_sections(markdown)["Appendix C"]
+    for expected in ("clip-la/histogram_precision.png", "clip-la/confusion_matrix.png",
+                     "(by_predicted)", "| settings.momentum | 0.99 |", "| prior | 7 values from 0 to 0.3 |",
+                     "clip-la (b) who steals from whom"):
+        assert expected in body
+    _, columns, rows = table_with_caption(body, "clip-la/prior.json: classes")
+    assert columns == ["wnid", "name", "prior"]
+    assert rows == [[c["wnid"], c["name"], "0.1667"] for c in prior["classes"]]
+    assert "(by_true)" in markdown_sections(markdown)["Appendix B"]
+    assert_headings_in_order(pdf_path, titles)
+
 
 def test_long_tables_split_over_pages(tmp_path):
     predictions = synthetic_predictions("clip", 0, num_classes=70, images_per_class=2)
     analysis.analyze(predictions, tmp_path / "clip", tmp_path)
-    pdf_path, _ = make_report(tmp_path)
+    pdf_path, markdown = make_report(tmp_path, "--appendix")
     texts = pdf_page_texts(pdf_path)
-    appendix = [text for text in texts if text.strip().startswith("Appendix:")]
-    assert len(appendix) >= 2  # 70 rows do not fit one page; later pages are "(continued)"
-    assert all("(continued)" in text for text in appendix[1:])
+    appendix = [text for text in texts if "Appendix A" in text]
+    assert len(appendix) >= 2  # 70 rows do not fit one page; the header says "(continued)"
+    assert all("Appendix A (continued)" in text for text in appendix[1:])
     wnids_shown = {w for text in appendix for w in re.findall(r"n\d{8}", text)}
     assert wnids_shown == {str(w) for w in predictions.wnids}
+    _, _, rows = table_with_caption(markdown, "Per class")
+    assert [row[2] for row in rows] == read_json(tmp_path / "clip" / "metrics.json")["own_order"]
+
+
+def test_simulated_report_fits_the_homework_format(simulated_demo):
+    """The demo's report of clip, debiaspl and clip-la on ImageNet100-sized simulated runs."""
+    pdf_path, markdown = simulated_demo / "report.pdf", (simulated_demo / "report.md").read_text()
+    reader = pypdf.PdfReader(pdf_path)
+    assert len(reader.pages) <= 12
+    texts = pdf_page_texts(pdf_path)
+    assert all("SIMULATED" in text for text in texts)
+    assert "Name: Ada Lovelace" in texts[0] and "Student ID: 12345678" in texts[0]
+    assert_headings_in_order(pdf_path, SECTION_TITLES[:6] + ["clip-la", "Comparison"])
+    orientation = {}
+    for page, text in zip(reader.pages, texts):
+        for figure in re.findall(r"\((?:clip|debiaspl)/(\w+\.png)\)", text) + re.findall(r"\((comparison\.png)\)", text):
+            orientation.setdefault(figure, set()).add(page.mediabox.width > page.mediabox.height)
+    assert orientation == {"histogram_precision.png": {True}, "histogram_recall.png": {True},
+                           "confusion_matrix.png": {False}, "comparison.png": {True}}
+    for name in ("confusion_matrix.png",):  # a page of its own: its heading, caption and figure only
+        pages = [text for text in texts if f"/{name})" in text]
+        assert all(text.count(".png)") == 1 and "who steals" not in text for text in pages)
+    assert_pages_have_ink(pdf_path)
+    assert markdown.startswith("# SIMULATED: Homework 3")
 
 
 def test_no_runs_or_damaged_json_is_one_sentence(tmp_path, capsys):
@@ -369,3 +472,17 @@ def test_cli_script_reports_user_errors_in_one_sentence(tmp_path):
                              str(tmp_path)], capture_output=True, text=True, timeout=120)
     assert result.returncode == 2, result.stderr
     assert result.stderr.startswith("error:") and "Traceback" not in result.stderr
+
+
+def test_wide_tables_fit_the_frame():
+    """A long data path or weights name wraps inside the page instead of running off it."""
+    report.register_fonts()
+    styles = report.paragraph_styles()
+    table = report.Table(["run", "weights", "data", "images"],
+                         [["clip", "w" * 90, "/scratch/" + "x" * 200, "5000"]])
+    flowable, width = report.table_flowable(table, styles, 300)
+    assert width <= 300 + 1e-6 and flowable.wrap(300, 10_000)[0] <= 300 + 1e-6
+    compact = report.Table(["#", "class"], [["1", "a very long class name " * 3]], compact=True)
+    _, width = report.table_flowable(compact, styles, 500)
+    rank_column = pdfmetrics.stringWidth("#", f"{report.FONT}-Bold", 7) + 2 * report.CELL_PADDING
+    assert width <= rank_column + report.COMPACT_COLUMN_INCHES * 72 + 1e-6  # the name wraps

@@ -1,0 +1,112 @@
+"""analysis.py's JSON against direct numpy computations: the centered centroid neighbours and
+who steals from whom."""
+import json
+from collections import Counter
+
+import numpy as np
+import pytest
+
+import analysis
+import outputs
+from conftest import synthetic_predictions
+
+
+@pytest.fixture(scope="module")
+def analysed(tmp_path_factory):
+    """clip and debiaspl on 8 classes with CLIP-like logits (a large shared offset), analysed."""
+    out = tmp_path_factory.mktemp("analysis")
+    runs = {}
+    for model, seed, bias in (("clip", 0, [2.0, 1.5, 1.0, 0.5, 0, -0.5, -1.0, -3.0]), ("debiaspl", 1, None)):
+        predictions = synthetic_predictions(model, seed, num_classes=8, images_per_class=12, bias=bias)
+        predictions.logits += 25  # softmax and predictions unchanged; literal cosines near 1
+        analysis.analyze(predictions, out / model, out)
+        runs[model] = (predictions, *(json.loads((out / model / name).read_text())
+                                      for name in ("metrics.json", "centroids.json", "pseudo_labels.json")))
+    return runs
+
+
+def direct_neighbours(logits, groups, query, count):
+    """[(wnid index, cosine)] of the `count` nearest centroids, computed directly."""
+    present = sorted(set(groups.tolist()))
+    centroids = {g: logits[groups == g].mean(axis=0) for g in present}
+    if query not in centroids:
+        return []
+    a = centroids[query]
+    ranked = sorted((-(a @ b) / np.linalg.norm(a) / np.linalg.norm(b), g)
+                    for g, b in centroids.items() if g != query)
+    return [(g, -negative) for negative, g in ranked[:count]]
+
+
+@pytest.mark.parametrize("model", ["clip", "debiaspl"])
+def test_centroid_neighbours_literal_and_centered_against_numpy(analysed, model):
+    predictions, _, centroids, _ = analysed[model]
+    logits = predictions.logits.astype(np.float64)
+    shifted = logits - logits.mean(axis=1, keepdims=True)
+    groups = {"by_predicted": logits.argmax(axis=1), "by_true": predictions.labels}
+    wnids = predictions.wnids.tolist()
+    assert list(centroids) == ["by_predicted", "by_true", "centered"]
+    assert list(centroids["centered"]) == ["by_predicted", "by_true"]
+    for grouping, group_of in groups.items():
+        for values, part in ((logits, centroids[grouping]), (shifted, centroids["centered"][grouping])):
+            assert [q["role"] for q in part["queries"]] == [q["role"] for q in centroids[grouping]["queries"]]
+            for query in part["queries"]:
+                expected = direct_neighbours(values, group_of, wnids.index(query["wnid"]), 10)
+                assert [n["wnid"] for n in query["neighbors"]] == [wnids[g] for g, _ in expected]
+                np.testing.assert_allclose([n["cosine"] for n in query["neighbors"]],
+                                           [c for _, c in expected], rtol=0, atol=1e-9)
+    literal = [n["cosine"] for q in centroids["by_true"]["queries"] for n in q["neighbors"]]
+    centered = [n["cosine"] for q in centroids["centered"]["by_true"]["queries"] for n in q["neighbors"]]
+    assert min(literal) > 0.99 and min(centered) < 0.9  # the shared offset crowds the literal ones
+
+
+def expected_cell(predictions, true, predicted, count):
+    return {"true": {"wnid": str(predictions.wnids[true]), "name": str(predictions.names[true])},
+            "predicted": {"wnid": str(predictions.wnids[predicted]), "name": str(predictions.names[predicted])},
+            "count": count, "share_of_true": count / int(np.sum(predictions.labels == true))}
+
+
+@pytest.mark.parametrize("model", ["clip", "debiaspl"])
+def test_who_steals_from_whom_against_counted_pairs(analysed, model):
+    predictions, summary, _, _ = analysed[model]
+    pairs = Counter(zip(predictions.labels.tolist(), predictions.logits.argmax(axis=1).tolist()))
+    ranked = sorted((-n, t, p) for (t, p), n in pairs.items() if t != p)
+    assert summary["top_confusions"] == [expected_cell(predictions, t, p, -n) for n, t, p in ranked[:20]]
+    clip_order = analysed["clip"][1]["own_order"]
+    roles = [("most predicted", summary["own_order"][0], "incoming"),
+             ("least predicted", summary["own_order"][-1], "outgoing")]
+    if model != "clip":
+        roles += [("most predicted by clip", clip_order[0], "incoming"),
+                  ("least predicted by clip", clip_order[-1], "outgoing")]
+    wnids = predictions.wnids.tolist()
+    assert [(e["role"], e["wnid"], e["direction"]) for e in summary["class_confusions"]] == roles
+    for entry in summary["class_confusions"]:
+        index = wnids.index(entry["wnid"])
+        side = 2 if entry["direction"] == "incoming" else 1  # predicted or true index in ranked
+        expected = [expected_cell(predictions, t, p, -n) for n, t, p in ranked
+                    if (n, t, p)[side] == index][:5]
+        assert entry["confusions"] == expected
+
+
+def test_terminal_text_shows_both_kinds_and_six_decimal_literal_cosines(analysed):
+    _, summary, centroids, selection = analysed["debiaspl"]
+    text = analysis.format_report(summary, centroids, selection)
+    literal = centroids["by_predicted"]["queries"][0]
+    assert "[" + ", ".join(f"{n['cosine']:.6f}" for n in literal["neighbors"]) + "]" in text
+    centered = centroids["centered"]["by_predicted"]["queries"][0]
+    assert "[" + ", ".join(f"{n['cosine']:.4f}" for n in centered["neighbors"]) + "]" in text
+    first = summary["top_confusions"][0]
+    assert f"{first['true']['name']} -> {first['predicted']['name']}" in text
+    for label in ("Q2(a)", "Q2(b)", "Q2(c)", "most predicted by clip", "its images go to"):
+        assert label in text
+    assert outputs.SIMULATED not in text  # only simulated runs say so
+
+
+def test_every_image_predicted_as_one_class_says_why_there_are_no_neighbours(tmp_path):
+    """What random weights do: the most predicted class has a centroid but no other class does."""
+    predictions = synthetic_predictions("clip", 0, num_classes=4, images_per_class=3)
+    predictions.logits[:, 2] += 100  # every image predicted as class 2
+    _, centroids, _ = analysis.analyze(predictions, tmp_path / "clip", tmp_path)
+    most, least = centroids["by_predicted"]["queries"]
+    assert most["wnid"] == predictions.wnids[2] and most["note"] == analysis.NO_OTHER_CENTROID
+    assert least["note"] == analysis.GROUPINGS["by_predicted"][1]  # its own group is empty
+    assert all(len(query["neighbors"]) == 3 for query in centroids["by_true"]["queries"])

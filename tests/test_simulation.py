@@ -1,0 +1,115 @@
+"""The demo's simulated runs: shaped like real CLIP RN50 and DebiasPL runs on ImageNet100, seeded,
+numpy only, and SIMULATED in every title and header drawn from them."""
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import analysis
+import classes
+import metrics
+import outputs
+import simulation
+from conftest import PROJECT_DIR, synthetic_predictions
+
+
+@pytest.fixture(scope="module")
+def simulated():
+    return simulation.simulated_predictions(seed=0)
+
+
+def counts_and_accuracy(predictions):
+    predicted = predictions.logits.argmax(axis=1)
+    return (np.bincount(predicted, minlength=len(predictions.wnids)),
+            float(np.mean(predicted == predictions.labels)))
+
+
+def test_imagenet100_sized_and_marked_simulated(simulated):
+    table = classes.read_imagenet100_table()
+    for model, predictions in simulated.items():
+        assert predictions.meta["model"] == model and predictions.meta["simulated"] is True
+        assert predictions.wnids.tolist() == [row["wnid"] for row in table]
+        assert predictions.names.tolist() == [row["clip_name"] for row in table]
+        assert predictions.logits.dtype == np.float32 and predictions.logits.shape == (5000, 100)
+        assert np.bincount(predictions.labels).tolist() == [50] * 100
+        assert len(set(predictions.paths.tolist())) == 5000
+
+
+def test_clip_like_logits_and_embeddings():
+    rng = np.random.default_rng(0)
+    indices = np.array([int(row["imagenet1k_index"]) for row in classes.read_imagenet100_table()])
+    text, hub = simulation.text_embeddings(rng, indices)
+    assert np.allclose(np.linalg.norm(text, axis=1), 1) and np.isclose(np.linalg.norm(hub), 1)
+    pairwise = (text @ text.T)[~np.eye(len(text), dtype=bool)]
+    assert abs(pairwise.mean() - 0.75) < 0.02  # CLIP's class text embeddings: mean cosine ≈ 0.75
+    labels = np.arange(len(text))
+    noise = rng.standard_normal((len(text), simulation.DIMENSION)) / np.sqrt(simulation.DIMENSION)
+    logits = simulation.simulated_logits(text, hub, labels, np.full(len(text), 0.3), 0.05, noise)
+    images = 0.3 * text[labels] + noise + 0.05 * hub
+    expected = 100 * (images / np.linalg.norm(images, axis=1, keepdims=True)) @ text.T
+    np.testing.assert_allclose(logits, expected, rtol=1e-5, atol=1e-4)  # 100 x cosine
+
+
+def test_imbalance_shaped_like_the_real_runs(simulated):
+    """The public homework numbers the simulation follows: clip 78.88% top-1 with counts from 88
+    down to 12, DebiasPL 86.96% with 80 down to 27; DebiasPL's biases follow clip's."""
+    clip_counts, clip_accuracy = counts_and_accuracy(simulated["clip"])
+    debiaspl_counts, debiaspl_accuracy = counts_and_accuracy(simulated["debiaspl"])
+    assert 0.74 < clip_accuracy < 0.84 and 5 < clip_counts.max() / clip_counts.min() < 9
+    assert 0.83 < debiaspl_accuracy < 0.91 and 2 < debiaspl_counts.max() / debiaspl_counts.min() < 4
+    assert np.corrcoef(clip_counts, debiaspl_counts)[0, 1] > 0.5
+    mean_logit = float(simulated["clip"].logits.mean())
+    assert 15 < mean_logit < 35  # 100 x cosines of about 0.2 to 0.3, as CLIP's
+    # The shared offset crowds the literal centroid cosines near 1, not the centered ones.
+    confusion = metrics.confusion_matrix(simulated["clip"].labels, simulated["clip"].logits.argmax(1), 100)
+    centroids = metrics.class_centroids(simulated["clip"].logits, simulated["clip"].labels, 100)
+    top = clip_counts.argmax()
+    assert confusion[:, top].sum() == clip_counts[top]
+    assert metrics.nearest_centroids(centroids, top)[1].min() > 0.99
+    assert metrics.nearest_centroids(metrics.centered_centroids(centroids), top)[1].max() < 0.95
+
+
+def test_seeded(simulated):
+    again = simulation.simulated_predictions(seed=0)
+    other = simulation.simulated_predictions(seed=1)
+    for model in simulated:
+        assert np.array_equal(again[model].logits, simulated[model].logits)
+        assert not np.array_equal(other[model].logits, simulated[model].logits)
+
+
+def test_simulation_imports_no_torch():
+    script = ("import sys; sys.modules['torch'] = None; import simulation; "
+              "simulation.simulated_predictions(); assert 'torch' not in [k for k, v in sys.modules.items() if v]")
+    result = subprocess.run([sys.executable, "-c", script], cwd=PROJECT_DIR, capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+
+
+def test_simulated_meta_titles_every_figure_and_header(tmp_path, monkeypatch):
+    drawn = []
+    monkeypatch.setattr(analysis, "write_figure", lambda path, figure: drawn.append(figure))
+    for simulated_meta in (True, False):
+        predictions = synthetic_predictions("clip", 0)
+        if simulated_meta:
+            predictions.meta["simulated"] = True
+        summary, centroids, selection = analysis.analyze(predictions, tmp_path / "clip", tmp_path)
+        titles = [ax.get_title(loc) for figure in drawn for ax in figure.axes
+                  for loc in ("left", "center") if ax.get_title(loc)]
+        assert len(titles) == 4 and all(("SIMULATED" in title) == simulated_meta for title in titles)
+        header = analysis.format_report(summary, centroids, selection).split("\n")[0]
+        assert ("SIMULATED" in header) == simulated_meta
+        drawn.clear()
+    derived = {"model": "clip-la", "clip": {"model": "clip", "simulated": True}}  # as clip-la's meta
+    assert outputs.model_title(derived).startswith("SIMULATED")
+    assert not outputs.is_simulated({"model": "clip-la", "clip": {"model": "clip"}})
+
+
+def test_demo_runs_say_simulated(simulated_demo):
+    """The demo's second half: every run's meta and terminal header, and clip-la's too."""
+    for model in ("clip", "debiaspl", "clip-la", "clip-pm"):
+        saved, centroids, selection = (json.loads((simulated_demo / model / name).read_text()) for name in
+                                       ("metrics.json", "centroids.json", "pseudo_labels.json"))
+        assert outputs.is_simulated(saved["settings"])
+        assert analysis.format_report(saved, centroids, selection).startswith(f"== SIMULATED {model}:")
