@@ -35,6 +35,7 @@ from reportlab.platypus.doctemplate import ActionFlowable
 import analysis
 import metrics
 import plotting
+import pseudo_labels
 from outputs import (FIGURE_DPI, MODEL_TITLES, QUESTION_OF_MODEL, REFERENCE_MODEL, SIMULATED,
                      UserError, is_simulated, read_json, write_atomic, write_figure)
 
@@ -43,7 +44,11 @@ RUN_MODELS = tuple(MODEL_TITLES)  # report order: the homework's runs, then the 
 # beside the standard ones, and JSON files shown in the appendix.
 EXTRA_RUN_FIGURES = {"clip-la": (("la_sweep.png", "accuracy and balanced accuracy against the "
                                                   "adjustment strength λ"),)}
-EXTRA_RUN_FILES = {"clip-la": ("prior.json",)}
+EXTRA_RUN_FILES = {"clip-la": ("prior.json",), "clip-pm": ("prior.json",)}
+PSEUDO_LABEL_FILE = "pseudo_labels.json"
+PSEUDO_LABEL_FIGURE = "pseudo_labels.png"
+PSEUDO_LABEL_THRESHOLDS = (0.5, 0.9, 0.95, 0.99)  # columns of the pseudo-label table
+PSEUDO_LABEL_TOP_K = 16  # the class-balanced top-k column
 HISTOGRAM_FIGURES = (("histogram_precision.png", "predictions per class, with precision"),
                      ("histogram_recall.png", "predictions per class, with recall"))
 CONFUSION_FIGURE = ("confusion_matrix.png", "confusion matrix, rows and columns most to least "
@@ -100,6 +105,7 @@ class Run:
     directory: Path
     metrics: dict = None
     centroids: dict = None
+    pseudo_labels: dict = None  # pseudo_labels.json
     files: dict = field(default_factory=dict)  # EXTRA_RUN_FILES read: {file name: JSON}
 
     @property
@@ -120,7 +126,8 @@ def load_runs(out_dir):
         if not directory.is_dir():
             continue
         run = Run(model, directory)
-        for attribute, name in (("metrics", "metrics.json"), ("centroids", "centroids.json")):
+        for attribute, name in (("metrics", "metrics.json"), ("centroids", "centroids.json"),
+                                ("pseudo_labels", PSEUDO_LABEL_FILE)):
             if (directory / name).is_file():
                 setattr(run, attribute, read_json(directory / name, f"{model}'s {name}"))
         run.files = {name: read_json(directory / name, f"{model}'s {name}")
@@ -180,8 +187,9 @@ def class_arrays(run_metrics, order=None):
             np.array([e["predicted_count"] for e in entries]), recall)
 
 
-def run_measures(run_metrics):
-    """Accuracies, macro-F1 and prediction-count imbalance of one run, from its metrics.json."""
+def run_measures(run_metrics, selection=None):
+    """Accuracies, macro-F1 and prediction-count imbalance of one run, from its metrics.json,
+    and, given its pseudo_labels.json, the pseudo-labels FixMatch would keep at τ = 0.95."""
     _, _, true_counts, predicted_counts, recall = class_arrays(run_metrics)
     # metrics.json keeps recall = TP / images; TP is recovered exactly by rounding.
     true_positives = np.rint(np.nan_to_num(recall) * true_counts)
@@ -190,7 +198,13 @@ def run_measures(run_metrics):
             "balanced_accuracy": run_metrics["balanced_accuracy"],
             "macro_f1": metrics.macro_f1(true_positives, true_counts, predicted_counts),
             "balanced_count": float(predicted_counts.sum() / len(predicted_counts)),
-            **metrics.prediction_imbalance(predicted_counts)}
+            **metrics.prediction_imbalance(predicted_counts), **kept_at_training_threshold(selection)}
+
+
+def kept_at_training_threshold(selection):
+    """{"kept_share", "kept_accuracy"} at DebiasPL's τ = 0.95 (None when unknown or none kept)."""
+    row = pseudo_labels.at_threshold(selection) if selection else {}
+    return {"kept_share": row.get("kept_share"), "kept_accuracy": row.get("accuracy")}
 
 
 MEASURE_COLUMNS = {  # column title: (measures key, formatter)
@@ -203,18 +217,23 @@ MEASURE_COLUMNS = {  # column title: (measures key, formatter)
     "count std": ("count_std", lambda value: format_number(value, 2)),
     "KL to uniform (nats)": ("kl_from_uniform", format_number),
     "classes < N/(2K)": ("classes_below_half_balanced", str),
+    "kept at 0.95": ("kept_share", format_number),
+    "acc. of kept at 0.95": ("kept_accuracy", format_number),
 }
 SUMMARY_COLUMNS = ("images", "accuracy", "balanced acc.", "macro-F1", "max/min count",
                    "KL to uniform (nats)")
 COMPARISON_COLUMNS = ("accuracy", "top-5", "balanced acc.", "macro-F1", "max/min count",
-                      "count std", "KL to uniform (nats)", "classes < N/(2K)")
+                      "count std", "KL to uniform (nats)", "classes < N/(2K)", "kept at 0.95",
+                      "acc. of kept at 0.95")
 MEASURE_NOTE = ("macro-F1: mean F1 over the classes with images (as sklearn's f1_score, "
                 "average='macro', zero_division=0). Imbalance of the predicted counts over the K "
                 "classes: max/min count = most over least predicted class's count, inf when a class "
                 "gets no prediction; count std = population standard deviation (ddof=0); KL to "
                 "uniform = sum p log(pK) of the predicted-class distribution p, in nats (0 = balanced, "
                 "log K = one class takes everything); classes < N/(2K) = classes predicted fewer "
-                "than half the balanced count N/K.")
+                "than half the balanced count N/K. Kept at 0.95: share of images whose top softmax "
+                "probability is at least 0.95, the pseudo-labels DebiasPL's zero-shot training "
+                "selects, and the accuracy of those.")
 
 
 def measures_table(runs, columns, caption):
@@ -222,7 +241,7 @@ def measures_table(runs, columns, caption):
     for model, run in runs.items():
         if run.metrics is None:
             continue
-        measures = run_measures(run.metrics)
+        measures = run_measures(run.metrics, run.pseudo_labels)
         cells = [model]
         for column in columns:
             key, formatter = MEASURE_COLUMNS[column]
@@ -581,6 +600,9 @@ def comparison_section(runs, comparison, out_dir):
                                          "Accuracy and prediction-count imbalance"))
     section.blocks += [text for text in (training_free_share(runs, m) for m in extra_models(runs))
                        if text is not None]
+    selection = pseudo_label_table(runs)
+    if selection.rows:
+        section.blocks.append(selection)
     if len(comparison.predicted_counts) == 1:
         section.blocks.append(Text("Only clip has results: the other runs add their curves, "
                                    "columns and recall changes once they exist.", "note"))
@@ -591,9 +613,33 @@ def comparison_section(runs, comparison, out_dir):
     return section
 
 
+def pseudo_label_table(runs):
+    """Per run: share kept and accuracy of the kept pseudo-labels at a few thresholds τ, the
+    classes left with none at 0.95, and class-balanced top-k."""
+    columns = ["run", *(f"τ = {threshold:g}: kept / acc." for threshold in PSEUDO_LABEL_THRESHOLDS),
+               "classes none kept at 0.95", f"top-{PSEUDO_LABEL_TOP_K}: selected / acc."]
+    rows = []
+    for model, run in runs.items():
+        if run.pseudo_labels is None:
+            continue
+        cells = [model]
+        for threshold in PSEUDO_LABEL_THRESHOLDS:
+            row = pseudo_labels.at_threshold(run.pseudo_labels, threshold)
+            cells.append(f"{format_number(row['kept_share'], 3)} / {format_number(row['accuracy'], 3)}")
+        cells.append(str(pseudo_labels.at_threshold(run.pseudo_labels)["classes_without_kept"]))
+        top_k = next(row for row in run.pseudo_labels["class_balanced_top_k"]["rows"]
+                     if row["k"] == PSEUDO_LABEL_TOP_K)
+        cells.append(f"{format_number(top_k['selected_share'], 3)} / {format_number(top_k['accuracy'], 3)}")
+        rows.append(cells)
+    return Table(columns, rows, "Pseudo-labels a semi-supervised learner would train on: share of "
+                 "images kept and accuracy of their pseudo-labels (FixMatch: top softmax "
+                 f"probability ≥ τ; class-balanced: the {PSEUDO_LABEL_TOP_K} most confident images "
+                 "predicted as each class)")
+
+
 def appendix_sections(runs, comparison, out_dir):
-    """Per-class numbers, the by-true-label neighbours and the training-free runs' full
-    answers and files: with --appendix only."""
+    """Per-class numbers, the by-true-label neighbours, the runs' pseudo-label figures and the
+    training-free runs' full answers and files: with --appendix only."""
     sections = []
     if comparison is not None:
         sections.append(Section("Appendix A", "per-class predicted counts and recall",
@@ -605,7 +651,13 @@ def appendix_sections(runs, comparison, out_dir):
             label = f"{QUESTION_OF_MODEL.get(model, model)}(c)"
             by_true.blocks += centroid_blocks(run, out_dir, label, ("by_true",))[1:]
     sections.append(by_true)
-    for letter, model in zip("CDEFGH", extra_models(runs)):
+    selection = Section("Appendix C", "pseudo-label selection of every run")
+    for model, run in runs.items():
+        if run.pseudo_labels is not None:
+            selection.blocks += figure_blocks(run, ((PSEUDO_LABEL_FIGURE, "pseudo-label selection"),),
+                                              out_dir, model)
+    sections.append(selection)
+    for letter, model in zip("DEFGHI", extra_models(runs)):
         run = runs[model]
         section = Section(f"Appendix {letter}", f"{run.title}: the homework's (a), (b), (c) and "
                                                 "its files")

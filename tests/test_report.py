@@ -28,7 +28,7 @@ import starter
 from conftest import synthetic_predictions, write_synthetic_runs
 
 SECTION_TITLES = ["Q1(a)", "Q1(b)", "Q1(c)", "Q2(a)", "Q2(b)", "Q2(c)", "Comparison"]
-APPENDIX_TITLES = ["Appendix A", "Appendix B"]
+APPENDIX_TITLES = ["Appendix A", "Appendix B", "Appendix C"]
 NAME, STUDENT_ID = "Grace Hopper", "31415926"
 
 
@@ -250,6 +250,33 @@ def test_pdf_pages_are_not_blank(built_report):
     assert_pages_have_ink(pdf_path)
 
 
+def kept_pseudo_labels(run_dir, threshold):
+    """(kept [N] bool, kept and correct [N] bool) of FixMatch's selection, from the cached logits."""
+    with np.load(run_dir / "predictions.npz") as cache:
+        logits, labels = cache["logits"].astype(np.float64), cache["labels"]
+    probabilities = np.exp(logits - logits.max(axis=1, keepdims=True))
+    probabilities /= probabilities.sum(axis=1, keepdims=True)
+    kept = probabilities.max(axis=1) >= threshold
+    return kept, kept & (probabilities.argmax(axis=1) == labels)
+
+
+def test_pseudo_label_table_against_the_logits(built_report):
+    synthetic_runs, _, markdown = built_report
+    _, columns, rows = table_with_caption(markdown, "Pseudo-labels a semi-supervised learner")
+    assert [row[0] for row in rows] == ["clip", "debiaspl"]
+    for row in rows:
+        cells = dict(zip(columns, row))
+        for threshold in report.PSEUDO_LABEL_THRESHOLDS:
+            kept, correct = kept_pseudo_labels(synthetic_runs / row[0], threshold)
+            accuracy = f"{correct.sum() / kept.sum():.3f}" if kept.any() else "n/a"
+            assert cells[f"τ = {threshold:g}: kept / acc."] == f"{kept.mean():.3f} / {accuracy}"
+        kept, _ = kept_pseudo_labels(synthetic_runs / row[0], 0.95)
+        with np.load(synthetic_runs / row[0] / "predictions.npz") as cache:
+            predicted = cache["logits"].argmax(axis=1)
+            num_classes = cache["logits"].shape[1]
+        assert int(cells["classes none kept at 0.95"]) == num_classes - len(set(predicted[kept]))
+
+
 def cosine_list(cosines, digits):
     return "[" + ", ".join(f"{cosine:.{digits}f}" for cosine in cosines) + "]"
 
@@ -303,6 +330,7 @@ def test_markdown_and_pdf_tables_match_the_json(built_report):
         saved = read_json(synthetic_runs / values["run"] / "metrics.json")
         counts = np.array([entry["predicted_count"] for entry in saved["classes"]])
         p = counts[counts > 0] / counts.sum()
+        kept, kept_correct = kept_pseudo_labels(synthetic_runs / values["run"], 0.95)
         expected = {"images": lambda v: int(v) == saved["num_images"],
                     "accuracy": lambda v: float(v) == pytest.approx(saved["accuracy"], abs=0.5e-4),
                     "top-5": lambda v: float(v) == pytest.approx(saved["top5_accuracy"], abs=0.5e-4),
@@ -311,6 +339,9 @@ def test_markdown_and_pdf_tables_match_the_json(built_report):
                         np.sum(p * np.log(p * len(counts))), abs=0.5e-4),
                     "count std": lambda v: float(v) == pytest.approx(np.std(counts), abs=0.005),
                     "classes < N/(2K)": lambda v: int(v) == int(np.sum(counts < counts.sum() / len(counts) / 2)),
+                    "kept at 0.95": lambda v: float(v) == pytest.approx(kept.mean(), abs=0.5e-4),
+                    "acc. of kept at 0.95": lambda v: (v == "n/a" if not kept.any() else float(v) ==
+                                                       pytest.approx(kept_correct.sum() / kept.sum(), abs=0.5e-4)),
                     "max/min count": lambda v: (v.startswith(f"inf: {np.sum(counts == 0)} class")
                                                 if counts.min() == 0 else
                                                 float(v) == pytest.approx(counts.max() / counts.min(), abs=0.005))}
@@ -405,8 +436,9 @@ def test_clip_la_section_after_q2_and_its_appendix(synthetic_runs):
 
     pdf_path, markdown = make_report(synthetic_runs, "--appendix")
     titles = list(markdown_sections(markdown))
-    assert titles == SECTION_TITLES[:6] + ["clip-la", "Comparison", *APPENDIX_TITLES, "Appendix C"]
-    body = markdown_sections(markdown)["Appendix C"]
+    assert titles == SECTION_TITLES[:6] + ["clip-la", "Comparison", *APPENDIX_TITLES, "Appendix D"]
+    assert "clip-la/pseudo_labels.png" in markdown_sections(markdown)["Appendix C"]
+    body = markdown_sections(markdown)["Appendix D"]
     for expected in ("clip-la/histogram_precision.png", "clip-la/confusion_matrix.png",
                      "(by_predicted)", "| settings.momentum | 0.99 |", "| prior | 7 values from 0 to 0.3 |",
                      "clip-la (b) who steals from whom"):
@@ -433,14 +465,18 @@ def test_long_tables_split_over_pages(tmp_path):
 
 
 def test_simulated_report_fits_the_homework_format(simulated_demo):
-    """The demo's report of clip, debiaspl and clip-la on ImageNet100-sized simulated runs."""
+    """The demo's report of clip, debiaspl, clip-la and clip-pm on ImageNet100-sized simulated runs."""
     pdf_path, markdown = simulated_demo / "report.pdf", (simulated_demo / "report.md").read_text()
     reader = pypdf.PdfReader(pdf_path)
     assert len(reader.pages) <= 12
     texts = pdf_page_texts(pdf_path)
     assert all("SIMULATED" in text for text in texts)
     assert "Name: Ada Lovelace" in texts[0] and "Student ID: 12345678" in texts[0]
-    assert_headings_in_order(pdf_path, SECTION_TITLES[:6] + ["clip-la", "Comparison"])
+    assert_headings_in_order(pdf_path, SECTION_TITLES[:6] + ["clip-la", "clip-pm", "Comparison"])
+    comparison = markdown_sections(markdown)["Comparison"]
+    for model in ("clip-la", "clip-pm"):
+        assert f"DebiasPL (trained) vs {model} (training-free" in comparison
+    assert "Settings: target uniform" in markdown_sections(markdown)["clip-pm"]
     orientation = {}
     for page, text in zip(reader.pages, texts):
         for figure in re.findall(r"\((?:clip|debiaspl)/(\w+\.png)\)", text) + re.findall(r"\((comparison\.png)\)", text):
