@@ -33,6 +33,7 @@ import classes  # noqa: E402
 import metrics  # noqa: E402
 import outputs  # noqa: E402
 import plotting  # noqa: E402
+import pseudo_labels  # noqa: E402
 import starter  # noqa: E402
 import synthetic  # noqa: E402
 from timing import StageTimer  # noqa: E402
@@ -106,6 +107,8 @@ def timed_main(out, model):
             (metrics, "confusion_matrix", "metrics: confusion matrix"),
             (analysis, "summarize", "metrics: summary (precision, recall, top-5)"),
             (analysis, "centroid_neighbours", "centroids: both groupings"),
+            (pseudo_labels, "summarize", "pseudo-label selection"),
+            (analysis, "draw_pseudo_labels", "draw pseudo_labels"),
             (plotting, "prediction_histogram", lambda *args: f"draw histogram_{args[3]}"),
             (plotting, "confusion_matrix_figure", "draw confusion_matrix"),
             (analysis, "write_json", lambda path, data: f"write {Path(path).name}"),

@@ -255,6 +255,7 @@ def timed_command(argv):
             (analysis, "summarize", "analysis: metrics"),
             (analysis, "centroid_neighbours", "analysis: centroids"),
             (analysis, "draw_figures", "figures: draw"),
+            (analysis, "draw_pseudo_labels", "figures: draw"),
             (analysis, "write_figure", "figures: render + save PNG"),
             (analysis, "write_json", "analysis: write JSON")]:
         timer.wrap(owner, name, label)
@@ -271,7 +272,9 @@ def timed_command(argv):
     total = time.perf_counter() - start
     if status != 0:
         raise RuntimeError(f"starter.main exited with {status}")
-    stages = dict(timer.stages)
+    stages = {}
+    for label, seconds in timer.stages:  # e.g. one "render + save PNG" per figure: add them up
+        stages[label] = stages.get(label, 0.0) + seconds
     loop_seconds = stages.pop("image loop")
     first = loop["first"] - loop["start"]
     stages = {label: seconds for label, seconds in stages.items() if label.startswith("model build")} | {
