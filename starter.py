@@ -213,7 +213,9 @@ def run(args):
         predictions = training_free.TRAINING_FREE_RUNS[args.model](args, out_dir, run_dir)
         save_predictions(cache, predictions)
     else:
-        analysis.reference_order(out_dir, args.model, classes.find_class_folders(classes.resolve_val_dir(args.data)))
+        # A wrong setup (no clip run, other classes) stops here, before any model loads.
+        wnids = classes.find_class_folders(classes.resolve_val_dir(args.data))
+        analysis.reference_order(out_dir, args.model, wnids)
         import inference  # torch and the models load only when a model runs
         predictions = inference.predict(args)
         save_predictions(cache, predictions)
@@ -223,7 +225,8 @@ def run(args):
 
 def run_demo(args):
     """Two parts: the real loading and inference code on random weights (does the install work?),
-    then the analysis, clip-la and the report on simulated logits shaped like the real models'."""
+    then the analysis, clip-la, clip-pm and the report on simulated logits shaped like the real
+    models'."""
     demo_out = Path(args.out) / "demo"
     check_install(args, demo_out / "install-check")
     analyse_simulated_runs(args, demo_out)
