@@ -13,7 +13,6 @@ import models
 from outputs import Predictions, UserError
 
 
-
 @dataclass
 class Unreadable:
     """Stands in for an image file that cannot be decoded; `reason` says why."""
