@@ -12,7 +12,7 @@ import metrics
 import plotting
 import pseudo_labels
 from outputs import (QUESTION_OF_MODEL, REFERENCE_MODEL, SIMULATED, UserError, is_simulated,
-                     model_title, read_json, write_figure, write_json)
+                     model_title, read_json, start_figure_processes, write_figures, write_json)
 
 NEIGHBOR_COUNT = 10
 TOP_CONFUSION_COUNT = 20  # metrics.json's top_confusions
@@ -195,6 +195,7 @@ def draw_pseudo_labels(selection, model_title):
 def analyze(predictions, run_dir, out_dir):
     """Write metrics.json, centroids.json, pseudo_labels.json and the figures of one run; return
     the three JSONs."""
+    start_figure_processes()  # they start while the numbers are computed and the figures drawn
     model = predictions.meta["model"]
     order_wnids = reference_order(out_dir, model, [str(w) for w in predictions.wnids],
                                   predictions.meta)
@@ -211,8 +212,7 @@ def analyze(predictions, run_dir, out_dir):
     write_json(run_dir / "metrics.json", summary)
     write_json(run_dir / "centroids.json", centroids)
     write_json(run_dir / "pseudo_labels.json", selection)
-    for name, figure in figures.items():
-        write_figure(run_dir / name, figure)
+    write_figures({run_dir / name: figure for name, figure in figures.items()})
     return summary, centroids, selection
 
 

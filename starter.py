@@ -32,7 +32,7 @@ import classes
 import training_free
 from models import PRECISIONS, SINGLE_PROMPT
 from outputs import (LOGIT_ADJUSTED_MODEL, MODEL_TITLES, PRIOR_MATCHED_MODEL, SIMULATED, UserError,
-                     load_predictions, save_predictions)
+                     figure_processes, load_predictions, save_predictions, usable_cpus)
 
 PROJECT_DIR = Path(__file__).resolve().parent
 COURSE_DATA_DIR = "/scratch/eecs542f25_class_root/eecs542f25_class/shared_data/imagenet-100"
@@ -151,14 +151,6 @@ def build_parser():
                                "a dataset that is not balanced; proportions that do not sum to 1 "
                                "(image counts, say) are normalised; without it, uniform")
     return parser
-
-
-def usable_cpus():
-    """CPUs this process may run on: its affinity mask where the OS has one (a Slurm job's
-    allocation, taskset), else every CPU. JPEG decoding sets the pace of a GPU run."""
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
 
 
 def unit_interval(text):
@@ -284,12 +276,13 @@ def main(argv=None):
     if args.batch_size < 1 or args.workers < 0 or args.la_passes < 1:
         parser.error("--batch-size and --la-passes must be at least 1, --workers at least 0")
     try:
-        if args.demo:
-            run_demo(args)  # its report included
-        elif args.model:
-            run(args)
-        if args.report and not args.demo:
-            write_report(Path(args.out), args)
+        with figure_processes():
+            if args.demo:
+                run_demo(args)  # its report included
+            elif args.model:
+                run(args)
+            if args.report and not args.demo:
+                write_report(Path(args.out), args)
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

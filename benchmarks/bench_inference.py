@@ -38,6 +38,7 @@ os.environ.setdefault("TQDM_DISABLE", "1")  # no progress bars between the numbe
 
 import numpy as np  # noqa: E402
 
+import outputs  # noqa: E402
 import starter  # noqa: E402
 import synthetic  # noqa: E402
 from timing import StageTimer  # noqa: E402
@@ -118,7 +119,7 @@ def write_inputs(folder, args):
     wnids = synthetic.imagenet100_wnids()[:args.classes]
     per_class = math.ceil(args.images / len(wnids))
     jobs = [(folder / "data" / "val" / wnid, index, per_class, 0) for index, wnid in enumerate(wnids)]
-    with multiprocessing.Pool(starter.usable_cpus()) as pool:
+    with multiprocessing.Pool(outputs.usable_cpus()) as pool:
         total_bytes = sum(pool.map(write_photo_like_class, jobs))
     return (folder / "data", synthetic.write_clip_weights(folder / "clip.pt"),
             synthetic.write_debiaspl_checkpoint(folder / "debiaspl.pth.tar"),
@@ -256,7 +257,7 @@ def timed_command(argv):
             (analysis, "centroid_neighbours", "analysis: centroids"),
             (analysis, "draw_figures", "figures: draw"),
             (analysis, "draw_pseudo_labels", "figures: draw"),
-            (analysis, "write_figure", "figures: render + save PNG"),
+            (analysis, "write_figures", "figures: render + save PNGs (in parallel)"),
             (analysis, "write_json", "analysis: write JSON")]:
         timer.wrap(owner, name, label)
     original_run_inference = inference.run_inference
@@ -273,7 +274,7 @@ def timed_command(argv):
     if status != 0:
         raise RuntimeError(f"starter.main exited with {status}")
     stages = {}
-    for label, seconds in timer.stages:  # e.g. one "render + save PNG" per figure: add them up
+    for label, seconds in timer.stages:  # e.g. "figures: draw" of each figure: add them up
         stages[label] = stages.get(label, 0.0) + seconds
     loop_seconds = stages.pop("image loop")
     first = loop["first"] - loop["start"]
@@ -308,7 +309,7 @@ def main(argv=None):
     import torch
     import models
     device = models.resolve_device(args.device)
-    print(f"CPU: {cpu_model()}, {os.cpu_count()} cores ({starter.usable_cpus()} usable); torch "
+    print(f"CPU: {cpu_model()}, {os.cpu_count()} cores ({outputs.usable_cpus()} usable); torch "
           f"{torch.__version__}; device {device}"
           + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""))
     with tempfile.TemporaryDirectory(prefix="bench-inference-") as scratch:

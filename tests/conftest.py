@@ -15,6 +15,10 @@ import outputs  # noqa: E402
 import starter  # noqa: E402
 import synthetic  # noqa: E402
 
+# The tests' runs are tiny, and starting figure workers (~0.7 s each) would cost more than they
+# save: figures are rendered in the test process, except in test_figure_processes.py.
+outputs.FIGURE_PROCESSES = 1
+
 # What analysis.analyze writes for every run, next to the run's predictions.npz.
 RUN_FILES = {"predictions.npz", "metrics.json", "centroids.json", "histogram_precision.png",
              "histogram_recall.png", "confusion_matrix.png", "pseudo_labels.json", "pseudo_labels.png"}

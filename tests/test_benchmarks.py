@@ -18,7 +18,7 @@ def test_analysis_benchmark_runs():
     assert "=== 8 images x 4 classes (budget none per model) ===" in printed
     for model in ("clip", "debiaspl"):
         assert f"\n{model}: full command " in printed
-    for stage in ("load predictions.npz", "centroids: both groupings", "render + save confusion_matrix.png"):
+    for stage in ("load predictions.npz", "centroids: both groupings", "render + save the four PNGs"):
         assert printed.count(stage) == 2
     assert "[torch was imported!]" not in printed
 

@@ -233,6 +233,7 @@ def test_interrupted_run_keeps_complete_outputs(tmp_path, real_runs, monkeypatch
         raise KeyboardInterrupt
 
     monkeypatch.setattr(Figure, "savefig", savefig_interrupted)
+    monkeypatch.setattr(outputs, "start_figure_processes", lambda: None)  # render in this process, where savefig is patched
     assert run_cli("--model", "clip", "--from-cache", "--out", tmp_path) == 130
     assert "interrupted" in capsys.readouterr().err
     after = {p.name: p.read_bytes() for p in (tmp_path / "clip").iterdir()}

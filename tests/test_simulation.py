@@ -89,7 +89,7 @@ def test_simulation_imports_no_torch():
 
 def test_simulated_meta_titles_every_figure_and_header(tmp_path, monkeypatch):
     drawn = []
-    monkeypatch.setattr(analysis, "write_figure", lambda path, figure: drawn.append(figure))
+    monkeypatch.setattr(analysis, "write_figures", lambda figures: drawn.extend(figures.values()))
     for simulated_meta in (True, False):
         predictions = synthetic_predictions("clip", 0)
         if simulated_meta:

@@ -1,0 +1,110 @@
+"""Figures rendered in worker processes: the same bytes as in this process, every file whole
+when rendering is interrupted, and this process taking over when a worker dies."""
+import multiprocessing
+import os
+import shutil
+
+import pytest
+from matplotlib.figure import Figure
+
+import outputs
+from conftest import run_cli
+
+needs_two_cpus = pytest.mark.skipif(outputs.usable_cpus() < 2, reason="figure workers need 2 CPUs")
+
+
+@pytest.fixture(autouse=True)
+def four_figure_processes(monkeypatch):
+    monkeypatch.setattr(outputs, "FIGURE_PROCESSES", 4)  # conftest sets 1 for the other tests
+
+
+@pytest.fixture
+def figure_processes():
+    with outputs.figure_processes():
+        yield
+
+
+def small_figure(label):
+    figure = Figure(figsize=(3, 2), layout="constrained")
+    axes = figure.add_subplot()
+    axes.bar(range(5), [3, 1, 4, 1, 5])
+    axes.set_title(label)
+    return figure
+
+
+def in_worker():
+    return multiprocessing.current_process().name != "MainProcess"
+
+
+class InterruptedFigure(Figure):
+    """Ctrl-C arriving in the middle of its PNG."""
+
+    def savefig(self, file, **kwargs):
+        file.write(b"\x89PNG half")
+        raise KeyboardInterrupt
+
+
+class WorkerKillingFigure(Figure):
+    """Its worker process dies while rendering it (out of memory, say); this process renders it."""
+
+    def savefig(self, file, **kwargs):
+        if in_worker():
+            os._exit(1)
+        super().savefig(file, **kwargs)
+
+
+@needs_two_cpus
+def test_worker_png_equals_this_process_png(tmp_path, figure_processes):
+    figures = {tmp_path / f"{label}.png": small_figure(label) for label in ("a", "b", "c")}
+    outputs.write_figures(figures)
+    for path, figure in figures.items():
+        outputs.write_figure(tmp_path / f"here-{path.name}", figure)
+        assert path.read_bytes() == (tmp_path / f"here-{path.name}").read_bytes()
+    assert outputs.start_figure_processes() is not None  # the workers did the rendering
+
+
+@needs_two_cpus
+def test_interrupted_rendering_leaves_whole_files_and_no_temporary(tmp_path, figure_processes):
+    for name in ("drawn.png", "interrupted.png"):
+        (tmp_path / name).write_bytes(b"old")
+    interrupted = InterruptedFigure()
+    interrupted.add_subplot().plot([0, 1])
+    with pytest.raises(KeyboardInterrupt):
+        outputs.write_figures({tmp_path / "drawn.png": small_figure("drawn"),
+                               tmp_path / "interrupted.png": interrupted})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["drawn.png", "interrupted.png"]
+    assert (tmp_path / "interrupted.png").read_bytes() == b"old"
+    assert (tmp_path / "drawn.png").read_bytes().startswith(b"\x89PNG\r\n")
+
+
+@needs_two_cpus
+def test_a_dead_worker_leaves_its_figure_to_this_process(tmp_path, figure_processes):
+    killer = WorkerKillingFigure(figsize=(3, 2))
+    killer.add_subplot().plot([0, 1])
+    figures = {tmp_path / "killer.png": killer, tmp_path / "plain.png": small_figure("plain")}
+    outputs.write_figures(figures)
+    for path in figures:
+        assert path.read_bytes().startswith(b"\x89PNG\r\n")
+    assert outputs.start_figure_processes() is None  # later figures are rendered here
+
+
+def test_one_cpu_renders_here(tmp_path, monkeypatch, figure_processes):
+    monkeypatch.setattr(outputs, "usable_cpus", lambda: 1)
+    assert outputs.start_figure_processes() is None
+    outputs.write_figures({tmp_path / "a.png": small_figure("a"), tmp_path / "b.png": small_figure("b")})
+    assert all((tmp_path / name).read_bytes().startswith(b"\x89PNG\r\n") for name in ("a.png", "b.png"))
+
+
+def test_outside_the_block_figures_are_rendered_here():
+    with outputs.figure_processes():
+        pass
+    assert outputs.start_figure_processes() is None
+
+
+@needs_two_cpus
+def test_command_with_workers_writes_the_same_figures(tmp_path, real_runs):
+    shutil.copytree(real_runs / "clip", tmp_path / "clip")
+    assert run_cli("--model", "clip", "--from-cache", "--out", tmp_path) == 0
+    for name in ("histogram_precision.png", "histogram_recall.png", "confusion_matrix.png",
+                 "pseudo_labels.png"):  # real_runs' were rendered in the test process
+        assert (tmp_path / "clip" / name).read_bytes() == (real_runs / "clip" / name).read_bytes()
