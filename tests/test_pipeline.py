@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 import torch
 from PIL import Image
 
@@ -95,6 +96,18 @@ def test_debiaspl_ema_branch_with_loader_workers(tmp_path, real_runs, demo_input
     assert_logits_close(ema, independent_debiaspl_logits(demo_inputs.debiaspl_checkpoint, val_dir, "ema"))
     main = independent_debiaspl_logits(demo_inputs.debiaspl_checkpoint, val_dir, "main")
     assert not np.allclose(ema, main)
+
+
+def test_models_are_built_without_random_init_and_torch_init_comes_back():
+    """The loaders skip the random draws their weights file overwrites (the logits tests above
+    prove the loaded models right); torch.nn.init is whole again afterwards, even after an error."""
+    drawers = {name: getattr(torch.nn.init, name) for name in ("normal_", "kaiming_uniform_", "ones_")}
+    with pytest.raises(RuntimeError, match="stop"):
+        with models.without_random_init():
+            assert torch.nn.init.normal_(torch.zeros(3)).eq(0).all()
+            raise RuntimeError("stop")
+    assert all(getattr(torch.nn.init, name) is drawer for name, drawer in drawers.items())
+    assert not torch.nn.init.normal_(torch.zeros(3)).eq(0).all()
 
 
 def test_predictions_cache_contract(real_runs, demo_inputs):
