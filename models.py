@@ -184,6 +184,15 @@ def file_identity(path):
     return {"path": str(path), "bytes": path.stat().st_size, "sha256": digest.hexdigest()}
 
 
+def loaded_and_identified(load, identify):
+    """(load(), identify()), the identity computed meanwhile in a thread: hashlib lets go of the
+    GIL, so hashing the weights file (~0.3 s for RN50's on a CPU core) adds nothing to loading it."""
+    from concurrent.futures import ThreadPoolExecutor
+    with ThreadPoolExecutor(1) as thread:
+        identity = thread.submit(identify)
+        return load(), identity.result()
+
+
 def clip_weights_identity(weights):
     if weights == "openai":
         import open_clip
@@ -233,9 +242,9 @@ def build_clip_zero_shot(weights, prompts, class_names, device, precision, cache
             features = self.clip.encode_image(images, normalize=True)
             return self.clip.logit_scale.exp() * features @ self.classifier.to(features.dtype)
 
-    clip, transform = load_clip_weights(weights, trust)
+    (clip, transform), identity = loaded_and_identified(lambda: load_clip_weights(weights, trust),
+                                                        lambda: clip_weights_identity(weights))
     clip = clip.to(device).eval()
-    identity = clip_weights_identity(weights)
     templates = clip_prompt_templates(prompts)
     classifier = clip_text_classifier(
         clip, templates, class_names, device, precision,
@@ -264,7 +273,6 @@ def debiaspl_state_dict(checkpoint, branch):
 def build_debiaspl(checkpoint_path, branch, imagenet_indices, trust=False):
     """DebiasPL's ResNet-50 with its 1000 ImageNet-1k logits cut down to the dataset's classes."""
     import torch
-    import torchvision
     from torchvision import transforms
 
     class ClassColumns(torch.nn.Module):
@@ -276,13 +284,22 @@ def build_debiaspl(checkpoint_path, branch, imagenet_indices, trust=False):
         def forward(self, images):
             return self.network(images).index_select(1, self.columns)
 
+    network, identity = loaded_and_identified(
+        lambda: load_debiaspl_network(checkpoint_path, branch, trust),
+        lambda: file_identity(checkpoint_path))
+    transform = transforms.Compose([
+        transforms.Resize(256), transforms.CenterCrop(224), transforms.ToTensor(),
+        transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
+    return ClassColumns(network, imagenet_indices), transform, identity
+
+
+def load_debiaspl_network(checkpoint_path, branch, trust=False):
+    """torchvision's ResNet-50 holding the weights of the checkpoint's `branch`."""
+    import torchvision
     with without_random_init():
         network = torchvision.models.resnet50()
     checkpoint = read_checkpoint(checkpoint_path, "DebiasPL checkpoint", trust)
     state_dict = debiaspl_state_dict(checkpoint, branch)
     check_state_dict(network, state_dict, f"the {branch} branch of {checkpoint_path}")
     network.load_state_dict(state_dict)
-    transform = transforms.Compose([
-        transforms.Resize(256), transforms.CenterCrop(224), transforms.ToTensor(),
-        transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
-    return ClassColumns(network, imagenet_indices), transform, file_identity(checkpoint_path)
+    return network
