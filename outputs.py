@@ -9,6 +9,7 @@ import multiprocessing
 import os
 import signal
 import tempfile
+import threading
 from concurrent.futures import ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
@@ -130,9 +131,23 @@ def start_figure_processes():
     if _figure_pool is None and may_start:
         _figure_pool = ProcessPoolExecutor(processes, multiprocessing.get_context("spawn"),
                                            initializer=_prepare_figure_process)
-        for _ in range(processes):
-            _figure_pool.submit(_warm_up)
+        with sigint_ignored():  # inherited through exec: a worker still importing ignores Ctrl-C too
+            for _ in range(processes):
+                _figure_pool.submit(_warm_up)
     return _figure_pool
+
+
+@contextlib.contextmanager
+def sigint_ignored():
+    """Ignore Ctrl-C in the block, where signal handlers can be set (the main thread)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def stop_figure_processes():
