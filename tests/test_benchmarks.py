@@ -31,6 +31,7 @@ def test_inference_benchmark_runs():
                 "pipeline / min(decode limit, bare forward) = "):
         assert row in printed
     assert "bare forward, fp16" not in printed  # a CPU has fp32 only
-    for phase in ("import torch + torchvision", "import open_clip", "model build", "image loop: first batch ready",
-                  "image loop: the rest", "figures: render + save PNG", "other (scan"):
+    for phase in ("import torch + torchvision", "import open_clip", "model build (weights)",
+                  "clip's text classifier (first run; then cached)", "image loop: first batch ready",
+                  "image loop: the rest", "figures: render + save PNGs", "other (scan"):
         assert phase in printed.split("whole commands")[1]
