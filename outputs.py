@@ -49,11 +49,15 @@ def model_title(meta):
 
 
 def write_atomic(path, write):
-    """Call write(binary_file) on a temporary file next to `path`, then rename it over `path`."""
+    """Call write(binary_file) on a temporary file next to `path`, then rename it over `path`.
+    A failing write (no permission, a full disk, a folder in the way) is a UserError."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle = tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp",
-                                         delete=False)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle = tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.",
+                                             suffix=".tmp", delete=False)
+    except OSError as error:
+        raise write_error(path, error) from None
     try:
         with handle:
             write(handle)
@@ -61,9 +65,15 @@ def write_atomic(path, write):
         os.umask(umask)
         os.chmod(handle.name, 0o666 & ~umask)  # NamedTemporaryFile creates 0600
         os.replace(handle.name, path)
-    except BaseException:
+    except BaseException as error:
         os.unlink(handle.name)
+        if isinstance(error, OSError):
+            raise write_error(path, error) from None
         raise
+
+
+def write_error(path, error):
+    return UserError(f"cannot write {path} ({error.strerror or error}).")
 
 
 def write_json(path, data):

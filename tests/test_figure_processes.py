@@ -78,6 +78,15 @@ def test_interrupted_rendering_leaves_whole_files_and_no_temporary(tmp_path, fig
 
 
 @needs_two_cpus
+def test_a_worker_that_cannot_write_says_so_in_one_sentence(tmp_path, figure_processes):
+    (tmp_path / "blocked.png").mkdir()
+    with pytest.raises(outputs.UserError, match=r"cannot write .*blocked\.png \(Is a directory\)"):
+        outputs.write_figures({tmp_path / "plain.png": small_figure("plain"),
+                               tmp_path / "blocked.png": small_figure("blocked")})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["blocked.png", "plain.png"]
+
+
+@needs_two_cpus
 def test_a_dead_worker_leaves_its_figure_to_this_process(tmp_path, figure_processes):
     killer = WorkerKillingFigure(figsize=(3, 2))
     killer.add_subplot().plot([0, 1])

@@ -223,6 +223,15 @@ def test_interrupted_write_leaves_the_old_file_and_no_temporary(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["metrics.json"]
 
 
+def test_unwritable_output_is_one_sentence_and_leaves_no_temporary(tmp_path, real_runs, capsys):
+    shutil.copytree(real_runs / "clip", tmp_path / "clip")
+    (tmp_path / "clip" / "confusion_matrix.png").unlink()
+    (tmp_path / "clip" / "confusion_matrix.png").mkdir()  # a folder in the way
+    assert run_cli("--model", "clip", "--from-cache", "--out", tmp_path) == 2
+    assert_one_line_error(capsys, "cannot write", "confusion_matrix.png", "Is a directory")
+    assert not [p.name for p in (tmp_path / "clip").iterdir() if p.name.endswith(".tmp")]
+
+
 def test_interrupted_run_keeps_complete_outputs(tmp_path, real_runs, monkeypatch, capsys):
     shutil.copytree(real_runs / "clip", tmp_path / "clip")
     before = {p.name: p.read_bytes() for p in (tmp_path / "clip").iterdir()}
