@@ -1,5 +1,6 @@
 """Shared fixtures: a generated 6-class ImageNet folder, random weights in the real formats, and
 analysed runs built from synthetic logits (no torch) for the tests of the analysis layer."""
+import contextlib
 import shutil
 import sys
 from pathlib import Path
@@ -16,8 +17,19 @@ import starter  # noqa: E402
 import synthetic  # noqa: E402
 
 # The tests' runs are tiny, and starting figure workers (~0.7 s each) would cost more than they
-# save: figures are rendered in the test process, except in test_figure_processes.py.
+# save: figures are rendered in the test process, except inside figure_workers().
 outputs.FIGURE_PROCESSES = 1
+
+
+@contextlib.contextmanager
+def figure_workers():
+    """Figures rendered in worker processes, as in a command."""
+    outputs.FIGURE_PROCESSES = 4
+    try:
+        with outputs.figure_processes():
+            yield
+    finally:
+        outputs.FIGURE_PROCESSES = 1
 
 # What analysis.analyze writes for every run, next to the run's predictions.npz.
 RUN_FILES = {"predictions.npz", "metrics.json", "centroids.json", "histogram_precision.png",
@@ -107,5 +119,6 @@ def simulated_demo(tmp_path_factory):
     out = tmp_path_factory.mktemp("simulated")
     args = starter.build_parser().parse_args(["--demo", "--name", "Ada Lovelace",
                                               "--student-id", "12345678"])
-    starter.analyse_simulated_runs(args, out)
+    with figure_workers():  # 100-class figures, as in a real run: worth the workers
+        starter.analyse_simulated_runs(args, out)
     return out

@@ -8,7 +8,7 @@ import pytest
 from matplotlib.figure import Figure
 
 import outputs
-from conftest import run_cli
+from conftest import figure_workers, run_cli
 
 needs_two_cpus = pytest.mark.skipif(outputs.usable_cpus() < 2, reason="figure workers need 2 CPUs")
 
@@ -20,7 +20,7 @@ def four_figure_processes(monkeypatch):
 
 @pytest.fixture
 def figure_processes():
-    with outputs.figure_processes():
+    with figure_workers():
         yield
 
 
