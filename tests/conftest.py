@@ -24,12 +24,12 @@ outputs.FIGURE_PROCESSES = 1
 @contextlib.contextmanager
 def figure_workers():
     """Figures rendered in worker processes, as in a command."""
-    outputs.FIGURE_PROCESSES = 4
+    previous, outputs.FIGURE_PROCESSES = outputs.FIGURE_PROCESSES, 4
     try:
         with outputs.figure_processes():
             yield
     finally:
-        outputs.FIGURE_PROCESSES = 1
+        outputs.FIGURE_PROCESSES = previous
 
 # What analysis.analyze writes for every run, next to the run's predictions.npz.
 RUN_FILES = {"predictions.npz", "metrics.json", "centroids.json", "histogram_precision.png",
