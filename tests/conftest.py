@@ -79,8 +79,11 @@ def synthetic_predictions(model, seed, num_classes=6, images_per_class=10, bias=
         meta={"model": model, "weights": f"{model}-synthetic", "data": "synthetic"})
 
 
-def write_synthetic_runs(out):
-    """clip (biased towards the first classes) and debiaspl caches and outputs under `out`."""
+@pytest.fixture(scope="session")
+def analysed_synthetic_runs(tmp_path_factory):
+    """OUT with clip (biased towards the first classes) and debiaspl caches and outputs made from
+    synthetic logits, analysed once: tests copy it (synthetic_runs) or only read it."""
+    out = tmp_path_factory.mktemp("synthetic")
     runs = {"clip": synthetic_predictions("clip", 0, bias=[1.5, 1.0, 0.5, 0, -0.5, -1.0]),
             "debiaspl": synthetic_predictions("debiaspl", 1)}
     for model, predictions in runs.items():
@@ -90,25 +93,18 @@ def write_synthetic_runs(out):
 
 
 @pytest.fixture
-def synthetic_runs(tmp_path):
-    """OUT folder with clip and debiaspl caches and outputs made from synthetic logits."""
-    return write_synthetic_runs(tmp_path)
-
-
-@pytest.fixture(scope="session")
-def analysed_clip(tmp_path_factory):
-    """OUT with only a clip run (cache and outputs) of biased synthetic logits, analysed once."""
-    out = tmp_path_factory.mktemp("clip-only")
-    predictions = synthetic_predictions("clip", 0, bias=[1.5, 1.0, 0.5, 0, -0.5, -1.0])
-    outputs.save_predictions(out / "clip" / "predictions.npz", predictions)
-    analysis.analyze(predictions, out / "clip", out)
-    return out
+def synthetic_runs(analysed_synthetic_runs, tmp_path):
+    """A fresh OUT per test with clip and debiaspl caches and outputs made from synthetic logits:
+    a copy, since tests change it, and analysing anew would cost ~3 s a test."""
+    shutil.copytree(analysed_synthetic_runs, tmp_path, dirs_exist_ok=True)
+    return tmp_path
 
 
 @pytest.fixture
-def clip_out(analysed_clip, tmp_path):
-    """A fresh OUT per test holding a copy of that clip run: clip-la and clip-pm need nothing else."""
-    shutil.copytree(analysed_clip / "clip", tmp_path / "clip")
+def clip_out(analysed_synthetic_runs, tmp_path):
+    """A fresh OUT per test holding a copy of the synthetic clip run only: clip-la and clip-pm
+    need nothing else."""
+    shutil.copytree(analysed_synthetic_runs / "clip", tmp_path / "clip")
     return tmp_path
 
 

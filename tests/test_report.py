@@ -25,7 +25,7 @@ import report
 import analysis
 import outputs
 import starter
-from conftest import synthetic_predictions, write_synthetic_runs
+from conftest import synthetic_predictions
 
 SECTION_TITLES = ["Q1(a)", "Q1(b)", "Q1(c)", "Q2(a)", "Q2(b)", "Q2(c)", "Comparison"]
 APPENDIX_TITLES = ["Appendix A", "Appendix B", "Appendix C"]
@@ -38,9 +38,10 @@ def make_report(out, *options):
 
 
 @pytest.fixture(scope="module")
-def built_report(tmp_path_factory):
+def built_report(tmp_path_factory, analysed_synthetic_runs):
     """(OUT, report.pdf, report.md) built once for the tests that only read them."""
-    out = write_synthetic_runs(tmp_path_factory.mktemp("report"))
+    out = tmp_path_factory.mktemp("report")
+    shutil.copytree(analysed_synthetic_runs, out, dirs_exist_ok=True)
     return (out, *make_report(out, "--name", NAME, "--student-id", STUDENT_ID))
 
 
