@@ -115,15 +115,19 @@ def write_photo_like_class(job):
 
 
 def write_inputs(folder, args):
-    """(data root, clip weights, DebiasPL checkpoint, mean JPEG bytes), JPEGs written in parallel."""
+    """(data root, clip weights, DebiasPL checkpoint or None when debiaspl is not benchmarked,
+    mean JPEG bytes). The JPEGs are written in parallel, while the weights are made."""
     wnids = synthetic.imagenet100_wnids()[:args.classes]
     per_class = math.ceil(args.images / len(wnids))
     jobs = [(folder / "data" / "val" / wnid, index, per_class, 0) for index, wnid in enumerate(wnids)]
     with multiprocessing.Pool(outputs.usable_cpus()) as pool:
-        total_bytes = sum(pool.map(write_photo_like_class, jobs))
-    return (folder / "data", synthetic.write_clip_weights(folder / "clip.pt"),
-            synthetic.write_debiaspl_checkpoint(folder / "debiaspl.pth.tar"),
-            total_bytes / (per_class * len(wnids)))
+        jpeg_bytes = pool.map_async(write_photo_like_class, jobs)
+        # clip's weights always: a debiaspl command needs clip's class order from a clip run.
+        clip_weights = synthetic.write_clip_weights(folder / "clip.pt")
+        checkpoint = (synthetic.write_debiaspl_checkpoint(folder / "debiaspl.pth.tar")
+                      if "debiaspl" in args.models else None)
+        total_bytes = sum(jpeg_bytes.get())
+    return folder / "data", clip_weights, checkpoint, total_bytes / (per_class * len(wnids))
 
 
 def run_arguments(model_name, files, args, out):
@@ -131,7 +135,7 @@ def run_arguments(model_name, files, args, out):
     return ["--model", model_name, "--data", str(data), "--out", str(out), "--device", args.device,
             "--precision", args.precision, "--batch-size", str(args.batch_size),
             "--workers", str(args.workers), "--clip-weights", str(clip_weights),
-            "--prompts", args.prompts, "--checkpoint", str(checkpoint)]
+            "--prompts", args.prompts, *(["--checkpoint", str(checkpoint)] if checkpoint else [])]
 
 
 # ---------------------------------------------------------------------------------------------
