@@ -11,6 +11,8 @@ in the real formats, then per model:
   model already built;
 - ratio: pipeline / min(decode limit, bare forward at that precision), the share of the
   achievable rate the pipeline reaches (target ≥ 0.9);
+- agreement: at each precision, the logits of a few images against a CPU fp32 forward (max
+  difference relative to the largest logit, and top-1 predictions changed);
 and then times each whole command in a fresh interpreter with a phase breakdown (imports, model
 build, first batch, loop, analysis, figures). Each rate is the best of --rounds.
 
@@ -19,6 +21,7 @@ build, first batch, loop, analysis, figures). Each rate is the best of --rounds.
 """
 import argparse
 import contextlib
+import copy
 import importlib
 import io
 import json
@@ -47,6 +50,7 @@ from timing import StageTimer  # noqa: E402
 IMAGE_SIZES = ((500, 375), (375, 500), (500, 333), (500, 500), (640, 480), (800, 600))
 PIXEL_NOISE = 15  # grey levels: gives ~115 KB JPEGs at quality 90, as ImageNet's val set
 TARGET_RATIO = 0.9
+COMPARED_IMAGES = 32  # compared with a CPU fp32 forward: a few seconds on a CPU
 
 
 def parse_args(argv=None):
@@ -171,6 +175,18 @@ def bare_forward(model, images, device, precision, repeats):
             torch.cuda.synchronize(device)
 
 
+def logits_versus_cpu(model, images, reference_logits, device, precision):
+    """(max |logits - reference| / max |reference|, top-1 predictions changed) of `images` at
+    `precision`, the reference being a CPU fp32 run's logits of the same images."""
+    import torch
+    import models
+    with torch.inference_mode(), models.autocast(device, precision):
+        logits = model(images).float().cpu()
+    scale = reference_logits.abs().max()
+    changed = int((logits.argmax(1) != reference_logits.argmax(1)).sum())
+    return float((logits - reference_logits).abs().max() / scale), changed
+
+
 def device_precisions(device):
     import models
     return models.PRECISIONS if device.type == "cuda" else ("fp32",)
@@ -208,13 +224,19 @@ def benchmark_rates(model_name, files, args, scratch):
           f"of {args.rounds} [all]")
     rows = [("decode limit (DataLoader, no model)",
              *best_rate(lambda: decode_only(dataset, args), count, args.rounds))]
-    bare = {}
+    # What each precision changes: a few images against a CPU fp32 run (on a CPU, itself).
+    compared = images[:COMPARED_IMAGES]
+    models.set_precision(device, "fp32")
+    with torch.inference_mode():
+        reference_logits = copy.deepcopy(model).cpu()(compared.cpu()).float()
+    bare, agreement = {}, {}
     for precision in device_precisions(device):
         models.set_precision(device, precision)
         bare_forward(model, images, device, precision, 1)  # cuDNN / oneDNN pick kernels
         bare[precision] = best_rate(lambda: bare_forward(model, images, device, precision, repeats),
                                     repeats * batch, args.rounds)
         rows.append((f"bare forward, {precision}", *bare[precision]))
+        agreement[precision] = logits_versus_cpu(model, compared, reference_logits, device, precision)
     models.set_precision(device, args.precision)
     pipeline = best_rate(lambda: inference.run_inference(
         model, dataset, device, args.precision, args.batch_size, args.workers, False), count, args.rounds)
@@ -225,6 +247,10 @@ def benchmark_rates(model_name, files, args, scratch):
     ratio = pipeline[0] / limit
     print(f"  pipeline / min(decode limit, bare forward) = {ratio:.2f} "
           f"({'meets' if ratio >= TARGET_RATIO else 'BELOW'} the {TARGET_RATIO} target)")
+    print(f"  logits of {len(compared)} images vs a CPU fp32 run: max |difference| / max |logit|, "
+          "top-1 predictions changed" + (" (on a CPU: the same computation)" if device.type == "cpu" else ""))
+    for precision, (difference, changed) in agreement.items():
+        print(f"    {device.type} {precision:<5} {difference:9.1e}  {changed}/{len(compared)}")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -30,7 +30,8 @@ def test_inference_benchmark_runs():
                             "--workers", "0", "--models", "clip", "--device", "cpu")
     assert "inputs: 2 JPEGs over 1 classes" in printed
     for row in ("decode limit (DataLoader, no model)", "bare forward, fp32", "pipeline, fp32",
-                "pipeline / min(decode limit, bare forward) = "):
+                "pipeline / min(decode limit, bare forward) = ", "logits of 2 images vs a CPU fp32 run",
+                "    cpu fp32 "):
         assert row in printed
     assert "bare forward, fp16" not in printed  # a CPU has fp32 only
     for phase in ("import torch + torchvision", "import open_clip", "model build (weights)",

@@ -1,5 +1,6 @@
 """--precision and --workers: exact fp32 by default on every device, autocast only on CUDA."""
 import os
+import shutil
 
 import numpy as np
 import pytest
@@ -8,7 +9,7 @@ import torch
 import models
 import starter
 from conftest import run_cli
-from test_pipeline import independent_clip_logits, load_npz
+from test_pipeline import independent_clip_logits, independent_debiaspl_logits, load_npz
 from test_robustness import assert_one_line_error
 
 CPU = torch.device("cpu")
@@ -72,14 +73,24 @@ def test_workers_default_is_the_usable_cpus(monkeypatch):
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
-def test_cuda_fp32_logits_equal_cpu_logits(tmp_path, real_runs, demo_inputs):
-    """The GPU path with default options: logits within 1e-4 (relative) of the CPU run's."""
-    assert run_cli("--model", "clip", "--clip-weights", demo_inputs.clip_weights, "--prompts", "single",
-                   "--data", demo_inputs.data, "--out", tmp_path, "--device", "cuda") == 0
-    cuda_logits = load_npz(tmp_path / "clip" / "predictions.npz")["logits"]
-    cpu_logits = load_npz(real_runs / "clip" / "predictions.npz")["logits"]
+@pytest.mark.parametrize("model", ["clip", "debiaspl"])
+def test_cuda_fp32_logits_equal_cpu_logits(tmp_path, real_runs, demo_inputs, model):
+    """The GPU path with default options: logits within 1e-4 (relative) of the CPU run's and of
+    an independent computation. Prints the difference (pytest -s) for benchmarks/RESULTS.md."""
+    val_dir = demo_inputs.data / "val"
+    if model == "clip":
+        weights = ["--clip-weights", demo_inputs.clip_weights, "--prompts", "single"]
+        independent = independent_clip_logits(demo_inputs.clip_weights, val_dir)
+    else:
+        shutil.copytree(real_runs / "clip", tmp_path / "clip")  # debiaspl takes clip's class order
+        weights = ["--checkpoint", demo_inputs.debiaspl_checkpoint]
+        independent = independent_debiaspl_logits(demo_inputs.debiaspl_checkpoint, val_dir, "main")
+    assert run_cli("--model", model, *weights, "--data", demo_inputs.data, "--out", tmp_path,
+                   "--device", "cuda") == 0
+    cuda_logits = load_npz(tmp_path / model / "predictions.npz")["logits"]
+    cpu_logits = load_npz(real_runs / model / "predictions.npz")["logits"]
     scale = np.abs(cpu_logits).max()
-    np.testing.assert_allclose(cuda_logits, cpu_logits, rtol=1e-4, atol=1e-4 * scale)
-    np.testing.assert_allclose(cuda_logits, independent_clip_logits(demo_inputs.clip_weights,
-                                                                    demo_inputs.data / "val"),
-                               rtol=1e-4, atol=1e-4 * scale)
+    print(f"\n{model}: max |cuda fp32 - cpu fp32| / max |cpu| = "
+          f"{np.abs(cuda_logits - cpu_logits).max() / scale:.1e}")
+    for expected in (cpu_logits, independent):
+        np.testing.assert_allclose(cuda_logits, expected, rtol=1e-4, atol=1e-4 * scale)
