@@ -226,7 +226,6 @@ def benchmark_rates(model_name, files, args, scratch):
              *best_rate(lambda: decode_only(dataset, args), count, args.rounds))]
     # What each precision changes: a few images against a CPU fp32 run (on a CPU, itself).
     compared = images[:COMPARED_IMAGES]
-    models.set_precision(device, "fp32")
     with torch.inference_mode():
         reference_logits = copy.deepcopy(model).cpu()(compared.cpu()).float()
     bare, agreement = {}, {}
