@@ -613,6 +613,11 @@ def comparison_section(runs, comparison, out_dir):
     return section
 
 
+def share_and_accuracy(share, accuracy):
+    """A pseudo-label table cell: share of images selected / accuracy of their pseudo-labels."""
+    return f"{format_number(share, 3)} / {format_number(accuracy, 3)}"
+
+
 def pseudo_label_table(runs):
     """Per run: share kept and accuracy of the kept pseudo-labels at a few thresholds τ, the
     classes left with none at 0.95, and class-balanced top-k."""
@@ -625,11 +630,11 @@ def pseudo_label_table(runs):
         cells = [model]
         for threshold in PSEUDO_LABEL_THRESHOLDS:
             row = pseudo_labels.at_threshold(run.pseudo_labels, threshold)
-            cells.append(f"{format_number(row['kept_share'], 3)} / {format_number(row['accuracy'], 3)}")
+            cells.append(share_and_accuracy(row["kept_share"], row["accuracy"]))
         cells.append(str(pseudo_labels.at_threshold(run.pseudo_labels)["classes_without_kept"]))
         top_k = next(row for row in run.pseudo_labels["class_balanced_top_k"]["rows"]
                      if row["k"] == PSEUDO_LABEL_TOP_K)
-        cells.append(f"{format_number(top_k['selected_share'], 3)} / {format_number(top_k['accuracy'], 3)}")
+        cells.append(share_and_accuracy(top_k["selected_share"], top_k["accuracy"]))
         rows.append(cells)
     return Table(columns, rows, "Pseudo-labels a semi-supervised learner would train on: share of "
                  "images kept and accuracy of their pseudo-labels (FixMatch: top softmax "
