@@ -147,7 +147,7 @@ def benchmark_size(num_classes, args, root):
     spawn = multiprocessing.get_context("spawn")
     if "clip" not in args.models:  # debiaspl reads clip's metrics.json
         time_command("starter.py", "--model", "clip", "--from-cache", "--out", str(out))
-    for model in (model for model in CLASS_BIAS if model in args.models):  # clip first
+    for model in [name for name in CLASS_BIAS if name in args.models]:  # clip first
         runs = [time_command("starter.py", "--model", model, "--from-cache", "--out", str(out))
                 for _ in range(args.repeats)]
         command_seconds = min(runs)
