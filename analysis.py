@@ -11,8 +11,9 @@ import numpy as np
 import metrics
 import plotting
 import pseudo_labels
-from outputs import (QUESTION_OF_MODEL, REFERENCE_MODEL, SIMULATED, UserError, is_simulated,
-                     model_title, read_json, start_figure_processes, write_figures, write_json)
+from figure_workers import start_figure_processes, write_figures
+from outputs import UserError, read_json, write_json
+from runs import QUESTION_OF_MODEL, REFERENCE_MODEL, SIMULATED, is_simulated, model_title
 
 NEIGHBOR_COUNT = 10
 TOP_CONFUSION_COUNT = 20  # metrics.json's top_confusions

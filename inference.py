@@ -10,7 +10,8 @@ import numpy as np
 
 import classes
 import models
-from outputs import Predictions, UserError
+from cache import Predictions
+from outputs import UserError
 
 
 @dataclass

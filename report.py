@@ -36,8 +36,8 @@ import analysis
 import metrics
 import plotting
 import pseudo_labels
-from outputs import (FIGURE_DPI, MODEL_TITLES, QUESTION_OF_MODEL, REFERENCE_MODEL, SIMULATED,
-                     UserError, is_simulated, read_json, write_atomic, write_figure)
+from outputs import FIGURE_DPI, UserError, read_json, write_atomic, write_figure
+from runs import MODEL_TITLES, QUESTION_OF_MODEL, REFERENCE_MODEL, SIMULATED, is_simulated
 
 RUN_MODELS = tuple(MODEL_TITLES)  # report order: the homework's runs, then the training-free ones
 # What a training-free run (one beyond the homework's questions) adds to its section: figures

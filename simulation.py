@@ -18,7 +18,7 @@ Nothing here is measured from a model. numpy only, seeded, about half a second.
 import numpy as np
 
 import classes
-from outputs import Predictions
+from cache import Predictions
 
 DIMENSION = 1024
 IMAGES_PER_CLASS = 50

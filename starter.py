@@ -31,8 +31,11 @@ import analysis
 import classes
 import training_free
 from models import PRECISIONS, SINGLE_PROMPT
-from outputs import (LOGIT_ADJUSTED_MODEL, MODEL_TITLES, PRIOR_MATCHED_MODEL, SIMULATED, UserError,
-                     figure_processes, load_predictions, save_predictions, usable_cpus)
+from cache import load_predictions, save_predictions
+from distributed import usable_cpus
+from figure_workers import figure_processes
+from outputs import UserError
+from runs import LOGIT_ADJUSTED_MODEL, MODEL_TITLES, PRIOR_MATCHED_MODEL, SIMULATED
 
 PROJECT_DIR = Path(__file__).resolve().parent
 COURSE_DATA_DIR = "/scratch/eecs542f25_class_root/eecs542f25_class/shared_data/imagenet-100"

@@ -15,8 +15,9 @@ import analysis
 import logit_adjustment
 import metrics
 import plotting
-from outputs import (LOGIT_ADJUSTED_MODEL, PRIOR_MATCHED_MODEL, REFERENCE_MODEL, Predictions,
-                     UserError, load_predictions, model_title, read_json, write_figure, write_json)
+from cache import Predictions, load_predictions
+from outputs import UserError, read_json, write_figure, write_json
+from runs import LOGIT_ADJUSTED_MODEL, PRIOR_MATCHED_MODEL, REFERENCE_MODEL, model_title
 
 LAMBDA_SWEEP = np.linspace(0.0, 2.0, 21)  # λ values of la_sweep.png
 TARGET_SUM_TOLERANCE = 1e-6

@@ -30,9 +30,9 @@ PROJECT_DIR = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(PROJECT_DIR))
 
 import analysis  # noqa: E402
+import cache  # noqa: E402
 import classes  # noqa: E402
 import metrics  # noqa: E402
-import outputs  # noqa: E402
 import plotting  # noqa: E402
 import pseudo_labels  # noqa: E402
 import starter  # noqa: E402
@@ -91,7 +91,7 @@ def biased_predictions(model, wnids, names, images_per_class, seed):
     bias = CLASS_BIAS[model] * rng.standard_normal(num_classes, dtype=np.float32)
     logits = 4.5 * similarity[labels] + bias
     logits += rng.standard_normal(logits.shape, dtype=np.float32)
-    return outputs.Predictions(
+    return cache.Predictions(
         logits=logits.astype(np.float32), labels=labels.astype(np.int64),
         paths=np.array([f"{wnids[label]}/ILSVRC2012_val_{i:08d}.JPEG" for i, label in enumerate(labels)]),
         wnids=np.array(wnids), names=np.array(names),
@@ -139,7 +139,7 @@ def benchmark_size(num_classes, args, root):
     _, names = classes.describe_classes(wnids)
     out = root / f"k{num_classes}"
     for offset, model in enumerate(CLASS_BIAS):
-        outputs.save_predictions(out / model / "predictions.npz", biased_predictions(
+        cache.save_predictions(out / model / "predictions.npz", biased_predictions(
             model, wnids, names, args.images_per_class, args.seed + offset))
     budget = BUDGET_SECONDS.get(num_classes, float("inf"))
     print(f"\n=== {num_classes * args.images_per_class:,} images x {num_classes:,} classes "

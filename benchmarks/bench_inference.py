@@ -41,7 +41,7 @@ os.environ.setdefault("TQDM_DISABLE", "1")  # no progress bars between the numbe
 
 import numpy as np  # noqa: E402
 
-import outputs  # noqa: E402
+import distributed  # noqa: E402
 import starter  # noqa: E402
 import synthetic  # noqa: E402
 from timing import StageTimer  # noqa: E402
@@ -124,7 +124,7 @@ def write_inputs(folder, args):
     wnids = synthetic.imagenet100_wnids()[:args.classes]
     per_class = math.ceil(args.images / len(wnids))
     jobs = [(folder / "data" / "val" / wnid, index, per_class, 0) for index, wnid in enumerate(wnids)]
-    with multiprocessing.Pool(outputs.usable_cpus()) as pool:
+    with multiprocessing.Pool(distributed.usable_cpus()) as pool:
         jpeg_bytes = pool.map_async(write_photo_like_class, jobs)
         # clip's weights always: a debiaspl command needs clip's class order from a clip run.
         clip_weights = synthetic.write_clip_weights(folder / "clip.pt")
@@ -352,7 +352,7 @@ def main(argv=None):
     import torch
     import models
     device = models.resolve_device(args.device)
-    print(f"CPU: {cpu_model()}, {os.cpu_count()} cores ({outputs.usable_cpus()} usable); torch "
+    print(f"CPU: {cpu_model()}, {os.cpu_count()} cores ({distributed.usable_cpus()} usable); torch "
           f"{torch.__version__}; device {device}"
           + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""))
     with tempfile.TemporaryDirectory(prefix="bench-inference-") as scratch:

@@ -12,24 +12,25 @@ PROJECT_DIR = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(PROJECT_DIR))
 
 import analysis  # noqa: E402
-import outputs  # noqa: E402
+import cache  # noqa: E402
+import figure_workers  # noqa: E402
 import starter  # noqa: E402
 import synthetic  # noqa: E402
 
 # The tests' runs are tiny, and starting figure workers (~0.7 s each) would cost more than they
-# save: figures are rendered in the test process, except inside figure_workers().
-outputs.FIGURE_PROCESSES = 1
+# save: figures are rendered in the test process, except inside figure_worker_processes().
+figure_workers.FIGURE_PROCESSES = 1
 
 
 @contextlib.contextmanager
-def figure_workers():
+def figure_worker_processes():
     """Figures rendered in worker processes, as in a command."""
-    previous, outputs.FIGURE_PROCESSES = outputs.FIGURE_PROCESSES, 4
+    previous, figure_workers.FIGURE_PROCESSES = figure_workers.FIGURE_PROCESSES, 4
     try:
-        with outputs.figure_processes():
+        with figure_workers.figure_processes():
             yield
     finally:
-        outputs.FIGURE_PROCESSES = previous
+        figure_workers.FIGURE_PROCESSES = previous
 
 # What analysis.analyze writes for every run, next to the run's predictions.npz.
 RUN_FILES = {"predictions.npz", "metrics.json", "centroids.json", "histogram_precision.png",
@@ -72,7 +73,7 @@ def synthetic_predictions(model, seed, num_classes=6, images_per_class=10, bias=
         logits = logits + np.asarray(bias)
     wnids = np.array(SUBSET_WNIDS[:num_classes] if num_classes <= len(SUBSET_WNIDS)
                      else [f"n{index:08d}" for index in range(num_classes)])
-    return outputs.Predictions(
+    return cache.Predictions(
         logits=logits.astype(np.float32), labels=labels,
         paths=np.array([f"{wnids[label]}/img{i}.JPEG" for i, label in enumerate(labels)]),
         wnids=wnids, names=np.array([f"class {w}" for w in wnids]),
@@ -87,7 +88,7 @@ def analysed_synthetic_runs(tmp_path_factory):
     runs = {"clip": synthetic_predictions("clip", 0, bias=[1.5, 1.0, 0.5, 0, -0.5, -1.0]),
             "debiaspl": synthetic_predictions("debiaspl", 1)}
     for model, predictions in runs.items():
-        outputs.save_predictions(out / model / "predictions.npz", predictions)
+        cache.save_predictions(out / model / "predictions.npz", predictions)
         analysis.analyze(predictions, out / model, out)
     return out
 
@@ -115,6 +116,6 @@ def simulated_demo(tmp_path_factory):
     out = tmp_path_factory.mktemp("simulated")
     args = starter.build_parser().parse_args(["--demo", "--name", "Ada Lovelace",
                                               "--student-id", "12345678"])
-    with figure_workers():  # 100-class figures, as in a real run: worth the workers
+    with figure_worker_processes():  # 100-class figures, as in a real run: worth the workers
         starter.analyse_simulated_runs(args, out)
     return out

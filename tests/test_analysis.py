@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import analysis
-import outputs
+import runs
 from conftest import synthetic_predictions
 
 
@@ -98,7 +98,7 @@ def test_terminal_text_shows_both_kinds_and_six_decimal_literal_cosines(analysed
     assert f"{first['true']['name']} -> {first['predicted']['name']}" in text
     for label in ("Q2(a)", "Q2(b)", "Q2(c)", "most predicted by clip", "its images go to"):
         assert label in text
-    assert outputs.SIMULATED not in text  # only simulated runs say so
+    assert runs.SIMULATED not in text  # only simulated runs say so
 
 
 def test_every_image_predicted_as_one_class_says_why_there_are_no_neighbours(tmp_path):

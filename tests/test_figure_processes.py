@@ -7,20 +7,22 @@ import shutil
 import pytest
 from matplotlib.figure import Figure
 
+import distributed
+import figure_workers
 import outputs
-from conftest import figure_workers, run_cli
+from conftest import figure_worker_processes, run_cli
 
-needs_two_cpus = pytest.mark.skipif(outputs.usable_cpus() < 2, reason="figure workers need 2 CPUs")
+needs_two_cpus = pytest.mark.skipif(distributed.usable_cpus() < 2, reason="figure workers need 2 CPUs")
 
 
 @pytest.fixture(autouse=True)
 def four_figure_processes(monkeypatch):
-    monkeypatch.setattr(outputs, "FIGURE_PROCESSES", 4)  # conftest sets 1 for the other tests
+    monkeypatch.setattr(figure_workers, "FIGURE_PROCESSES", 4)  # conftest sets 1 for the other tests
 
 
 @pytest.fixture
 def figure_processes():
-    with figure_workers():
+    with figure_worker_processes():
         yield
 
 
@@ -56,11 +58,11 @@ class WorkerKillingFigure(Figure):
 @needs_two_cpus
 def test_worker_png_equals_this_process_png(tmp_path, figure_processes):
     figures = {tmp_path / f"{label}.png": small_figure(label) for label in ("a", "b", "c")}
-    outputs.write_figures(figures)
+    figure_workers.write_figures(figures)
     for path, figure in figures.items():
         outputs.write_figure(tmp_path / f"here-{path.name}", figure)
         assert path.read_bytes() == (tmp_path / f"here-{path.name}").read_bytes()
-    assert outputs.start_figure_processes() is not None  # the workers did the rendering
+    assert figure_workers.start_figure_processes() is not None  # the workers did the rendering
 
 
 @needs_two_cpus
@@ -70,8 +72,8 @@ def test_interrupted_rendering_leaves_whole_files_and_no_temporary(tmp_path, fig
     interrupted = InterruptedFigure()
     interrupted.add_subplot().plot([0, 1])
     with pytest.raises(KeyboardInterrupt):
-        outputs.write_figures({tmp_path / "drawn.png": small_figure("drawn"),
-                               tmp_path / "interrupted.png": interrupted})
+        figure_workers.write_figures({tmp_path / "drawn.png": small_figure("drawn"),
+                                      tmp_path / "interrupted.png": interrupted})
     assert sorted(p.name for p in tmp_path.iterdir()) == ["drawn.png", "interrupted.png"]
     assert (tmp_path / "interrupted.png").read_bytes() == b"old"
     assert (tmp_path / "drawn.png").read_bytes().startswith(b"\x89PNG\r\n")
@@ -81,8 +83,8 @@ def test_interrupted_rendering_leaves_whole_files_and_no_temporary(tmp_path, fig
 def test_a_worker_that_cannot_write_says_so_in_one_sentence(tmp_path, figure_processes):
     (tmp_path / "blocked.png").mkdir()
     with pytest.raises(outputs.UserError, match=r"cannot write .*blocked\.png \(Is a directory\)"):
-        outputs.write_figures({tmp_path / "plain.png": small_figure("plain"),
-                               tmp_path / "blocked.png": small_figure("blocked")})
+        figure_workers.write_figures({tmp_path / "plain.png": small_figure("plain"),
+                                      tmp_path / "blocked.png": small_figure("blocked")})
     assert sorted(p.name for p in tmp_path.iterdir()) == ["blocked.png", "plain.png"]
 
 
@@ -91,23 +93,23 @@ def test_a_dead_worker_leaves_its_figure_to_this_process(tmp_path, figure_proces
     killer = WorkerKillingFigure(figsize=(3, 2))
     killer.add_subplot().plot([0, 1])
     figures = {tmp_path / "killer.png": killer, tmp_path / "plain.png": small_figure("plain")}
-    outputs.write_figures(figures)
+    figure_workers.write_figures(figures)
     for path in figures:
         assert path.read_bytes().startswith(b"\x89PNG\r\n")
-    assert outputs.start_figure_processes() is None  # later figures are rendered here
+    assert figure_workers.start_figure_processes() is None  # later figures are rendered here
 
 
 def test_one_cpu_renders_here(tmp_path, monkeypatch, figure_processes):
-    monkeypatch.setattr(outputs, "usable_cpus", lambda: 1)
-    assert outputs.start_figure_processes() is None
-    outputs.write_figures({tmp_path / "a.png": small_figure("a"), tmp_path / "b.png": small_figure("b")})
+    monkeypatch.setattr(figure_workers, "usable_cpus", lambda: 1)
+    assert figure_workers.start_figure_processes() is None
+    figure_workers.write_figures({tmp_path / "a.png": small_figure("a"), tmp_path / "b.png": small_figure("b")})
     assert all((tmp_path / name).read_bytes().startswith(b"\x89PNG\r\n") for name in ("a.png", "b.png"))
 
 
 def test_outside_the_block_figures_are_rendered_here():
-    with outputs.figure_processes():
+    with figure_workers.figure_processes():
         pass
-    assert outputs.start_figure_processes() is None
+    assert figure_workers.start_figure_processes() is None
 
 
 @needs_two_cpus

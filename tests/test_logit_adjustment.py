@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 from matplotlib.figure import Figure
 
+import analysis
+import cache
 import logit_adjustment
 import plotting
-import analysis
-import outputs
 import starter
 from conftest import PROJECT_DIR, RUN_FILES
 
@@ -32,7 +32,7 @@ def run_clip_la(out, *options):
 
 def read_run(out, model):
     run_dir = out / model
-    return (outputs.load_predictions(run_dir / "predictions.npz"),
+    return (cache.load_predictions(run_dir / "predictions.npz"),
             json.loads((run_dir / "metrics.json").read_text()),
             json.loads((run_dir / "centroids.json").read_text()))
 

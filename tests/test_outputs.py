@@ -4,7 +4,7 @@ import json
 import numpy as np
 import pytest
 
-import outputs
+import cache
 from conftest import PROJECT_DIR, run_cli, synthetic_predictions
 
 
@@ -23,8 +23,8 @@ def five_key_runs(tmp_path):
 
 
 def test_five_key_cache_loads_with_folder_name_and_unknown_provenance(five_key_runs):
-    loaded = outputs.load_predictions(five_key_runs / "debiaspl" / "predictions.npz")
-    assert loaded.meta == {"model": "debiaspl", "provenance": outputs.NO_META}
+    loaded = cache.load_predictions(five_key_runs / "debiaspl" / "predictions.npz")
+    assert loaded.meta == {"model": "debiaspl", "provenance": cache.NO_META}
     assert loaded.logits.dtype == np.float32 and loaded.labels.dtype == np.int64
     expected = synthetic_predictions("debiaspl", 1)
     np.testing.assert_array_equal(loaded.logits, expected.logits)
@@ -37,9 +37,9 @@ def test_five_key_caches_run_from_cache_and_into_the_report(five_key_runs):
     assert run_cli("--report", "--out", five_key_runs) == 0
     clip = json.loads((five_key_runs / "clip" / "metrics.json").read_text())
     debiaspl = json.loads((five_key_runs / "debiaspl" / "metrics.json").read_text())
-    assert clip["model"] == "clip" and clip["settings"]["provenance"] == outputs.NO_META
+    assert clip["model"] == "clip" and clip["settings"]["provenance"] == cache.NO_META
     assert debiaspl["order"] == clip["own_order"]
-    assert outputs.NO_META in (five_key_runs / "report.md").read_text()
+    assert cache.NO_META in (five_key_runs / "report.md").read_text()
 
 
 @pytest.mark.parametrize("change, message", [
@@ -52,7 +52,7 @@ def test_five_key_caches_run_from_cache_and_into_the_report(five_key_runs):
 ])
 def test_malformed_cache_is_one_sentence(tmp_path, capsys, change, message):
     predictions = synthetic_predictions("clip", 0)
-    arrays = {key: getattr(predictions, key) for key in outputs.REQUIRED_KEYS} | change
+    arrays = {key: getattr(predictions, key) for key in cache.REQUIRED_KEYS} | change
     (tmp_path / "clip").mkdir()
     np.savez(tmp_path / "clip" / "predictions.npz", **arrays)
     assert run_cli("--model", "clip", "--from-cache", "--out", tmp_path) == 2

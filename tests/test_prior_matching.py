@@ -8,8 +8,8 @@ import json
 import numpy as np
 import pytest
 
+import cache
 import logit_adjustment
-import outputs
 import starter
 from conftest import RUN_FILES
 
@@ -96,8 +96,8 @@ def test_cli_writes_the_contract_in_clips_order(clip_out, capsys):
     assert run_clip_pm(clip_out) == 0
     assert "prior matching converged after" in capsys.readouterr().out
     assert RUN_FILES | {"prior.json"} <= {path.name for path in (clip_out / "clip-pm").iterdir()}
-    clip = outputs.load_predictions(clip_out / "clip" / "predictions.npz")
-    matched = outputs.load_predictions(clip_out / "clip-pm" / "predictions.npz")
+    clip = cache.load_predictions(clip_out / "clip" / "predictions.npz")
+    matched = cache.load_predictions(clip_out / "clip-pm" / "predictions.npz")
     clip_summary = json.loads((clip_out / "clip" / "metrics.json").read_text())
     summary = json.loads((clip_out / "clip-pm" / "metrics.json").read_text())
     centroids = json.loads((clip_out / "clip-pm" / "centroids.json").read_text())
@@ -122,7 +122,7 @@ def test_cli_writes_the_contract_in_clips_order(clip_out, capsys):
 
 
 def test_cli_target_counts_are_normalised_with_a_note(clip_out, capsys):
-    clip = outputs.load_predictions(clip_out / "clip" / "predictions.npz")
+    clip = cache.load_predictions(clip_out / "clip" / "predictions.npz")
     counts = np.arange(1, 7)
     path = clip_out / "target.json"
     path.write_text(json.dumps({str(wnid): int(count) for wnid, count in zip(clip.wnids, counts)}))
@@ -132,7 +132,7 @@ def test_cli_target_counts_are_normalised_with_a_note(clip_out, capsys):
     assert prior["settings"]["target"] == str(path)
     target = counts / counts.sum()
     np.testing.assert_allclose([entry["target"] for entry in prior["classes"]], target)
-    matched = outputs.load_predictions(clip_out / "clip-pm" / "predictions.npz")
+    matched = cache.load_predictions(clip_out / "clip-pm" / "predictions.npz")
     np.testing.assert_allclose(mean_softmax(matched.logits.astype(np.float64)), target, atol=1e-6)
     bias = np.array([entry["bias"] for entry in prior["classes"]])
     implied = target * np.exp(bias)
@@ -149,7 +149,7 @@ def test_cli_target_counts_are_normalised_with_a_note(clip_out, capsys):
     ({"n01558993": "a lot"}, "positive number"),
 ])
 def test_cli_bad_target_is_a_one_sentence_error(clip_out, capsys, content, message):
-    clip = outputs.load_predictions(clip_out / "clip" / "predictions.npz")
+    clip = cache.load_predictions(clip_out / "clip" / "predictions.npz")
     if isinstance(content, dict):  # a change to a valid uniform target
         change = dict(content)
         proportions = {str(wnid): 1 / 6 for wnid in clip.wnids}
@@ -172,8 +172,8 @@ def test_cli_warns_with_the_deviation_when_not_converged(clip_out, capsys, monke
     error = capsys.readouterr().err
     settings = read_prior(clip_out)["settings"]
     assert (settings["iterations"], settings["converged"]) == (2, False)
-    clip = outputs.load_predictions(clip_out / "clip" / "predictions.npz")
-    matched = outputs.load_predictions(clip_out / "clip-pm" / "predictions.npz")
+    clip = cache.load_predictions(clip_out / "clip" / "predictions.npz")
+    matched = cache.load_predictions(clip_out / "clip-pm" / "predictions.npz")
     deviation = np.abs(mean_softmax(matched.logits.astype(np.float64)) - 1 / 6).max()
     assert settings["final_deviation"] == pytest.approx(deviation, rel=1e-3)
     assert "did not converge in 2 iterations" in error and f"{settings['final_deviation']:.3g}" in error

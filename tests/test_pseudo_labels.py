@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from matplotlib.figure import Figure
 
-import outputs
+import cache
 import plotting
 import pseudo_labels
 import starter
@@ -36,7 +36,7 @@ def crafted_predictions(seed=0, num_images=120):
     probabilities[1] = probabilities[0]  # a tie within class predicted[0] ...
     labels[1] = (labels[0] + 1) % num_classes  # ... that only one of the two gets right
     wnids = np.array(SUBSET_WNIDS)
-    return outputs.Predictions(
+    return cache.Predictions(
         logits=np.log(probabilities).astype(np.float32), labels=labels.astype(np.int64),
         paths=np.array([f"{wnids[label]}/img{i}.JPEG" for i, label in enumerate(labels)]),
         wnids=wnids, names=np.array([f"class {wnid}" for wnid in wnids]), meta={"model": "clip"})
@@ -92,7 +92,7 @@ def test_the_grids_are_the_issues():
 
 def test_cli_pseudo_labels_json_matches_a_direct_computation(tmp_path, capsys):
     predictions = crafted_predictions()
-    outputs.save_predictions(tmp_path / "clip" / "predictions.npz", predictions)
+    cache.save_predictions(tmp_path / "clip" / "predictions.npz", predictions)
     assert starter.main(["--model", "clip", "--from-cache", "--out", str(tmp_path)]) == 0
     printed = capsys.readouterr().out
     selection = json.loads((tmp_path / "clip" / "pseudo_labels.json").read_text())

@@ -19,11 +19,13 @@ from reportlab.pdfbase import pdfmetrics
 from matplotlib.figure import Figure
 from sklearn.metrics import f1_score
 
+import analysis
+import cache
 import metrics
+import outputs
 import plotting
 import report
-import analysis
-import outputs
+import runs
 import starter
 from conftest import synthetic_predictions
 
@@ -136,7 +138,7 @@ def test_classes_below_half_balanced_and_std_by_hand():
 def test_run_measures_recover_macro_f1_from_metrics_json(synthetic_runs):
     """The report computes macro-F1 from metrics.json alone; it must equal sklearn's on the cache."""
     for model in ("clip", "debiaspl"):
-        predictions = outputs.load_predictions(synthetic_runs / model / "predictions.npz")
+        predictions = cache.load_predictions(synthetic_runs / model / "predictions.npz")
         measures = report.run_measures(read_json(synthetic_runs / model / "metrics.json"))
         expected = f1_score(predictions.labels, predictions.logits.argmax(axis=1), average="macro",
                             labels=np.unique(predictions.labels), zero_division=0)
@@ -172,7 +174,7 @@ def test_comparison_data_and_figure(synthetic_runs):
     assert len(count_ax.lines) == 2 + 1 + 2  # a line per run, the balanced count, two kinds of marks
     assert len(change_ax.patches) == len(comparison.wnids)  # debiaspl's bars
     # clip's largest confusions, counted from its cache: true classes ▲, predicted classes ▼.
-    clip = outputs.load_predictions(synthetic_runs / "clip" / "predictions.npz")
+    clip = cache.load_predictions(synthetic_runs / "clip" / "predictions.npz")
     position = {wnid: index for index, wnid in enumerate(comparison.wnids)}
     cells = [(position[clip.wnids[t]], position[clip.wnids[p]]) for t, p in direct_top_confusions(clip)]
     marks = {line.get_marker(): line.get_xdata().tolist() for line in count_ax.lines
@@ -190,7 +192,7 @@ def test_comparison_data_and_figure(synthetic_runs):
 
 def section_headings(sections_of):
     """The heading line of each SECTION_TITLES section of the synthetic runs' report."""
-    subtitles = {f"Q{number}({letter})": f"{outputs.MODEL_TITLES[model]}: {topic}"
+    subtitles = {f"Q{number}({letter})": f"{runs.MODEL_TITLES[model]}: {topic}"
                  for number, model in ((1, "clip"), (2, "debiaspl"))
                  for letter, topic in report.SUBQUESTION_TOPICS.items()}
     return [f"{title}: {subtitles.get(title, 'all runs')}" for title in sections_of]
@@ -411,7 +413,7 @@ def test_clip_la_section_after_q2_and_its_appendix(synthetic_runs):
     la_dir = synthetic_runs / "clip-la"
     predictions = synthetic_predictions("clip-la", 2)
     predictions.meta["logit_adjustment"] = {"momentum": 0.99, "threshold": 0.95}
-    outputs.save_predictions(la_dir / "predictions.npz", predictions)
+    cache.save_predictions(la_dir / "predictions.npz", predictions)
     analysis.analyze(predictions, la_dir, synthetic_runs)
     prior = {"settings": {"momentum": 0.99, "threshold": 0.95},
              "prior": [0.1, 0.2, 0.3, 0.1, 0.2, 0.1, 0.0],

@@ -10,7 +10,9 @@ import pytest
 import torch
 
 import analysis
+import cache
 import classes
+import figure_workers
 import models
 import outputs
 import synthetic
@@ -242,7 +244,7 @@ def test_interrupted_run_keeps_complete_outputs(tmp_path, real_runs, monkeypatch
         raise KeyboardInterrupt
 
     monkeypatch.setattr(Figure, "savefig", savefig_interrupted)
-    monkeypatch.setattr(outputs, "start_figure_processes", lambda: None)  # render in this process, where savefig is patched
+    monkeypatch.setattr(figure_workers, "start_figure_processes", lambda: None)  # render in this process, where savefig is patched
     assert run_cli("--model", "clip", "--from-cache", "--out", tmp_path) == 130
     assert "interrupted" in capsys.readouterr().err
     after = {p.name: p.read_bytes() for p in (tmp_path / "clip").iterdir()}
@@ -253,14 +255,14 @@ def test_interrupted_run_keeps_complete_outputs(tmp_path, real_runs, monkeypatch
 
 def test_cache_records_what_produced_it(real_runs, demo_inputs):
     for model, weights in (("clip", demo_inputs.clip_weights), ("debiaspl", demo_inputs.debiaspl_checkpoint)):
-        meta = outputs.load_predictions(real_runs / model / "predictions.npz").meta
+        meta = cache.load_predictions(real_runs / model / "predictions.npz").meta
         assert meta["model"] == model
         assert meta["weights_identity"]["sha256"] == hashlib.sha256(Path(weights).read_bytes()).hexdigest()
         assert meta["image_files"] == 18
         assert meta["file_list_sha256"] == classes.file_list_identity(
             classes.list_image_files(demo_inputs.data / "val"))
-    assert outputs.load_predictions(real_runs / "clip" / "predictions.npz").meta["prompts"] == "single"
-    assert outputs.load_predictions(real_runs / "debiaspl" / "predictions.npz").meta["branch"] == "main"
+    assert cache.load_predictions(real_runs / "clip" / "predictions.npz").meta["prompts"] == "single"
+    assert cache.load_predictions(real_runs / "debiaspl" / "predictions.npz").meta["branch"] == "main"
 
 
 def test_from_cache_with_other_options_says_so(tmp_path, real_runs, demo_inputs, data_copy, capsys):

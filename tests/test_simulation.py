@@ -10,7 +10,7 @@ import pytest
 import analysis
 import classes
 import metrics
-import outputs
+import runs
 import simulation
 from conftest import PROJECT_DIR, synthetic_predictions
 
@@ -102,8 +102,8 @@ def test_simulated_meta_titles_every_figure_and_header(tmp_path, monkeypatch):
         assert ("SIMULATED" in header) == simulated_meta
         drawn.clear()
     derived = {"model": "clip-la", "clip": {"model": "clip", "simulated": True}}  # as clip-la's meta
-    assert outputs.model_title(derived).startswith("SIMULATED")
-    assert not outputs.is_simulated({"model": "clip-la", "clip": {"model": "clip"}})
+    assert runs.model_title(derived).startswith("SIMULATED")
+    assert not runs.is_simulated({"model": "clip-la", "clip": {"model": "clip"}})
 
 
 def test_demo_runs_say_simulated(simulated_demo):
@@ -111,5 +111,5 @@ def test_demo_runs_say_simulated(simulated_demo):
     for model in ("clip", "debiaspl", "clip-la", "clip-pm"):
         saved, centroids, selection = (json.loads((simulated_demo / model / name).read_text()) for name in
                                        ("metrics.json", "centroids.json", "pseudo_labels.json"))
-        assert outputs.is_simulated(saved["settings"])
+        assert runs.is_simulated(saved["settings"])
         assert analysis.format_report(saved, centroids, selection).startswith(f"== SIMULATED {model}:")
