@@ -205,8 +205,7 @@ def run(args):
             print(f"note: {cache} was made with {difference}; its results are shown as cached.",
                   file=sys.stderr)
     elif args.model in training_free.TRAINING_FREE_RUNS:
-        predictions = training_free.TRAINING_FREE_RUNS[args.model](args, out_dir, run_dir)
-        save_predictions(cache, predictions)
+        predictions = training_free.TRAINING_FREE_RUNS[args.model](args, out_dir, run_dir)  # cached by it
     else:
         # A wrong setup (no clip run, other classes) stops here, before any model loads.
         wnids = classes.find_class_folders(classes.resolve_val_dir(args.data))

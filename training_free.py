@@ -15,7 +15,7 @@ import analysis
 import logit_adjustment
 import metrics
 import plotting
-from cache import Predictions, load_predictions
+from cache import Predictions, load_predictions, save_predictions
 from outputs import UserError, read_json, write_figure, write_json
 from runs import LOGIT_ADJUSTED_MODEL, PRIOR_MATCHED_MODEL, REFERENCE_MODEL, model_title
 
@@ -50,7 +50,8 @@ def derived_meta(model, clip):
 
 def debiased_predictions(clip, model, method, settings, class_columns, logits, run_dir, out_dir,
                          **tables):
-    """Write prior.json and return the Predictions of a training-free run on clip's cache.
+    """Write prior.json and the run's predictions.npz, and return its Predictions (as read back:
+    memory-mapped).
 
     prior.json is {"model", "settings", "classes": one entry per class in clip's column order
     with wnid, name and `class_columns` ({column: [K] values}, "prior" first), plus `tables`};
@@ -66,8 +67,10 @@ def debiased_predictions(clip, model, method, settings, class_columns, logits, r
     })
     meta = {**derived_meta(model, clip), method: settings,
             "adjusted_cache": str(Path(out_dir) / REFERENCE_MODEL / "predictions.npz")}
-    return Predictions(logits=np.asarray(logits).astype(np.float32), labels=clip.labels,
-                       paths=clip.paths, wnids=clip.wnids, names=clip.names, meta=meta)
+    cache = run_dir / "predictions.npz"
+    save_predictions(cache, Predictions(logits=np.asarray(logits).astype(np.float32), labels=clip.labels,
+                                        paths=clip.paths, wnids=clip.wnids, names=clip.names, meta=meta))
+    return load_predictions(cache)
 
 
 def lambda_sweep(logits, labels, priors, strengths):
@@ -175,4 +178,4 @@ def match_clip_prior(args, out_dir, run_dir):
 
 
 TRAINING_FREE_RUNS = {LOGIT_ADJUSTED_MODEL: adjust_clip_predictions,
-                      PRIOR_MATCHED_MODEL: match_clip_prior}  # {model: (args, out_dir, run_dir) -> Predictions}
+                      PRIOR_MATCHED_MODEL: match_clip_prior}  # {model: (args, out_dir, run_dir) -> Predictions, cached}
