@@ -24,13 +24,25 @@ CLASS_NAME_COLUMNS = {"openai": "clip_name", "wordnet": "wordnet_name"}
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 
 
-def resolve_val_dir(data):
-    """The folder of wnid folders: DATA/val when it exists, else DATA itself."""
+SPLITS = ("val", "train")  # --split: the dataset root's folders
+
+
+def resolve_split_dir(data, split=None):
+    """(split, folder of class folders): DATA/<split> when it exists, else DATA itself, a split
+    folder named directly, whose split is --split, else its own name when that is one (so that
+    --data .../train is a train run), else val."""
     root = Path(data).expanduser()
     if not root.is_dir():
         raise UserError(f"the data folder {root} does not exist; pass --data or set "
                         "IMAGENET100_ROOT.")
-    return root / "val" if (root / "val").is_dir() else root
+    present = [name for name in SPLITS if (root / name).is_dir()]
+    if present:
+        chosen = split or SPLITS[0]
+        if chosen not in present:
+            raise UserError(f"{root} has no {chosen} folder (it has {', '.join(present)}); pass "
+                            f"--split {present[0]}, or --data pointing to the {chosen} images.")
+        return chosen, root / chosen
+    return split or (root.name if root.name in SPLITS else SPLITS[0]), root
 
 
 def find_class_folders(val_dir):

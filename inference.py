@@ -1,17 +1,26 @@
-"""Inference: the DataLoader loop over an image folder, and `predict`, which turns a folder and a
-model into the Predictions every analysis starts from.
+"""Inference: a model over an image folder, chunk by chunk, into the run's cache.
+
+`predict` scans the folder, builds the model, computes the chunks that have no part yet (under
+torchrun, this process's share of them: see chunk_store.py and distributed.py) and, in the main
+process, merges the parts into predictions.npz once every chunk has one. Every image carries
+its index in the sorted file list from the loader to its part, so each is counted exactly once.
 """
 import os
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 import classes
+import distributed
 import models
-from cache import Predictions
+from cache import load_predictions
+from chunk_store import ChunkStore, Part
 from outputs import UserError
+
+WAIT_SECONDS = 1.0  # how often the main process looks for the other processes' parts
 
 
 @dataclass
@@ -33,98 +42,193 @@ def load_rgb(path):
         return Unreadable(str(error) or type(error).__name__)
 
 
-class TransformReadable:
-    """Apply the model's transform to readable images and pass Unreadable through."""
+class IndexedImages:
+    """The folder's (path, label) samples as (transformed image or Unreadable, label, index)."""
 
-    def __init__(self, transform):
+    def __init__(self, samples, transform):
+        self.samples = samples
         self.transform = transform
 
-    def __call__(self, image):
-        return image if isinstance(image, Unreadable) else self.transform(image)
+    def __len__(self):
+        return len(self.samples)
+
+    def __getitem__(self, index):
+        path, label = self.samples[index]
+        image = load_rgb(path)
+        return (image if isinstance(image, Unreadable) else self.transform(image)), label, index
 
 
-def collate_readable(batch):
-    """(images, labels) of the readable samples, and [(position in batch, reason)] of the rest."""
+def collate_indexed(batch):
+    """(images, labels, indices) of the readable samples, and [(index, reason)] of the rest."""
     from torch.utils.data import default_collate
     readable = [sample for sample in batch if not isinstance(sample[0], Unreadable)]
-    unreadable = [(position, image.reason) for position, (image, _) in enumerate(batch)
-                  if isinstance(image, Unreadable)]
-    images, labels = default_collate(readable) if readable else (None, None)
-    return images, labels, unreadable
+    unreadable = [(index, image.reason) for image, _, index in batch if isinstance(image, Unreadable)]
+    images, labels, indices = default_collate(readable) if readable else (None, None, None)
+    return images, labels, indices, unreadable
 
 
-def run_inference(model, dataset, device, precision, batch_size, workers, skip_bad_images):
-    """Logits [N', K] float32, labels [N'], kept sample indices [N'] and {index: reason} of the
-    unreadable samples, in dataset order. Without skip_bad_images the first batch holding
-    unreadable files stops the run (a UserError naming them), before anything is written.
-    `precision` as set by models.set_precision: fp32, or fp16 / bf16 autocast."""
+def compute_chunks(model, dataset, device, precision, batch_size, workers, skip_bad_images, store,
+                   chunks, progress=None):
+    """Compute `chunks` (in order) and write each one's part the moment it is done. Without
+    skip_bad_images a batch holding unreadable files stops the run (a UserError naming them);
+    the chunks already written stay. `precision` as set by models.set_precision."""
     import torch
-    from tqdm import tqdm
     on_cuda = device.type == "cuda"
     torch.backends.cudnn.benchmark = on_cuda  # every batch is 224 x 224: tune convolutions once
-    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False,
-                                         num_workers=workers, pin_memory=on_cuda,
-                                         collate_fn=collate_readable)
+    # Chunks are whole batches (chunk_size is a multiple of batch_size, and only the list's last
+    # chunk is shorter), so a chunk's batches are the same whichever process computes it.
+    loader = torch.utils.data.DataLoader(
+        dataset, batch_size=batch_size, sampler=[i for chunk in chunks for i in store.images(chunk)],
+        num_workers=workers, pin_memory=on_cuda, collate_fn=collate_indexed)
     model = model.to(device, memory_format=torch.channels_last).eval()
-    all_logits, all_labels, unreadable = [], [], {}
+    pending = iter(chunks)
+    chunk = next(pending, None)
+    logits, labels, indices, unreadable, seen = [], [], [], {}, 0
     with torch.inference_mode():
-        for batch_index, (images, labels, bad) in enumerate(tqdm(loader, desc="inference", unit="batch")):
-            unreadable.update({batch_index * batch_size + position: reason for position, reason in bad})
+        for images, batch_labels, batch_indices, bad in loader:
+            unreadable.update(bad)
             if bad and not skip_bad_images:
-                named = "; ".join(f"{dataset.samples[i][0]} ({reason})" for i, reason in unreadable.items())
+                named = "; ".join(f"{dataset.samples[i][0]} ({reason})" for i, reason in bad)
                 raise UserError(f"cannot read {named}: fix or remove the file(s), or pass "
                                 "--skip-bad-images to evaluate the other images.")
-            if images is None:
-                continue
-            images = images.to(device, non_blocking=True, memory_format=torch.channels_last)
-            with models.autocast(device, precision):
-                logits = model(images)
-            # Kept on the device: a per-batch .cpu() would make the loop wait for each forward.
-            all_logits.append(logits.float())
-            all_labels.append(labels)
-    if not all_logits:
-        raise UserError("none of the images could be read.")
-    kept = np.array([i for i in range(len(dataset)) if i not in unreadable], dtype=np.int64)
-    return (torch.cat(all_logits).cpu().numpy(), torch.cat(all_labels).numpy().astype(np.int64), kept,
-            unreadable)
+            if images is not None:
+                images = images.to(device, non_blocking=True, memory_format=torch.channels_last)
+                with models.autocast(device, precision):
+                    # Kept on the device until the chunk ends: a .cpu() per batch would make the
+                    # loop wait for each forward.
+                    logits.append(model(images).float())
+                labels.append(batch_labels)
+                indices.append(batch_indices)
+            batch_images = len(bad) + (0 if images is None else len(images))
+            seen += batch_images
+            if progress:
+                progress.advance(batch_images)
+            if seen == len(store.images(chunk)):
+                store.write(chunk, Part(
+                    logits=torch.cat(logits).cpu().numpy() if logits else np.empty((0, 0), np.float32),
+                    indices=torch.cat(indices).numpy() if indices else np.empty(0, np.int64),
+                    labels=torch.cat(labels).numpy() if labels else np.empty(0, np.int64),
+                    unreadable=unreadable))
+                if progress:
+                    progress.chunk_written()
+                chunk = next(pending, None)
+                logits, labels, indices, unreadable, seen = [], [], [], {}, 0
 
 
-def predict(args):
-    """Run the chosen model over the folder: the Predictions that every analysis starts from."""
+class JobProgress:
+    """One bar for the whole job, shown by the main process: its own images batch by batch, the
+    other processes' as their parts appear; and the closing rate line."""
+
+    def __init__(self, store, place):
+        from tqdm import tqdm
+        self.store, self.place = store, place
+        self.done_before = self.finished_images()
+        self.bar = tqdm(total=store.num_images, initial=self.done_before, unit="img", smoothing=0.05,
+                        desc=f"inference ({place.world_size} process{'es' * (place.world_size > 1)})",
+                        disable=not place.is_main, dynamic_ncols=True)
+        self.chunk_images = 0  # this process's images in its chunk in progress
+        self.start = self.last_look = time.perf_counter()
+
+    def finished_images(self):
+        return sum(len(self.store.images(chunk)) for chunk in self.store.finished())
+
+    def advance(self, images):
+        """This process did `images` more; every WAIT_SECONDS, look at everyone's parts."""
+        self.chunk_images += images
+        if self.place.world_size == 1:
+            self.bar.update(images)
+        elif time.perf_counter() - self.last_look >= WAIT_SECONDS:
+            self.look()
+
+    def chunk_written(self):
+        self.chunk_images = 0
+
+    def look(self):
+        self.last_look = time.perf_counter()
+        position = min(self.finished_images() + self.chunk_images, self.store.num_images)
+        self.bar.update(position - self.bar.n)
+
+    def wait_for_the_others(self):
+        """Until every chunk has its part (the other processes' last chunks)."""
+        while self.store.missing():
+            time.sleep(WAIT_SECONDS)
+            self.look()
+        self.look()
+
+    def close(self):
+        self.bar.close()
+        seconds = time.perf_counter() - self.start
+        computed = self.store.num_images - self.done_before
+        if self.place.is_main and computed:
+            print(f"inference: {computed} images in {seconds:.1f} s, {computed / seconds:.1f} "
+                  f"images/s in all, {computed / seconds / self.place.world_size:.1f} per process "
+                  f"({self.place.world_size} process{'es' * (self.place.world_size > 1)})")
+
+
+def build_model(config, names, imagenet_indices, device, args, place):
+    """(module, transform, weights identity). Under torchrun the main process builds first: the
+    others then read CLIP's text classifier from the cache it wrote, instead of all computing it."""
+    def build():
+        if config.model == "clip":
+            return models.build_clip_zero_shot(
+                args.clip_weights, config.prompts, names, device, config.precision,
+                Path(args.out) / "cache", args.trust_checkpoint)
+        return models.build_debiaspl(args.checkpoint, config.branch, imagenet_indices,
+                                     args.trust_checkpoint)
+
+    built = build() if place.is_main else None
+    distributed.wait_for_all(place)
+    return built or build()
+
+
+def predict(config, args, split_dir, run_dir):
+    """Run the configured model over split_dir into RUN/predictions.npz; return its Predictions
+    in the main process, None in the others."""
+    import torch
     from torchvision.datasets import ImageFolder
-    val_dir = classes.resolve_val_dir(args.data)
-    wnids = classes.find_class_folders(val_dir)
-    imagenet_indices, names = classes.describe_classes(wnids, args.class_names)
-    classes.warn_if_not_imagenet100(wnids)
+    place = distributed.current_place()
+    wnids = classes.find_class_folders(split_dir)
+    imagenet_indices, names = classes.describe_classes(wnids, config.class_names)
+    if place.is_main:
+        classes.warn_if_not_imagenet100(wnids)
     # Scan the files before loading a model, so a wrong folder fails in seconds.
-    dataset = ImageFolder(val_dir, loader=load_rgb, allow_empty=True)
-    if dataset.classes != wnids:
-        raise UserError(f"{val_dir} changed while it was being read; run again.")
-    if not dataset.samples:
-        raise UserError(f"the class folders of {val_dir} hold no image files.")
-    device = models.resolve_device(args.device)
-    models.set_precision(device, args.precision)
-    if args.model == "clip":
-        model, transform, identity = models.build_clip_zero_shot(
-            args.clip_weights, args.prompts, names, device, args.precision, Path(args.out) / "cache",
-            args.trust_checkpoint)
-        settings = {"weights": str(args.clip_weights), "prompts": args.prompts}
-    else:
-        model, transform, identity = models.build_debiaspl(args.checkpoint, args.branch,
-                                                           imagenet_indices, args.trust_checkpoint)
-        settings = {"weights": str(args.checkpoint), "branch": args.branch}
-    dataset.transform = TransformReadable(transform)
-    logits, labels, kept, unreadable = run_inference(model, dataset, device, args.precision,
-                                                     args.batch_size, args.workers,
-                                                     args.skip_bad_images)
-    all_paths = [os.path.relpath(path, val_dir) for path, _ in dataset.samples]
-    for index, reason in unreadable.items():
-        print(f"skipped unreadable image {dataset.samples[index][0]} ({reason})", file=sys.stderr)
-    meta = {"model": args.model, **settings, "class_names": args.class_names,
-            "weights_identity": identity, "data": str(val_dir),
-            "image_files": len(all_paths), "file_list_sha256": classes.file_list_identity(all_paths),
-            "skipped": [all_paths[i] for i in unreadable], "device": str(device),
-            "precision": args.precision}
-    return Predictions(logits=logits.astype(np.float32), labels=labels,
-                       paths=np.array([all_paths[i] for i in kept], dtype=str),
-                       wnids=np.array(wnids), names=np.array(names), meta=meta)
+    folder = ImageFolder(split_dir, allow_empty=True)
+    if folder.classes != wnids:
+        raise UserError(f"{split_dir} changed while it was being read; run again.")
+    if not folder.samples:
+        raise UserError(f"the class folders of {split_dir} hold no image files.")
+    relative_paths = [os.path.relpath(path, split_dir) for path, _ in folder.samples]
+    file_list_sha256 = classes.file_list_identity(relative_paths)
+    torch.set_num_threads(args.threads or place.cpus)
+    device = models.resolve_device(args.device, place.local_rank)
+    models.set_precision(device, config.precision)
+    distributed.start(place)
+    try:
+        model, transform, identity = build_model(config, names, imagenet_indices, device, args, place)
+        manifest = {**config.meta(), "weights_identity": identity, "file_list_sha256": file_list_sha256,
+                    "device": device.type}
+        store = ChunkStore(run_dir, config.fingerprint(identity, file_list_sha256, device.type),
+                           len(relative_paths), config.chunk_size, manifest)
+        if place.is_main:
+            note = store.prepare()
+            if note:
+                print(f"note: {note}", file=sys.stderr)
+        missing = store.missing()
+        distributed.wait_for_all(place)  # everyone has the same list before any part is written
+        own = missing[place.rank::place.world_size]
+        progress = JobProgress(store, place)
+        compute_chunks(model, IndexedImages(folder.samples, transform), device, config.precision,
+                       config.batch_size, place.cpus if args.workers is None else args.workers,
+                       args.skip_bad_images, store, own, progress)
+        if not place.is_main:
+            return None
+        progress.wait_for_the_others()
+        progress.close()
+    finally:
+        distributed.stop(place)
+    cache = run_dir / "predictions.npz"
+    meta = {**manifest, "data": str(split_dir), "image_files": len(relative_paths)}
+    skipped = store.merge(cache, relative_paths, wnids, names, meta)
+    for index, reason in sorted(skipped.items()):
+        print(f"skipped unreadable image {folder.samples[index][0]} ({reason})", file=sys.stderr)
+    return load_predictions(cache)

@@ -23,14 +23,22 @@ PRECISIONS = ("fp32", "fp16", "bf16")
 AUTOCAST_DTYPES = {"fp16": "float16", "bf16": "bfloat16"}  # names in torch
 
 
-def resolve_device(name):
+def resolve_device(name, local_rank=0):
+    """The torch device of --device NAME; under torchrun, GPU number local_rank of the node."""
     import torch
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     if name == "cuda" and not torch.cuda.is_available():
         raise UserError("--device cuda was asked for but this machine has no usable CUDA GPU; "
                         "use --device cpu.")
-    return torch.device(name)
+    if name == "cpu":
+        return torch.device("cpu")
+    if local_rank >= torch.cuda.device_count():
+        raise UserError(f"this process is number {local_rank} on its node but the node has "
+                        f"{torch.cuda.device_count()} GPU(s); start at most that many processes "
+                        "per node (torchrun --nproc-per-node).")
+    torch.cuda.set_device(local_rank)
+    return torch.device("cuda", local_rank)
 
 
 def set_precision(device, precision):

@@ -2,6 +2,7 @@
 
 Metadata kept as data (stdlib only): the report, the analysis and the CLI read it.
 """
+from pathlib import Path
 
 REFERENCE_MODEL = "clip"  # Q2: "keep the same order of classes as in Q1"
 LOGIT_ADJUSTED_MODEL = "clip-la"  # clip's cached logits, debiased without training
@@ -22,7 +23,22 @@ def is_simulated(meta):
     return bool(meta.get("simulated") or meta.get(REFERENCE_MODEL, {}).get("simulated"))
 
 
+def run_split(meta):
+    """The split a run's images are from: its own meta's, or for a run derived from clip's
+    cached logits, clip's; val for caches from before splits (and other tools')."""
+    return meta.get("split") or meta.get(REFERENCE_MODEL, {}).get("split") or "val"
+
+
 def model_title(meta):
-    """The run's model title, prefixed with SIMULATED when its logits were simulated."""
+    """The run's model title, prefixed with SIMULATED when its logits were simulated and
+    suffixed with its split when that is not the homework's val."""
     title = MODEL_TITLES.get(meta["model"], meta["model"])
+    if run_split(meta) != "val":
+        title = f"{title}, {run_split(meta)} split"
     return f"{SIMULATED} {title}" if is_simulated(meta) else title
+
+
+def split_out_dir(out, split):
+    """Where a split's runs go: OUT itself for val (the homework's), OUT/<split> otherwise, so
+    that a train run never overwrites a val run and clip's class order is the same split's."""
+    return Path(out) if split == "val" else Path(out) / split

@@ -32,10 +32,10 @@ import classes
 import training_free
 from models import PRECISIONS, SINGLE_PROMPT
 from cache import load_predictions, save_predictions
-from distributed import usable_cpus
+from run_config import DEFAULT_CHUNK_IMAGES, InferenceConfig
 from figure_workers import figure_processes
 from outputs import UserError
-from runs import LOGIT_ADJUSTED_MODEL, MODEL_TITLES, PRIOR_MATCHED_MODEL, SIMULATED
+from runs import LOGIT_ADJUSTED_MODEL, MODEL_TITLES, PRIOR_MATCHED_MODEL, SIMULATED, split_out_dir
 
 PROJECT_DIR = Path(__file__).resolve().parent
 COURSE_DATA_DIR = "/scratch/eecs542f25_class_root/eecs542f25_class/shared_data/imagenet-100"
@@ -59,10 +59,17 @@ def build_parser():
                              "SIMULATED clip and debiaspl runs shaped like the real ones, with "
                              "clip-la, clip-pm and the report, into OUT/demo/")
     parser.add_argument("--data", default=os.environ.get("IMAGENET100_ROOT", COURSE_DATA_DIR),
-                        help="ImageNet100 root holding val/, or the val folder itself; the default "
-                             "is $IMAGENET100_ROOT when set, else the course's copy")
+                        help="dataset root holding val/ (and train/), or a split folder itself; "
+                             "the default is $IMAGENET100_ROOT when set, else the course's copy")
+    parser.add_argument("--split", choices=classes.SPLITS,
+                        help="which split folder of the root: val (the homework's), or train "
+                             "(the images a semi-supervised learner pseudo-labels: ImageNet-1k's "
+                             "1.28M); train runs write to OUT/train/<model>/, so they never "
+                             "overwrite a val run. The default is val, or the name of a split "
+                             "folder given as --data")
     parser.add_argument("--out", default=str(PROJECT_DIR / "figures"),
-                        help="output folder; each model writes to OUT/<model>/")
+                        help="output folder; each model writes to OUT/<model>/ (val) or "
+                             "OUT/train/<model>/")
     parser.add_argument("--from-cache", action="store_true",
                         help="skip inference: redo metrics and figures from OUT/<model>/predictions.npz")
     parser.add_argument("--report", action="store_true",
@@ -109,9 +116,19 @@ def build_parser():
     inference.add_argument("--batch-size", type=int, default=64,
                            help="images per forward pass; for clip-la, images per moving-average "
                                 "update of the prior p̂")
-    inference.add_argument("--workers", type=int, default=usable_cpus(),
-                           help="data-loading processes (0 = load in the main process); the default "
-                                "is the CPUs this process may use, e.g. a Slurm allocation's")
+    inference.add_argument("--chunk-size", type=int, metavar="N",
+                           help="images per part file, a multiple of --batch-size: each chunk's "
+                                "logits are written the moment it is done, and running the same "
+                                "command again computes only the missing chunks; the default is "
+                                f"the multiple of --batch-size nearest above {DEFAULT_CHUNK_IMAGES}")
+    inference.add_argument("--workers", type=int,
+                           help="data-loading processes per process (0 = load in the process "
+                                "itself); the default is the process's share of the CPUs it may "
+                                "use (e.g. a Slurm allocation's): all of them alone, 1/G of them "
+                                "under torchrun --nproc-per-node G")
+    inference.add_argument("--threads", type=int,
+                           help="torch threads per process; the default is the process's share of "
+                                "the usable CPUs, as for --workers")
     inference.add_argument("--skip-bad-images", action="store_true",
                            help="evaluate the images that can be read and list the unreadable ones "
                                 "in metrics.json under 'skipped'; without it, unreadable images stop "
@@ -175,11 +192,17 @@ def finite_float(text):
     return value
 
 
-def cache_differences(meta, args):
+def chosen_split(args):
+    """The run's split: --split, else the one --data names (its val folder, or a split folder
+    given directly); val when --data is not on this machine (a run from cache)."""
+    if args.split or not Path(args.data).expanduser().is_dir():
+        return args.split or classes.SPLITS[0]
+    return classes.resolve_split_dir(args.data)[0]
+
+
+def cache_differences(meta, args, split):
     """How the options of this --from-cache run differ from those that made the cache."""
-    differences = [f"--{option.replace('_', '-')} {meta[option]}, not {getattr(args, option)}"
-                   for option in ("prompts", "branch", "class_names", "precision")
-                   if option in meta and meta[option] != getattr(args, option)]
+    differences = InferenceConfig.from_args(args, split).differences(meta)
     weights_option = {"clip": "clip_weights", "debiaspl": "checkpoint"}.get(meta["model"])
     cached_file = meta.get("weights_identity", {}).get("path")
     if weights_option and cached_file:
@@ -189,30 +212,32 @@ def cache_differences(meta, args):
             differences.append(f"the weights {cached_file}, not {weights}")
     data = Path(args.data).expanduser()
     if meta.get("file_list_sha256") and data.is_dir():
-        val_dir = classes.resolve_val_dir(data)
-        if classes.file_list_identity(classes.list_image_files(val_dir)) != meta["file_list_sha256"]:
-            differences.append(f"other image files than {val_dir} holds now")
+        split_dir = classes.resolve_split_dir(data, split)[1]
+        if classes.file_list_identity(classes.list_image_files(split_dir)) != meta["file_list_sha256"]:
+            differences.append(f"other image files than {split_dir} holds now")
     return differences
 
 
 def run(args):
-    out_dir = Path(args.out)
+    split = chosen_split(args)
+    out_dir = split_out_dir(args.out, split)
     run_dir = out_dir / args.model
     cache = run_dir / "predictions.npz"
     if args.from_cache:
         predictions = load_predictions(cache)
-        for difference in cache_differences(predictions.meta, args):
+        for difference in cache_differences(predictions.meta, args, split):
             print(f"note: {cache} was made with {difference}; its results are shown as cached.",
                   file=sys.stderr)
     elif args.model in training_free.TRAINING_FREE_RUNS:
         predictions = training_free.TRAINING_FREE_RUNS[args.model](args, out_dir, run_dir)  # cached by it
     else:
         # A wrong setup (no clip run, other classes) stops here, before any model loads.
-        wnids = classes.find_class_folders(classes.resolve_val_dir(args.data))
-        analysis.reference_order(out_dir, args.model, wnids)
+        split, split_dir = classes.resolve_split_dir(args.data, split)
+        analysis.reference_order(out_dir, args.model, classes.find_class_folders(split_dir))
         import inference  # torch and the models load only when a model runs
-        predictions = inference.predict(args)
-        save_predictions(cache, predictions)
+        predictions = inference.predict(InferenceConfig.from_args(args, split), args, split_dir, run_dir)
+        if predictions is None:  # another process of a torchrun job: the main one analyses
+            return
     print(analysis.format_report(*analysis.analyze(predictions, run_dir, out_dir)))
     print(f"outputs in {run_dir}")
 
@@ -240,7 +265,8 @@ def check_install(args, out_dir):
         files = synthetic.write_demo_inputs(Path(scratch), synthetic.imagenet100_wnids()[:DEMO_CLASSES],
                                             DEMO_IMAGES_PER_CLASS)
         common = ["--data", str(files.data), "--out", str(out_dir), "--device", args.device,
-                  "--batch-size", str(args.batch_size), "--workers", str(args.workers)]
+                  "--batch-size", str(args.batch_size)]
+        common += [] if args.workers is None else ["--workers", str(args.workers)]
         run(build_parser().parse_args(["--model", "clip", "--clip-weights", str(files.clip_weights),
                                        "--prompts", "single", *common]))
         run(build_parser().parse_args(["--model", "debiaspl", "--checkpoint",
@@ -275,8 +301,11 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if not args.demo and not args.model and not args.report:
         parser.error(f"choose --model {'|'.join(MODEL_TITLES)}, --demo or --report")
-    if args.batch_size < 1 or args.workers < 0 or args.la_passes < 1:
-        parser.error("--batch-size and --la-passes must be at least 1, --workers at least 0")
+    if args.batch_size < 1 or (args.workers or 0) < 0 or args.la_passes < 1 or (args.threads or 1) < 1:
+        parser.error("--batch-size, --la-passes and --threads must be at least 1, --workers at least 0")
+    if args.chunk_size is not None and (args.chunk_size < 1 or args.chunk_size % args.batch_size):
+        parser.error(f"--chunk-size must be a multiple of --batch-size ({args.batch_size}), so that "
+                     "a chunk's batches are the same in every process")
     try:
         with figure_processes():
             if args.demo:
@@ -284,7 +313,7 @@ def main(argv=None):
             elif args.model:
                 run(args)
             if args.report and not args.demo:
-                write_report(Path(args.out), args)
+                write_report(split_out_dir(args.out, chosen_split(args)), args)
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -196,8 +196,8 @@ def test_subset_of_imagenet100_warns(real_runs, demo_inputs, capsys):
 
 
 def test_data_root_or_val_folder(demo_inputs):
-    assert classes.resolve_val_dir(demo_inputs.data) == demo_inputs.data / "val"
-    assert classes.resolve_val_dir(demo_inputs.data / "val") == demo_inputs.data / "val"
+    assert classes.resolve_split_dir(demo_inputs.data) == ("val", demo_inputs.data / "val")
+    assert classes.resolve_split_dir(demo_inputs.data / "val") == ("val", demo_inputs.data / "val")
 
 
 def test_all_imagenet1k_wnids_are_described():

@@ -1,0 +1,144 @@
+"""A model run's logits as parts: one file per fixed chunk of the sorted image list, merged into
+predictions.npz once every chunk has its part.
+
+The chunks depend on the file list and --chunk-size only, never on how many processes compute
+them, so a run may be resumed with any number of processes: each part is written atomically the
+moment its chunk is done, a crash loses at most the chunks in progress, and the same command
+computes only the missing ones. Parts live in RUN/parts/<fingerprint>/, the fingerprint being
+that of everything the logits depend on (run_config.InferenceConfig.fingerprint): parts of
+other weights, options or image files are never mixed in. numpy only.
+"""
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from cache import write_predictions
+from outputs import UserError, read_json, write_atomic, write_json
+
+PARTS_FOLDER = "parts"
+MANIFEST = "manifest.json"  # what the parts of a folder were made with
+
+
+@dataclass
+class Part:
+    """One chunk's results: the logits of its readable images and which images they are."""
+    logits: np.ndarray  # float32 [n, K]
+    indices: np.ndarray  # int64 [n]: the images' indices in the sorted file list
+    labels: np.ndarray  # int64 [n]
+    unreadable: dict  # {index in the file list: why it cannot be read}
+
+
+class ChunkStore:
+    """The parts of one run configuration, in RUN/parts/<fingerprint[:16]>/."""
+
+    def __init__(self, run_dir, fingerprint, num_images, chunk_size, manifest):
+        self.parts_dir = Path(run_dir) / PARTS_FOLDER
+        self.folder = self.parts_dir / fingerprint[:16]
+        self.fingerprint = fingerprint
+        self.num_images = num_images
+        self.chunk_size = chunk_size
+        self.manifest = manifest
+
+    @property
+    def num_chunks(self):
+        return -(-self.num_images // self.chunk_size)
+
+    def images(self, chunk):
+        """The file-list indices of a chunk's images."""
+        return range(chunk * self.chunk_size, min((chunk + 1) * self.chunk_size, self.num_images))
+
+    def part_path(self, chunk):
+        return self.folder / f"part-{chunk:06d}.npz"
+
+    def finished(self):
+        """The chunks whose part exists."""
+        if not self.folder.is_dir():
+            return set()
+        names = {path.name for path in self.folder.glob("part-*.npz")}
+        return {chunk for chunk in range(self.num_chunks) if self.part_path(chunk).name in names}
+
+    def missing(self):
+        """The chunks without a part, in order."""
+        finished = self.finished()
+        return [chunk for chunk in range(self.num_chunks) if chunk not in finished]
+
+    def prepare(self):
+        """Create the folder with its manifest; return a sentence about other configurations'
+        parts in RUN/parts (not reused, kept), or None when there are none."""
+        if not (self.folder / MANIFEST).is_file():
+            write_json(self.folder / MANIFEST, {"fingerprint": self.fingerprint, **self.manifest})
+        others = [folder for folder in sorted(self.parts_dir.iterdir())
+                  if folder.is_dir() and folder != self.folder]
+        if not others:
+            return None
+        differences = sorted({text for folder in others for text in self.differences(folder)})
+        count = sum(len(list(folder.glob("part-*.npz"))) for folder in others)
+        return (f"the {count} part(s) in {', '.join(str(folder) for folder in others)} were made "
+                f"with {'; '.join(differences) or 'another configuration'}, so they are not "
+                "reused; delete them to free their space.")
+
+    def differences(self, folder):
+        """What differs between this configuration and another parts folder's manifest."""
+        try:
+            theirs = read_json(folder / MANIFEST, "the parts manifest")
+        except UserError:
+            return ["an unknown configuration"]
+        return [f"{key.replace('_', ' ')} {json.dumps(theirs.get(key))} instead of "
+                f"{json.dumps(value)}" for key, value in self.manifest.items()
+                if theirs.get(key) != value]
+
+    def write(self, chunk, part):
+        unreadable = sorted(part.unreadable.items())
+        write_atomic(self.part_path(chunk), lambda f: np.savez(
+            f, logits=np.asarray(part.logits, dtype=np.float32),
+            indices=np.asarray(part.indices, dtype=np.int64),
+            labels=np.asarray(part.labels, dtype=np.int64),
+            unreadable_indices=np.array([index for index, _ in unreadable], dtype=np.int64),
+            unreadable_reasons=np.array([reason for _, reason in unreadable], dtype=str),
+            fingerprint=np.array(self.fingerprint)))
+
+    def read(self, chunk, keys):
+        """{key: array} of a part; a damaged or foreign part is deleted and named, so that the
+        same command computes it again."""
+        path = self.part_path(chunk)
+        try:
+            with np.load(path, allow_pickle=False) as archive:
+                if str(archive["fingerprint"]) != self.fingerprint:
+                    raise ValueError("it belongs to another configuration")
+                arrays = {key: archive[key] for key in keys}
+            if "indices" in arrays and not set(arrays["indices"].tolist()) <= set(self.images(chunk)):
+                raise ValueError("it holds images of another chunk")
+            return arrays
+        except (OSError, ValueError, KeyError) as error:
+            path.unlink(missing_ok=True)
+            raise UserError(f"the part {path} was damaged ({error}) and is deleted; run the same "
+                            "command again to compute it anew.") from None
+
+    def merge(self, cache_path, relative_paths, wnids, names, meta):
+        """Assemble predictions.npz from every part, in file-list order (the logits streamed
+        part by part), record the unreadable images under meta's "skipped", then delete the
+        parts. Returns the skipped {index: reason}."""
+        labels, kept, skipped = [], [], {}
+        for chunk in range(self.num_chunks):
+            part = self.read(chunk, ("indices", "labels", "unreadable_indices", "unreadable_reasons"))
+            kept.append(part["indices"])
+            labels.append(part["labels"])
+            skipped.update(zip(part["unreadable_indices"].tolist(), part["unreadable_reasons"].tolist()))
+        kept = np.concatenate(kept)
+        if np.any(np.diff(kept) <= 0) or len(kept) + len(skipped) != self.num_images:
+            raise UserError(f"the parts in {self.folder} do not cover every image exactly once; "
+                            "delete the folder and run the same command again.")
+        if not len(kept):
+            raise UserError("none of the images could be read.")
+        num_classes = len(wnids)
+        write_predictions(
+            cache_path, (self.read(chunk, ("logits",))["logits"] for chunk in range(self.num_chunks)),
+            (len(kept), num_classes), np.concatenate(labels), np.asarray(relative_paths)[kept],
+            wnids, names, {**meta, "skipped": [relative_paths[index] for index in sorted(skipped)]})
+        shutil.rmtree(self.folder)
+        if not any(self.parts_dir.iterdir()):
+            self.parts_dir.rmdir()
+        return skipped

@@ -1,0 +1,65 @@
+"""One model run's configuration: built once from the command line, recorded as the cache's
+meta, hashed to decide whether an earlier run's parts may be reused, and compared with a cache's
+meta to say what `--from-cache` shows. stdlib only.
+"""
+import hashlib
+import json
+from dataclasses import asdict, dataclass
+
+# A part file of 8,192 images holds 32 MB of logits at 1,000 classes (3 MB at 100): few enough
+# files for ImageNet-1k's 1.28M images (157 parts), little lost to a crash.
+DEFAULT_CHUNK_IMAGES = 8192
+# The options whose difference changes what a cache's results mean (batch and chunk size change
+# at most the last bits of the logits).
+RESULT_OPTIONS = ("prompts", "class_names", "branch", "precision")
+
+
+def default_chunk_size(batch_size):
+    """The multiple of batch_size nearest above DEFAULT_CHUNK_IMAGES."""
+    return batch_size * -(-DEFAULT_CHUNK_IMAGES // batch_size)
+
+
+@dataclass(frozen=True)
+class InferenceConfig:
+    """What decides a model run's logits (`--model clip` or `debiaspl`), as the user gave it.
+    The options of the other model are None."""
+    model: str
+    split: str
+    weights: str  # --clip-weights or --checkpoint, as given
+    prompts: str | None  # clip
+    class_names: str  # clip's prompts (and every run's display names)
+    branch: str | None  # debiaspl
+    precision: str
+    batch_size: int
+    chunk_size: int
+
+    @classmethod
+    def from_args(cls, args, split):
+        clip = args.model == "clip"
+        return cls(model=args.model, split=split,
+                   weights=str(args.clip_weights if clip else args.checkpoint),
+                   prompts=args.prompts if clip else None, class_names=args.class_names,
+                   branch=None if clip else args.branch, precision=args.precision,
+                   batch_size=args.batch_size,
+                   chunk_size=args.chunk_size or default_chunk_size(args.batch_size))
+
+    def meta(self):
+        """The fields the cache's meta records (those of the other model left out)."""
+        return {key: value for key, value in asdict(self).items() if value is not None}
+
+    def fingerprint(self, weights_identity, file_list_sha256, device_type):
+        """SHA-256 of everything a part's logits depend on: the options (not the weights' path,
+        which may differ between nodes, but the file's content), the image file list and the
+        kind of device. Parts with another fingerprint are never mixed into this run's cache."""
+        options = {key: value for key, value in self.meta().items() if key != "weights"}
+        content = {key: value for key, value in weights_identity.items() if key != "path"}
+        key = json.dumps([options, content, file_list_sha256, device_type], sort_keys=True)
+        return hashlib.sha256(key.encode()).hexdigest()
+
+    def differences(self, meta):
+        """How this configuration differs from the one a cache's meta records, as option texts
+        ('--prompts single, not ensemble'); options the cache does not record are skipped."""
+        return [f"--{option.replace('_', '-')} {meta[option]}, not {getattr(self, option)}"
+                for option in RESULT_OPTIONS
+                if getattr(self, option) is not None and meta.get(option, getattr(self, option))
+                != getattr(self, option)]
