@@ -22,6 +22,18 @@ PARTS_FOLDER = "parts"
 MANIFEST = "manifest.json"  # what the parts of a folder were made with
 
 
+def describe_setting(key, value):
+    """A manifest's setting as a note says it: 'class_names wordnet', 'other weights (...)'."""
+    if key == "weights_identity":
+        identity = value or {}
+        named = (f"SHA-256 {identity['sha256'][:12]}" if "sha256" in identity
+                 else identity.get("tag", "unknown"))
+        return f"other weights ({named})"
+    if key == "file_list_sha256":
+        return "another list of image files"
+    return f"{key} {json.dumps(value)}"
+
+
 @dataclass
 class Part:
     """One chunk's results: the logits of its readable images and which images they are."""
@@ -70,6 +82,8 @@ class ChunkStore:
         parts in RUN/parts (not reused, kept), or None when there are none."""
         if not (self.folder / MANIFEST).is_file():
             write_json(self.folder / MANIFEST, {"fingerprint": self.fingerprint, **self.manifest})
+        for unfinished in self.folder.glob(".part-*.tmp"):  # a killed process's part in writing
+            unfinished.unlink()
         others = [folder for folder in sorted(self.parts_dir.iterdir())
                   if folder.is_dir() and folder != self.folder]
         if not others:
@@ -86,8 +100,7 @@ class ChunkStore:
             theirs = read_json(folder / MANIFEST, "the parts manifest")
         except UserError:
             return ["an unknown configuration"]
-        return [f"{key.replace('_', ' ')} {json.dumps(theirs.get(key))} instead of "
-                f"{json.dumps(value)}" for key, value in self.manifest.items()
+        return [describe_setting(key, theirs.get(key)) for key, value in self.manifest.items()
                 if theirs.get(key) != value]
 
     def write(self, chunk, part):

@@ -206,7 +206,7 @@ def predict(config, args, split_dir, run_dir):
     try:
         model, transform, identity = build_model(config, names, imagenet_indices, device, args, place)
         manifest = {**config.meta(), "weights_identity": identity, "file_list_sha256": file_list_sha256,
-                    "device": device.type}
+                    "device": device.type, "chunk_size": config.chunk_size}
         store = ChunkStore(run_dir, config.fingerprint(identity, file_list_sha256, device.type),
                            len(relative_paths), config.chunk_size, manifest)
         if place.is_main:
@@ -227,7 +227,8 @@ def predict(config, args, split_dir, run_dir):
     finally:
         distributed.stop(place)
     cache = run_dir / "predictions.npz"
-    meta = {**manifest, "data": str(split_dir), "image_files": len(relative_paths)}
+    meta = {**{key: value for key, value in manifest.items() if key != "chunk_size"},
+            "data": str(split_dir), "image_files": len(relative_paths)}
     skipped = store.merge(cache, relative_paths, wnids, names, meta)
     for index, reason in sorted(skipped.items()):
         print(f"skipped unreadable image {folder.samples[index][0]} ({reason})", file=sys.stderr)

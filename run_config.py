@@ -44,14 +44,16 @@ class InferenceConfig:
                    chunk_size=args.chunk_size or default_chunk_size(args.batch_size))
 
     def meta(self):
-        """The fields the cache's meta records (those of the other model left out)."""
-        return {key: value for key, value in asdict(self).items() if value is not None}
+        """The fields the cache's meta records: those of the other model left out, and the chunk
+        size, which changes how the parts were stored but not one bit of the cache."""
+        return {key: value for key, value in asdict(self).items()
+                if value is not None and key != "chunk_size"}
 
     def fingerprint(self, weights_identity, file_list_sha256, device_type):
         """SHA-256 of everything a part's logits depend on: the options (not the weights' path,
         which may differ between nodes, but the file's content), the image file list and the
         kind of device. Parts with another fingerprint are never mixed into this run's cache."""
-        options = {key: value for key, value in self.meta().items() if key != "weights"}
+        options = {key: value for key, value in asdict(self).items() if key != "weights"}
         content = {key: value for key, value in weights_identity.items() if key != "path"}
         key = json.dumps([options, content, file_list_sha256, device_type], sort_keys=True)
         return hashlib.sha256(key.encode()).hexdigest()

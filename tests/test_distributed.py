@@ -1,0 +1,158 @@
+"""Chunked, resumable inference under torchrun (gloo, CPU): two processes give the bytes one
+process gives, a killed run resumes with any number of processes, parts of other options are not
+reused, and an unreadable image stops or is skipped wherever it falls."""
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from conftest import PROJECT_DIR
+
+BATCH, CHUNK = 2, 4  # 18 images: chunks of 4, 4, 4, 4, 2; two processes take 10 and 8 images
+BAD_IMAGE = 5  # in chunk 1, the second process's first chunk
+
+
+def clip_arguments(inputs, data, out, *extra):
+    # One torch thread per process in every run: the logits' last bits depend on it.
+    return ["--model", "clip", "--clip-weights", inputs.clip_weights, "--prompts", "single",
+            "--data", data, "--out", out, "--device", "cpu", "--batch-size", BATCH,
+            "--chunk-size", CHUNK, "--threads", 1, *extra]
+
+
+def command(processes, arguments):
+    """The command line of a run: torchrun for several processes, plain python for one."""
+    launcher = ([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                 f"--nproc-per-node={processes}"] if processes > 1 else [sys.executable])
+    return [*launcher, str(PROJECT_DIR / "starter.py"), *map(str, arguments)]
+
+
+def run_command(processes, arguments):
+    return subprocess.run(command(processes, arguments), capture_output=True, text=True, timeout=240,
+                          cwd=PROJECT_DIR)
+
+
+def descendants(pid):
+    """Every process below pid, from /proc."""
+    children = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as stat:
+                    parent = int(stat.read().rsplit(")", 1)[1].split()[1])
+            except OSError:
+                continue
+            children.setdefault(parent, []).append(int(entry))
+    found, pending = [], [pid]
+    while pending:
+        for child in children.get(pending.pop(), []):
+            found.append(child)
+            pending.append(child)
+    return found
+
+
+def alive(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def parts(run_dir):
+    return sorted(run_dir.glob("parts/*/part-*.npz"))
+
+
+def start_and_stop(arguments, run_dir, stop_signal, parts_before=0):
+    """Start a one-process run, send it stop_signal once it has written a part of its own, and
+    wait until neither it nor any process it started remains. Returns (exit code, stderr)."""
+    process = subprocess.Popen(command(1, arguments), stderr=subprocess.PIPE, text=True,
+                               cwd=PROJECT_DIR)
+    helpers = set()
+    deadline = time.monotonic() + 120
+    while len(parts(run_dir)) <= parts_before:
+        assert process.poll() is None and time.monotonic() < deadline, "no part was written"
+        helpers.update(descendants(process.pid))
+        time.sleep(0.02)
+    helpers.update(descendants(process.pid))
+    assert helpers, "the run started no DataLoader worker"
+    process.send_signal(stop_signal)
+    code = process.wait(timeout=30)
+    gone = time.monotonic() + 15
+    while any(alive(pid) for pid in helpers):
+        assert time.monotonic() < gone, "a process of the stopped run is still alive"
+        time.sleep(0.1)
+    return code, process.stderr.read()
+
+
+@pytest.fixture(scope="module")
+def folder_with_bad_image(demo_inputs, tmp_path_factory):
+    """The demo folder with one image that cannot be decoded, in the second process's chunk."""
+    data = tmp_path_factory.mktemp("bad") / "imagenet-100"
+    shutil.copytree(demo_inputs.data, data)
+    files = sorted(path for path in (data / "val").rglob("*") if path.is_file())
+    files[BAD_IMAGE].write_bytes(b"not a JPEG")
+    return data, files[BAD_IMAGE]
+
+
+@pytest.fixture(scope="module")
+def one_process_cache(demo_inputs, folder_with_bad_image, tmp_path_factory):
+    data, _ = folder_with_bad_image
+    out = tmp_path_factory.mktemp("one")
+    result = run_command(1, clip_arguments(demo_inputs, data, out, "--skip-bad-images", "--workers", 0))
+    assert result.returncode == 0, result.stderr
+    return (out / "clip" / "predictions.npz").read_bytes()
+
+
+def test_two_processes_write_the_bytes_of_one(demo_inputs, folder_with_bad_image, one_process_cache,
+                                              tmp_path):
+    data, bad = folder_with_bad_image
+    result = run_command(2, clip_arguments(demo_inputs, data, tmp_path, "--skip-bad-images"))
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "clip" / "predictions.npz").read_bytes() == one_process_cache
+    assert f"skipped unreadable image {bad}" in result.stderr
+    assert "inference: 18 images" in result.stdout and "(2 processes)" in result.stdout
+    assert not (tmp_path / "clip" / "parts").exists()  # merged, then deleted
+    assert (tmp_path / "clip" / "histogram_recall.png").is_file()  # analysed once, by rank 0
+
+
+def test_two_processes_stop_at_an_unreadable_image_as_one_does(demo_inputs, folder_with_bad_image,
+                                                              tmp_path):
+    data, bad = folder_with_bad_image
+    result = run_command(2, clip_arguments(demo_inputs, data, tmp_path))
+    assert result.returncode != 0
+    assert f"error: cannot read {bad}" in result.stderr and "--skip-bad-images" in result.stderr
+    assert not (tmp_path / "clip" / "predictions.npz").exists()
+
+
+def test_killed_run_resumes_with_another_number_of_processes(demo_inputs, folder_with_bad_image,
+                                                             one_process_cache, tmp_path):
+    data, _ = folder_with_bad_image
+    run_dir = tmp_path / "clip"
+    arguments = clip_arguments(demo_inputs, data, tmp_path, "--skip-bad-images", "--workers", 1)
+    # A crash or a preemption's kill: no chance to clean up.
+    code, _ = start_and_stop(arguments, run_dir, signal.SIGKILL)
+    assert code == -signal.SIGKILL
+    finished = {path: path.read_bytes() for path in parts(run_dir)}
+    assert 1 <= len(finished) < 5
+    # Other options: the parts are not reused, and one sentence says so. SIGTERM (Slurm's
+    # preemption, `kill`) ends the run as Ctrl-C does.
+    other = clip_arguments(demo_inputs, data, tmp_path, "--skip-bad-images", "--workers", 1,
+                           "--class-names", "wordnet")
+    code, stderr = start_and_stop(other, run_dir, signal.SIGTERM, parts_before=len(finished))
+    assert code == 130 and "interrupted" in stderr
+    assert (f"note: the {len(finished)} part(s) in" in stderr and 'class_names "openai"' in stderr
+            and "not reused" in stderr)
+    assert {path: path.read_bytes() for path in finished} == finished  # untouched
+    # The first options again, with two processes: only the missing chunks are computed.
+    result = run_command(2, arguments)
+    assert result.returncode == 0, result.stderr
+    assert f"inference: {18 - CHUNK * len(finished)} images" in result.stdout
+    assert 'class_names "wordnet"' in result.stderr  # the interrupted run's parts, not reused
+    assert (run_dir / "predictions.npz").read_bytes() == one_process_cache
+    meta = np.load(run_dir / "predictions.npz")["meta"]
+    assert '"split": "val"' in str(meta) and "chunk_size" not in str(meta)
