@@ -125,7 +125,7 @@ class JobProgress:
         self.done_before = self.finished_images()
         self.bar = tqdm(total=store.num_images, initial=self.done_before, unit="img", smoothing=0.05,
                         desc=f"inference ({place.world_size} process{'es' * (place.world_size > 1)})",
-                        disable=not place.is_main, dynamic_ncols=True)
+                        dynamic_ncols=True, **({} if place.is_main else {"disable": True}))
         self.chunk_images = 0  # this process's images in its chunk in progress
         self.start = self.last_look = time.perf_counter()
 

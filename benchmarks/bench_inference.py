@@ -7,8 +7,8 @@ field plus pixel noise at quality 90: about ImageNet's 110-120 KB per file) and 
 in the real formats, then per model:
 - decode limit: the DataLoader alone (same workers, batch size and transform, no model);
 - bare forward: the model on one ready batch, at each precision the device has;
-- pipeline: inference.run_inference with the run's precision (--precision, default fp32), the
-  model already built;
+- pipeline: inference.compute_chunks with the run's precision (--precision, default fp32), the
+  model already built, each chunk's part written as in a run;
 - ratio: pipeline / min(decode limit, bare forward at that precision), the share of the
   achievable rate the pipeline reaches (target ≥ 0.9);
 - agreement: at each precision, the logits of a few images against a CPU fp32 forward (max
@@ -63,8 +63,9 @@ def parse_args(argv=None):
                         help="class folders: the first N of ImageNet100's classes")
     parser.add_argument("--batch-size", type=int, default=defaults.batch_size,
                         help="images per forward pass; the default is starter.py's")
-    parser.add_argument("--workers", type=int, default=defaults.workers,
-                        help="DataLoader worker processes; the default is starter.py's")
+    parser.add_argument("--workers", type=int, default=distributed.current_place().cpus,
+                        help="DataLoader worker processes; the default is starter.py's (this "
+                             "process's share of the usable CPUs)")
     parser.add_argument("--device", choices=("auto", "cuda", "cpu"), default="auto",
                         help="auto = cuda when available, as in starter.py")
     parser.add_argument("--precision", choices=starter.PRECISIONS, default=defaults.precision,
@@ -160,7 +161,7 @@ def decode_only(dataset, args):
     import torch
     import inference
     loader = torch.utils.data.DataLoader(dataset, batch_size=args.batch_size, shuffle=False,
-                                         num_workers=args.workers, collate_fn=inference.collate_readable)
+                                         num_workers=args.workers, collate_fn=inference.collate_indexed)
     for _ in loader:
         pass
 
@@ -202,19 +203,22 @@ def benchmark_rates(model_name, files, args, scratch):
     class Captured(Exception):
         pass
 
-    def capture(*arguments):  # predict's call of run_inference: keep its model and dataset
+    def capture(*arguments):  # predict's call of compute_chunks: keep its model, dataset, store
         captured["arguments"] = arguments
         raise Captured
 
-    original, inference.run_inference = inference.run_inference, capture
+    original, inference.compute_chunks = inference.compute_chunks, capture
+    run_args = starter.build_parser().parse_args(run_arguments(model_name, files, args, scratch / "out"))
+    split, split_dir = starter.classes.resolve_split_dir(run_args.data)
     try:
-        inference.predict(starter.build_parser().parse_args(run_arguments(model_name, files, args,
-                                                                          scratch / "out")))
+        inference.predict(starter.InferenceConfig.from_args(run_args, split), run_args, split_dir,
+                          scratch / "out" / model_name)
     except Captured:
         pass
     finally:
-        inference.run_inference = original
+        inference.compute_chunks = original
     model, dataset, device = captured["arguments"][:3]
+    store, chunks = captured["arguments"][7:9]
     count = len(dataset)
     model = model.to(device, memory_format=torch.channels_last).eval()
     batch = min(args.batch_size, count)
@@ -237,8 +241,9 @@ def benchmark_rates(model_name, files, args, scratch):
         rows.append((f"bare forward, {precision}", *bare[precision]))
         agreement[precision] = logits_versus_cpu(model, compared, reference_logits, device, precision)
     models.set_precision(device, args.precision)
-    pipeline = best_rate(lambda: inference.run_inference(
-        model, dataset, device, args.precision, args.batch_size, args.workers, False), count, args.rounds)
+    pipeline = best_rate(lambda: inference.compute_chunks(
+        model, dataset, device, args.precision, args.batch_size, args.workers, False, store, chunks),
+        count, args.rounds)
     rows.append((f"pipeline, {args.precision}", *pipeline))
     for label, best, rates in rows:
         print(f"  {label:<38} {best:9.1f}  [{', '.join(f'{rate:.1f}' for rate in rates)}]")
@@ -292,7 +297,7 @@ def timed_command(argv):
     for owner, name, label in [
             (models, "build_clip_zero_shot", "model build (weights)"),
             (models, "build_debiaspl", "model build (weights)"),
-            (inference, "run_inference", "image loop"),
+            (inference, "compute_chunks", "image loop"),
             (analysis, "summarize", "analysis: metrics"),
             (analysis, "centroid_neighbours", "analysis: centroids"),
             (analysis, "draw_figures", "figures: draw"),
@@ -300,13 +305,13 @@ def timed_command(argv):
             (analysis, "write_figures", "figures: render + save PNGs (in parallel)"),
             (analysis, "write_json", "analysis: write JSON")]:
         timer.wrap(owner, name, label)
-    original_run_inference = inference.run_inference
+    original_compute_chunks = inference.compute_chunks
 
-    def run_inference(*arguments):
+    def compute_chunks(*arguments):
         loop["start"] = time.perf_counter()
-        return original_run_inference(*arguments)
+        return original_compute_chunks(*arguments)
 
-    inference.run_inference = run_inference
+    inference.compute_chunks = compute_chunks
     start = time.perf_counter()
     with contextlib.redirect_stdout(io.StringIO()):
         status = starter.main(argv)
@@ -324,7 +329,7 @@ def timed_command(argv):
         build["clip's text classifier (first run; then cached)"] = text_classifier["seconds"]
     stages = build | {"image loop: first batch ready": first,
                       "image loop: the rest": loop_seconds - first} | stages
-    stages["other (scan, hashing, parsing, writing the cache)"] = total - sum(stages.values())
+    stages["other (scan, hashing, parsing, merging the parts)"] = total - sum(stages.values())
     return phases + list(stages.items()), total
 
 
