@@ -1,6 +1,7 @@
 """Chunked, resumable inference under torchrun (gloo, CPU): two processes give the bytes one
 process gives, a killed run resumes with any number of processes, parts of other options are not
-reused, and an unreadable image stops or is skipped wherever it falls."""
+reused, and an unreadable image stops or is skipped wherever it falls. The runs are of the
+training split, as ImageNet-1k's pseudo-labelling is."""
 import os
 import shutil
 import signal
@@ -20,7 +21,7 @@ BAD_IMAGE = 5  # in chunk 1, the second process's first chunk
 def clip_arguments(inputs, data, out, *extra):
     # One torch thread per process in every run: the logits' last bits depend on it.
     return ["--model", "clip", "--clip-weights", inputs.clip_weights, "--prompts", "single",
-            "--data", data, "--out", out, "--device", "cpu", "--batch-size", BATCH,
+            "--data", data, "--split", "train", "--out", out, "--device", "cpu", "--batch-size", BATCH,
             "--chunk-size", CHUNK, "--threads", 1, *extra]
 
 
@@ -91,10 +92,12 @@ def start_and_stop(arguments, run_dir, stop_signal, parts_before=0):
 
 @pytest.fixture(scope="module")
 def folder_with_bad_image(demo_inputs, tmp_path_factory):
-    """The demo folder with one image that cannot be decoded, in the second process's chunk."""
+    """A dataset root with the demo's val images and, as its train split, the same images with
+    one that cannot be decoded, in the second process's chunk."""
     data = tmp_path_factory.mktemp("bad") / "imagenet-100"
     shutil.copytree(demo_inputs.data, data)
-    files = sorted(path for path in (data / "val").rglob("*") if path.is_file())
+    shutil.copytree(data / "val", data / "train")
+    files = sorted(path for path in (data / "train").rglob("*") if path.is_file())
     files[BAD_IMAGE].write_bytes(b"not a JPEG")
     return data, files[BAD_IMAGE]
 
@@ -105,7 +108,7 @@ def one_process_cache(demo_inputs, folder_with_bad_image, tmp_path_factory):
     out = tmp_path_factory.mktemp("one")
     result = run_command(1, clip_arguments(demo_inputs, data, out, "--skip-bad-images", "--workers", 0))
     assert result.returncode == 0, result.stderr
-    return (out / "clip" / "predictions.npz").read_bytes()
+    return (out / "train" / "clip" / "predictions.npz").read_bytes()
 
 
 def test_two_processes_write_the_bytes_of_one(demo_inputs, folder_with_bad_image, one_process_cache,
@@ -113,11 +116,14 @@ def test_two_processes_write_the_bytes_of_one(demo_inputs, folder_with_bad_image
     data, bad = folder_with_bad_image
     result = run_command(2, clip_arguments(demo_inputs, data, tmp_path, "--skip-bad-images"))
     assert result.returncode == 0, result.stderr
-    assert (tmp_path / "clip" / "predictions.npz").read_bytes() == one_process_cache
+    run_dir = tmp_path / "train" / "clip"  # never OUT/clip, the val run's
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["cache", "train"]
+    assert (run_dir / "predictions.npz").read_bytes() == one_process_cache
     assert f"skipped unreadable image {bad}" in result.stderr
     assert "inference: 18 images" in result.stdout and "(2 processes)" in result.stdout
-    assert not (tmp_path / "clip" / "parts").exists()  # merged, then deleted
-    assert (tmp_path / "clip" / "histogram_recall.png").is_file()  # analysed once, by rank 0
+    assert result.stdout.count("== clip: 17 images") == 1  # printed by the main process only
+    assert not (run_dir / "parts").exists()  # merged, then deleted
+    assert (run_dir / "histogram_recall.png").is_file()
 
 
 def test_two_processes_stop_at_an_unreadable_image_as_one_does(demo_inputs, folder_with_bad_image,
@@ -126,13 +132,13 @@ def test_two_processes_stop_at_an_unreadable_image_as_one_does(demo_inputs, fold
     result = run_command(2, clip_arguments(demo_inputs, data, tmp_path))
     assert result.returncode != 0
     assert f"error: cannot read {bad}" in result.stderr and "--skip-bad-images" in result.stderr
-    assert not (tmp_path / "clip" / "predictions.npz").exists()
+    assert not (tmp_path / "train" / "clip" / "predictions.npz").exists()
 
 
 def test_killed_run_resumes_with_another_number_of_processes(demo_inputs, folder_with_bad_image,
                                                              one_process_cache, tmp_path):
     data, _ = folder_with_bad_image
-    run_dir = tmp_path / "clip"
+    run_dir = tmp_path / "train" / "clip"
     arguments = clip_arguments(demo_inputs, data, tmp_path, "--skip-bad-images", "--workers", 1)
     # A crash or a preemption's kill: no chance to clean up.
     code, _ = start_and_stop(arguments, run_dir, signal.SIGKILL)
@@ -155,4 +161,4 @@ def test_killed_run_resumes_with_another_number_of_processes(demo_inputs, folder
     assert 'class_names "wordnet"' in result.stderr  # the interrupted run's parts, not reused
     assert (run_dir / "predictions.npz").read_bytes() == one_process_cache
     meta = np.load(run_dir / "predictions.npz")["meta"]
-    assert '"split": "val"' in str(meta) and "chunk_size" not in str(meta)
+    assert '"split": "train"' in str(meta) and "chunk_size" not in str(meta)
