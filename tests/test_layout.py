@@ -7,7 +7,8 @@ import sys
 from conftest import PROJECT_DIR
 
 TORCH_FREE = ("metrics", "pseudo_labels", "plotting", "logit_adjustment", "outputs", "runs", "cache",
-              "distributed", "figure_workers", "classes", "analysis", "training_free", "report")
+              "chunk_store", "run_config", "distributed", "figure_workers", "classes", "analysis",
+              "training_free", "report")
 
 
 def project_imports():
