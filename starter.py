@@ -32,6 +32,7 @@ import classes
 import training_free
 from models import PRECISIONS, SINGLE_PROMPT
 from cache import load_predictions, save_predictions
+from distributed import current_place
 from run_config import DEFAULT_CHUNK_IMAGES, InferenceConfig
 from figure_workers import figure_processes
 from outputs import UserError
@@ -306,13 +307,17 @@ def main(argv=None):
     if args.chunk_size is not None and (args.chunk_size < 1 or args.chunk_size % args.batch_size):
         parser.error(f"--chunk-size must be a multiple of --batch-size ({args.batch_size}), so that "
                      "a chunk's batches are the same in every process")
+    main_process = current_place().is_main
+    if not main_process and (args.demo or args.from_cache or not args.model
+                             or args.model in training_free.TRAINING_FREE_RUNS):
+        return 0  # under torchrun, only model inference is shared out; the rest is the first process's
     try:
         with figure_processes():
             if args.demo:
                 run_demo(args)  # its report included
             elif args.model:
                 run(args)
-            if args.report and not args.demo:
+            if args.report and not args.demo and main_process:
                 write_report(split_out_dir(args.out, chosen_split(args)), args)
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
