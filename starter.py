@@ -34,7 +34,7 @@ from models import PRECISIONS, SINGLE_PROMPT
 from cache import load_predictions, save_predictions
 from distributed import current_place
 from run_config import DEFAULT_CHUNK_IMAGES, InferenceConfig
-from figure_workers import figure_processes
+from figure_workers import figure_processes, terminate_as_interrupt
 from outputs import UserError
 from runs import LOGIT_ADJUSTED_MODEL, MODEL_TITLES, PRIOR_MATCHED_MODEL, SIMULATED, split_out_dir
 
@@ -312,6 +312,7 @@ def main(argv=None):
                              or args.model in training_free.TRAINING_FREE_RUNS):
         return 0  # under torchrun, only model inference is shared out; the rest is the first process's
     try:
+        terminate_as_interrupt()
         with figure_processes():
             if args.demo:
                 run_demo(args)  # its report included
@@ -323,7 +324,8 @@ def main(argv=None):
         print(f"error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("interrupted: outputs already written are complete; nothing is half-written.",
+        print("interrupted: outputs already written are complete; nothing is half-written (a model "
+              "run goes on from its finished chunks when the same command runs again).",
               file=sys.stderr)
         return 130
     return 0
