@@ -39,10 +39,14 @@ class Predictions:
     wnids: np.ndarray  # str [K], ImageFolder order (sorted)
     names: np.ndarray  # str [K], class names as shown in figures and tables
     meta: dict  # what produced these logits ("model" at least)
+    # Optional, kept by clip runs: logits = meta["logit_scale"] x image_features @ text_features.T
+    image_features: np.ndarray = None  # float32 [N, D], L2-normalised image embeddings
+    text_features: np.ndarray = None  # float32 [K, D], the zero-shot classifier's class embeddings
 
 
 PREDICTION_KEYS = ("logits", "labels", "paths", "wnids", "names", "meta")
 REQUIRED_KEYS = PREDICTION_KEYS[:-1]  # a cache written by another tool may lack meta
+FEATURE_KEYS = ("image_features", "text_features")  # optional: a cache without them still works
 NO_META = "unknown (no meta in the cache)"
 
 
@@ -64,25 +68,39 @@ def write_npy_member(archive, key, dtype, shape, blocks):
             raise ValueError(f"{key}: {rows} rows written, {shape[0]} announced")
 
 
-def write_predictions(path, logits_blocks, logits_shape, labels, paths, wnids, names, meta):
+def write_predictions(path, logits_blocks, logits_shape, labels, paths, wnids, names, meta,
+                      features=None):
     """Write predictions.npz atomically, the float32 logits [N, K] from `logits_blocks` (row
-    blocks in order, each written and dropped): at no time is the whole cache in memory."""
+    blocks in order, each written and dropped): at no time is the whole cache in memory.
+    `features`, when given, is (image feature blocks, their shape [N, D], text features [K, D])."""
     def write(file):
         with zipfile.ZipFile(file, "w", zipfile.ZIP_STORED, allowZip64=True) as archive:
             write_npy_member(archive, "logits", np.float32, logits_shape, logits_blocks)
-            for key, value in (("labels", np.asarray(labels, dtype=np.int64)), ("paths", paths),
-                               ("wnids", wnids), ("names", names),
-                               ("meta", np.array(json.dumps(meta)))):
+            small = [("labels", np.asarray(labels, dtype=np.int64)), ("paths", paths),
+                     ("wnids", wnids), ("names", names), ("meta", np.array(json.dumps(meta)))]
+            if features is not None:
+                image_blocks, image_shape, text_features = features
+                write_npy_member(archive, "image_features", np.float32, image_shape, image_blocks)
+                small.append(("text_features", np.asarray(text_features, dtype=np.float32)))
+            for key, value in small:
                 value = np.asarray(value)
                 write_npy_member(archive, key, value.dtype, value.shape, [value])
     write_atomic(path, write)
 
 
+def in_blocks(array):
+    """An [N, ...] array as its row blocks."""
+    return (array[rows] for rows in row_blocks(len(array), int(np.prod(array.shape[1:]))))
+
+
 def save_predictions(path, predictions):
-    logits = predictions.logits
-    write_predictions(path, (logits[rows] for rows in row_blocks(*logits.shape)), logits.shape,
+    features = None
+    if predictions.image_features is not None:
+        features = (in_blocks(predictions.image_features), predictions.image_features.shape,
+                    predictions.text_features)
+    write_predictions(path, in_blocks(predictions.logits), predictions.logits.shape,
                       predictions.labels, predictions.paths, predictions.wnids, predictions.names,
-                      predictions.meta)
+                      predictions.meta, features)
 
 
 def memory_map_member(path, info):
@@ -112,7 +130,7 @@ def memory_map_member(path, info):
                      order="F" if fortran_order else "C")
 
 
-MEMORY_MAPPED_KEYS = ("logits", "paths")  # the two arrays that grow with the images
+MEMORY_MAPPED_KEYS = ("logits", "paths", "image_features")  # the arrays that grow with the images
 
 
 def contract_violation(arrays):
@@ -130,6 +148,15 @@ def contract_violation(arrays):
     for key, length in (("paths", count), ("wnids", num_classes), ("names", num_classes)):
         if arrays[key].shape != (length,) or arrays[key].dtype.kind != "U":
             return f"{key} must be {length} strings, not {arrays[key].dtype} {arrays[key].shape}"
+    if ("image_features" in arrays) != ("text_features" in arrays):
+        return "image_features and text_features come together or not at all"
+    if "image_features" in arrays:
+        image, text = arrays["image_features"], arrays["text_features"]
+        if (image.ndim != 2 or text.ndim != 2 or image.shape[0] != count
+                or text.shape[0] != num_classes or image.shape[1] != text.shape[1]
+                or not np.issubdtype(image.dtype, np.floating) or not np.issubdtype(text.dtype, np.floating)):
+            return (f"image_features must be floats [{count}, D] and text_features floats "
+                    f"[{num_classes}, D], not {image.shape} and {text.shape}")
     return None
 
 
@@ -149,7 +176,7 @@ def load_predictions(path):
                 raise UserError(f"the cache {path} lacks {', '.join(missing)}; {rebuild}.")
             members = {info.filename.removesuffix(".npy"): info for info in archive.zip.infolist()}
             loaded = {}
-            for key in PREDICTION_KEYS:
+            for key in PREDICTION_KEYS + FEATURE_KEYS:
                 if key in archive.files:
                     mapped = memory_map_member(path, members[key]) if key in MEMORY_MAPPED_KEYS else None
                     loaded[key] = archive[key] if mapped is None else mapped
@@ -169,4 +196,7 @@ def load_predictions(path):
     # Another tool's float64 logits are read into memory as float32 (the tool writes float32).
     loaded["logits"] = loaded["logits"].astype(np.float32, copy=False)
     loaded["labels"] = loaded["labels"].astype(np.int64, copy=False)
+    for key in FEATURE_KEYS:
+        if key in loaded:
+            loaded[key] = loaded[key].astype(np.float32, copy=False)
     return Predictions(**loaded)

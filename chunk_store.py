@@ -41,6 +41,7 @@ class Part:
     indices: np.ndarray  # int64 [n]: the images' indices in the sorted file list
     labels: np.ndarray  # int64 [n]
     unreadable: dict  # {index in the file list: why it cannot be read}
+    image_features: np.ndarray = None  # float32 [n, D], when the run keeps them
 
 
 class ChunkStore:
@@ -111,7 +112,9 @@ class ChunkStore:
             labels=np.asarray(part.labels, dtype=np.int64),
             unreadable_indices=np.array([index for index, _ in unreadable], dtype=np.int64),
             unreadable_reasons=np.array([reason for _, reason in unreadable], dtype=str),
-            fingerprint=np.array(self.fingerprint)))
+            fingerprint=np.array(self.fingerprint),
+            **({} if part.image_features is None else
+               {"image_features": np.asarray(part.image_features, dtype=np.float32)})))
 
     def read(self, chunk, keys):
         """{key: array} of a part; a damaged or foreign part is deleted and named, so that the
@@ -130,10 +133,15 @@ class ChunkStore:
             raise UserError(f"the part {path} was damaged ({error}) and is deleted; run the same "
                             "command again to compute it anew.") from None
 
-    def merge(self, cache_path, relative_paths, wnids, names, meta):
-        """Assemble predictions.npz from every part, in file-list order (the logits streamed
-        part by part), record the unreadable images under meta's "skipped", then delete the
-        parts. Returns the skipped {index: reason}."""
+    def blocks(self, key):
+        """One array of every part, in chunk order, each read when it is needed."""
+        return (self.read(chunk, (key,))[key] for chunk in range(self.num_chunks))
+
+    def merge(self, cache_path, relative_paths, wnids, names, meta, text_features=None):
+        """Assemble predictions.npz from every part, in file-list order (the logits, and the
+        image features when text_features [K, D] are given, streamed part by part), record the
+        unreadable images under meta's "skipped", then delete the parts. Returns the skipped
+        {index: reason}."""
         labels, kept, skipped = [], [], {}
         for chunk in range(self.num_chunks):
             part = self.read(chunk, ("indices", "labels", "unreadable_indices", "unreadable_reasons"))
@@ -146,11 +154,14 @@ class ChunkStore:
                             "delete the folder and run the same command again.")
         if not len(kept):
             raise UserError("none of the images could be read.")
-        num_classes = len(wnids)
+        features = None
+        if text_features is not None:
+            features = (self.blocks("image_features"), (len(kept), text_features.shape[1]),
+                        text_features)
         write_predictions(
-            cache_path, (self.read(chunk, ("logits",))["logits"] for chunk in range(self.num_chunks)),
-            (len(kept), num_classes), np.concatenate(labels), np.asarray(relative_paths)[kept],
-            wnids, names, {**meta, "skipped": [relative_paths[index] for index in sorted(skipped)]})
+            cache_path, self.blocks("logits"), (len(kept), len(wnids)), np.concatenate(labels),
+            np.asarray(relative_paths)[kept], wnids, names,
+            {**meta, "skipped": [relative_paths[index] for index in sorted(skipped)]}, features)
         shutil.rmtree(self.folder)
         if not any(self.parts_dir.iterdir()):
             self.parts_dir.rmdir()

@@ -83,7 +83,7 @@ def compute_chunks(model, dataset, device, precision, batch_size, workers, skip_
     model = model.to(device, memory_format=torch.channels_last).eval()
     pending = iter(chunks)
     chunk = next(pending, None)
-    logits, labels, indices, unreadable, seen = [], [], [], {}, 0
+    logits, features, labels, indices, unreadable, seen = [], [], [], [], {}, 0
     with torch.inference_mode():
         for images, batch_labels, batch_indices, bad in loader:
             unreadable.update(bad)
@@ -94,9 +94,13 @@ def compute_chunks(model, dataset, device, precision, batch_size, workers, skip_
             if images is not None:
                 images = images.to(device, non_blocking=True, memory_format=torch.channels_last)
                 with models.autocast(device, precision):
-                    # Kept on the device until the chunk ends: a .cpu() per batch would make the
-                    # loop wait for each forward.
-                    logits.append(model(images).float())
+                    outputs = model(images)
+                # Kept on the device until the chunk ends: a .cpu() per batch would make the
+                # loop wait for each forward.
+                if isinstance(outputs, tuple):  # (logits, image features)
+                    outputs, batch_features = outputs
+                    features.append(batch_features.float())
+                logits.append(outputs.float())
                 labels.append(batch_labels)
                 indices.append(batch_indices)
             batch_images = len(bad) + (0 if images is None else len(images))
@@ -108,11 +112,12 @@ def compute_chunks(model, dataset, device, precision, batch_size, workers, skip_
                     logits=torch.cat(logits).cpu().numpy() if logits else np.empty((0, 0), np.float32),
                     indices=torch.cat(indices).numpy() if indices else np.empty(0, np.int64),
                     labels=torch.cat(labels).numpy() if labels else np.empty(0, np.int64),
-                    unreadable=unreadable))
+                    unreadable=unreadable,
+                    image_features=torch.cat(features).cpu().numpy() if features else None))
                 if progress:
                     progress.chunk_written()
                 chunk = next(pending, None)
-                logits, labels, indices, unreadable, seen = [], [], [], {}, 0
+                logits, features, labels, indices, unreadable, seen = [], [], [], [], {}, 0
 
 
 class JobProgress:
@@ -172,7 +177,7 @@ def build_model(config, names, imagenet_indices, device, args, place):
         if config.model == "clip":
             return models.build_clip_zero_shot(
                 args.clip_weights, config.prompts, names, device, config.precision,
-                Path(args.out) / "cache", args.trust_checkpoint)
+                Path(args.out) / "cache", args.trust_checkpoint, config.features)
         return models.build_debiaspl(args.checkpoint, config.branch, imagenet_indices,
                                      args.trust_checkpoint)
 
@@ -229,7 +234,11 @@ def predict(config, args, split_dir, run_dir):
     cache = run_dir / "predictions.npz"
     meta = {**{key: value for key, value in manifest.items() if key != "chunk_size"},
             "data": str(split_dir), "image_files": len(relative_paths)}
-    skipped = store.merge(cache, relative_paths, wnids, names, meta)
+    text_features = None
+    if config.features:
+        text_features = model.text_features
+        meta["logit_scale"] = model.scale  # logits = logit_scale x image_features @ text_features.T
+    skipped = store.merge(cache, relative_paths, wnids, names, meta, text_features)
     for index, reason in sorted(skipped.items()):
         print(f"skipped unreadable image {folder.samples[index][0]} ({reason})", file=sys.stderr)
     return load_predictions(cache)

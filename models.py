@@ -235,9 +235,12 @@ def clip_text_classifier(clip, templates, class_names, device, precision, cache_
     return classifier
 
 
-def build_clip_zero_shot(weights, prompts, class_names, device, precision, cache_dir, trust=False):
+def build_clip_zero_shot(weights, prompts, class_names, device, precision, cache_dir, trust=False,
+                         keep_features=False):
     """CLIP RN50 as a classifier over `class_names`: logit_scale.exp() x cosine similarity.
-    Returns (module, transform, identity of the weights)."""
+    Returns (module, transform, identity of the weights); with keep_features the module returns
+    (logits, unit image features) and has `text_features` [K, D] and `scale`, such that
+    logits = scale x image features @ text_features.T."""
     import torch
 
     class ZeroShotCLIP(torch.nn.Module):
@@ -246,9 +249,18 @@ def build_clip_zero_shot(weights, prompts, class_names, device, precision, cache
             self.clip = clip
             self.register_buffer("classifier", classifier)
 
+        @property
+        def text_features(self):
+            return self.classifier.T.float().cpu().numpy()
+
+        @property
+        def scale(self):
+            return float(self.clip.logit_scale.detach().exp())
+
         def forward(self, images):
             features = self.clip.encode_image(images, normalize=True)
-            return self.clip.logit_scale.exp() * features @ self.classifier.to(features.dtype)
+            logits = self.clip.logit_scale.exp() * features @ self.classifier.to(features.dtype)
+            return (logits, features) if keep_features else logits
 
     (clip, transform), identity = loaded_and_identified(lambda: load_clip_weights(weights, trust),
                                                         lambda: clip_weights_identity(weights))

@@ -29,6 +29,7 @@ class InferenceConfig:
     prompts: str | None  # clip
     class_names: str  # clip's prompts (and every run's display names)
     branch: str | None  # debiaspl
+    features: bool | None  # clip: keep the image and text embeddings in the cache
     precision: str
     batch_size: int
     chunk_size: int
@@ -39,7 +40,8 @@ class InferenceConfig:
         return cls(model=args.model, split=split,
                    weights=str(args.clip_weights if clip else args.checkpoint),
                    prompts=args.prompts if clip else None, class_names=args.class_names,
-                   branch=None if clip else args.branch, precision=args.precision,
+                   branch=None if clip else args.branch,
+                   features=not args.no_features if clip else None, precision=args.precision,
                    batch_size=args.batch_size,
                    chunk_size=args.chunk_size or default_chunk_size(args.batch_size))
 

@@ -92,6 +92,11 @@ def build_parser():
     clip.add_argument("--prompts", choices=("ensemble", "single"), default="ensemble",
                       help="ensemble: OpenAI's 80 ImageNet templates (CLIP's published protocol); "
                            f"single: exactly {SINGLE_PROMPT!r}")
+    clip.add_argument("--no-features", action="store_true",
+                      help="keep only the logits in the cache, not CLIP's image embeddings [N, D] "
+                           "and class text embeddings [K, D] (image_features, text_features; "
+                           "D = 1,024 for RN50: 4 KB an image, 5 GB for ImageNet-1k's training "
+                           "set)")
     clip.add_argument("--class-names", choices=sorted(classes.CLASS_NAME_COLUMNS), default="openai",
                       help="the class names in CLIP's prompts, figures and tables: openai (CLIP's "
                            "curated names, its published protocol) or wordnet (each wnid's first "

@@ -103,15 +103,15 @@ def test_row_blocks_cover_every_row_once():
 
 class Options:
     model, clip_weights, checkpoint, prompts, class_names = "clip", "/a/RN50.pt", "x", "single", "openai"
-    branch, precision, batch_size, chunk_size = "main", "fp32", 64, None
+    branch, precision, batch_size, chunk_size, no_features = "main", "fp32", 64, None, False
 
 
 def test_configuration_fingerprint_and_differences():
     config = InferenceConfig.from_args(Options, "train")
     assert config.chunk_size == default_chunk_size(64) == 8192 and default_chunk_size(100) == 8200
     assert config.meta() == {"model": "clip", "split": "train", "weights": "/a/RN50.pt",
-                             "prompts": "single", "class_names": "openai", "precision": "fp32",
-                             "batch_size": 64}
+                             "prompts": "single", "class_names": "openai", "features": True,
+                             "precision": "fp32", "batch_size": 64}
     identity = {"path": "/a/RN50.pt", "bytes": 3, "sha256": "ab"}
     fingerprint = config.fingerprint(identity, "files", "cpu")
     # Another node's path to the same file is the same weights; other content is not.

@@ -10,6 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
+import cache
 import classes
 import inference
 import models
@@ -76,6 +77,16 @@ def test_clip_logits_equal_independent_open_clip(real_runs, demo_inputs):
     expected = independent_clip_logits(demo_inputs.clip_weights, demo_inputs.data / "val")
     assert cache["logits"].dtype == np.float32 and cache["logits"].shape == (18, 6)
     assert_logits_close(cache["logits"], expected)
+
+
+def test_clip_cache_keeps_features_whose_product_is_the_logits(real_runs):
+    clip = cache.load_predictions(real_runs / "clip" / "predictions.npz")
+    assert clip.image_features.shape == (18, 1024) and clip.text_features.shape == (6, 1024)
+    np.testing.assert_allclose(np.linalg.norm(clip.image_features, axis=1), 1, rtol=1e-5)
+    recomputed = clip.meta["logit_scale"] * clip.image_features @ clip.text_features.T
+    assert_logits_close(clip.logits, recomputed)
+    debiaspl = cache.load_predictions(real_runs / "debiaspl" / "predictions.npz")
+    assert debiaspl.image_features is None and "logit_scale" not in debiaspl.meta
 
 
 def test_debiaspl_logits_equal_torchvision_resnet50_main(real_runs, demo_inputs):
