@@ -1,0 +1,30 @@
+"""OUT/explorer.html: one self-contained interactive page per output folder, to study the runs
+in it (the PDF report stays what is handed in).
+
+The page opens offline from disk: plotly.js is inlined from plotly's Python package, and the data
+(the run folders' JSON files and, from each predictions.npz, what no JSON holds for every class)
+sits in the page as JSON. Its views: predictions per class, the confusion matrix, one class
+across the runs, the runs against clip, pseudo-label selection, and the images of a class or a
+confusion cell where the image folder is readable.
+
+    python starter.py --explore [--thumbnails N]   # also written by --report and --demo
+
+This module stays light (starter reads DEFAULT_THUMBNAILS for its --help); plotly is imported
+only when a page is written.
+"""
+from pathlib import Path
+
+DEFAULT_THUMBNAILS = 3  # images per confusion cell, the most confident first
+EXPLORER_FILE = "explorer.html"
+
+
+def write_explorer(out_dir, thumbnails=DEFAULT_THUMBNAILS):
+    """Write OUT/explorer.html from the runs in OUT, with at most `thumbnails` images per
+    confusion cell; return its path."""
+    from explorer.contents import explorer_contents
+    from explorer.page import render_page
+    from outputs import write_atomic
+    page = render_page(explorer_contents(out_dir, thumbnails)).encode("utf-8")
+    path = Path(out_dir) / EXPLORER_FILE
+    write_atomic(path, lambda file: file.write(page))
+    return path
