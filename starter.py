@@ -15,6 +15,7 @@ pseudo-label prior (homework §2.2) or by prior matching, and analyse them the s
     python starter.py --model clip-pm   # after clip
     python starter.py --demo            # install check, then SIMULATED runs through it all
     python starter.py --report          # OUT/report.pdf and report.md from the runs in OUT
+    python starter.py --explore         # OUT/explorer.html alone (--report and --demo write it too)
 
 torch, torchvision and open_clip are imported only when inference runs, so `--from-cache`
 redoes every figure and number from predictions.npz in seconds.
@@ -30,6 +31,7 @@ import numpy as np
 import analysis
 import classes
 import training_free
+from explorer import DEFAULT_THUMBNAILS, EXPLORER_FILE
 from models import PRECISIONS, SINGLE_PROMPT
 from cache import load_predictions, save_predictions
 from distributed import current_place
@@ -77,6 +79,13 @@ def build_parser():
                         help="write OUT/report.pdf, OUT/report.md and OUT/comparison.png from the "
                              "runs already in OUT (after --model's run when both are given; "
                              "--demo always writes its own)")
+    parser.add_argument("--explore", action="store_true",
+                        help=f"write OUT/{EXPLORER_FILE} alone from the runs already in OUT: one "
+                             "interactive page that opens offline (--report and --demo write it "
+                             "too)")
+    parser.add_argument("--thumbnails", type=int, default=DEFAULT_THUMBNAILS, metavar="N",
+                        help=f"images embedded in {EXPLORER_FILE} per confusion cell, the most "
+                             "confident first, where a run's image folder is readable (0: none)")
     handed_in = parser.add_argument_group("report (--report, --demo)")
     handed_in.add_argument("--name", default="",
                            help="your name at the top of report.pdf (else a line to write on)")
@@ -293,6 +302,7 @@ def analyse_simulated_runs(args, out_dir):
     for model in (LOGIT_ADJUSTED_MODEL, PRIOR_MATCHED_MODEL):
         run(build_parser().parse_args(["--model", model, "--out", str(out_dir)]))
     write_report(out_dir, args)
+    write_explorer(out_dir, args)
 
 
 def write_report(out_dir, args):
@@ -302,11 +312,25 @@ def write_report(out_dir, args):
         print(f"wrote {path}")
 
 
+def write_explorer(out_dir, args):
+    """OUT/explorer.html. Under --report or --demo, a folder it cannot show is a warning: the
+    report, which is handed in, stands without it."""
+    import explorer  # plotly loads only when the page is written
+    try:
+        print(f"wrote {explorer.write_explorer(out_dir, args.thumbnails)}")
+    except UserError as error:
+        if args.explore:
+            raise
+        print(f"warning: no {EXPLORER_FILE} written: {error}", file=sys.stderr)
+
+
 def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
-    if not args.demo and not args.model and not args.report:
-        parser.error(f"choose --model {'|'.join(MODEL_TITLES)}, --demo or --report")
+    if not args.demo and not args.model and not args.report and not args.explore:
+        parser.error(f"choose --model {'|'.join(MODEL_TITLES)}, --demo, --report or --explore")
+    if args.thumbnails < 0:
+        parser.error("--thumbnails must be at least 0")
     if args.batch_size < 1 or (args.workers or 0) < 0 or args.la_passes < 1 or (args.threads or 1) < 1:
         parser.error("--batch-size, --la-passes and --threads must be at least 1, --workers at least 0")
     if args.chunk_size is not None and (args.chunk_size < 1 or args.chunk_size % args.batch_size):
@@ -325,6 +349,8 @@ def main(argv=None):
                 run(args)
             if args.report and not args.demo and main_process:
                 write_report(split_out_dir(args.out, chosen_split(args)), args)
+            if (args.report or args.explore) and not args.demo and main_process:
+                write_explorer(split_out_dir(args.out, chosen_split(args)), args)
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

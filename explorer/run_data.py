@@ -1,7 +1,7 @@
-"""What the explorer shows of each run, from the files the run wrote: metrics.json,
-centroids.json and pseudo_labels.json as written, and from predictions.npz what no JSON holds
-for every class (the whole confusion matrix, every class's nearest centroids, the pseudo-labels
-kept per class at every threshold and k, the most confident images of every confusion cell).
+"""What the explorer shows of each run, from the files the run wrote: metrics.json and
+pseudo_labels.json as written, and from predictions.npz what no JSON holds for every class (the
+whole confusion matrix, every class's nearest centroids, the pseudo-labels kept per class at
+every threshold and k, the most confident images of every confusion cell).
 
 Every class is named by its position in the reference run's (clip's) own order, the order of
 every view, as Q2 asks. The cache is read in row blocks (cache.row_blocks), so a training
@@ -20,8 +20,12 @@ from cache import load_predictions, row_blocks
 from outputs import UserError, read_json
 from runs import MODEL_TITLES, REFERENCE_MODEL
 
-RUN_FILES = {"metrics": "metrics.json", "centroids": "centroids.json",
-             "pseudo_labels": "pseudo_labels.json"}
+# The files and keys the explorer reads; a run written before them is left out, with the command
+# that brings it up to date.
+RUN_FILES = {"metrics": ("metrics.json", ("num_images", "accuracy", "balanced_accuracy", "own_order",
+                                          "classes", "top_confusions", "settings")),
+             "pseudo_labels": ("pseudo_labels.json", ("confidence_threshold", "class_balanced_top_k",
+                                                      "kept_per_class"))}
 
 
 @dataclass
@@ -30,7 +34,6 @@ class RunFiles:
     model: str
     folder: Path
     metrics: dict
-    centroids: dict
     pseudo_labels: dict
 
 
@@ -46,24 +49,24 @@ class CachePass:
 
 
 def find_runs(out_dir):
-    """The runs in OUT with metrics.json, in MODEL_TITLES' order; the reference run (clip) first
-    when present. A run whose cache is missing or whose classes are not the reference's is left
-    out, with a warning."""
+    """The runs in OUT with metrics.json, in MODEL_TITLES' order (clip, the reference, first). A
+    run the explorer cannot show (no cache, outputs of an older version, other classes than the
+    first run's) is left out with a warning that names the fix."""
     out_dir = Path(out_dir)
-    found = [read_run(out_dir / model) for model in MODEL_TITLES
-             if (out_dir / model / RUN_FILES["metrics"]).is_file()]
-    if not found:
-        raise UserError(f"{out_dir} holds no run (no */metrics.json): run `python starter.py "
-                        f"--model {REFERENCE_MODEL}` with --out {out_dir} first.")
-    reference_wnids = sorted(found[0].metrics["own_order"])
     runs = []
-    for run in found:
-        if not (run.folder / "predictions.npz").is_file():
-            warn(f"{run.folder} has no predictions.npz, which the explorer needs")
-        elif sorted(run.metrics["own_order"]) != reference_wnids:
-            warn(f"{run.folder} was made on other classes than {found[0].folder}")
+    for model in MODEL_TITLES:
+        if not (out_dir / model / RUN_FILES["metrics"][0]).is_file():
+            continue
+        run = read_run(out_dir / model)
+        if isinstance(run, str):
+            warn(run)
+        elif runs and sorted(run.metrics["own_order"]) != sorted(runs[0].metrics["own_order"]):
+            warn(f"{run.folder} was made on other classes than {runs[0].folder}")
         else:
             runs.append(run)
+    if not runs:
+        raise UserError(f"{out_dir} holds no run the explorer can show: run `python starter.py "
+                        f"--model {REFERENCE_MODEL} --out {out_dir}` first.")
     return runs
 
 
@@ -72,8 +75,17 @@ def warn(problem):
 
 
 def read_run(folder):
-    return RunFiles(folder.name, folder, **{key: read_json(folder / name, f"{folder.name}'s {name}")
-                                            for key, name in RUN_FILES.items()})
+    """The run's RunFiles, or what keeps the explorer from showing it."""
+    if not (folder / "predictions.npz").is_file():
+        return f"{folder} has no predictions.npz, which the explorer reads"
+    files = {}
+    for key, (name, keys) in RUN_FILES.items():
+        path = folder / name
+        files[key] = read_json(path, f"{folder.name}'s {name}") if path.is_file() else {}
+        if not all(required in files[key] for required in keys):
+            return (f"{path} is missing or predates this version: run `python starter.py --model "
+                    f"{folder.name} --from-cache --out {folder.parent}`")
+    return RunFiles(folder.name, folder, **files)
 
 
 def read_cache(run, order):
