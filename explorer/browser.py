@@ -2,6 +2,7 @@
 and chromium-driver, named by path, so that Selenium Manager never runs (it would download a
 browser and a driver).
 """
+import base64
 import importlib.util
 import json
 import time
@@ -59,3 +60,13 @@ def requested_urls(driver):
 def console_errors(driver):
     """The console's errors since the last call."""
     return [entry for entry in driver.get_log("browser") if entry["level"] == "SEVERE"]
+
+
+def save_page_screenshot(driver, path):
+    """A PNG of the whole page, below the window's bottom too (Chromium's DevTools protocol)."""
+    width, height = driver.execute_script(
+        "return [document.documentElement.scrollWidth, document.documentElement.scrollHeight]")
+    shot = driver.execute_cdp_cmd("Page.captureScreenshot", {
+        "format": "png", "captureBeyondViewport": True,
+        "clip": {"x": 0, "y": 0, "width": width, "height": height, "scale": 1}})
+    Path(path).write_bytes(base64.b64decode(shot["data"]))

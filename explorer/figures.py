@@ -2,8 +2,8 @@
 confusion matrix's axes and colour scale (the page fills in each run's cells), the runs against
 clip, and each run's pseudo-label selection with plotly's own sliders for τ and k.
 
-Plotly renders a subset of HTML in labels and hover text, so every class name is HTML-escaped
-here (plotly shows `&lt;script&gt;` as the text `<script>`).
+Plotly renders a subset of HTML in labels and hover text, so every string from a run's files
+goes through plotly_text (plotly shows `&lt;script&gt;` as the text `<script>`).
 """
 import html
 import json
@@ -25,8 +25,14 @@ def class_labels(names, wnids):
     """The classes' category labels on every axis: the name, with the wnid where another class has
     the same name (ImageNet-1k has two cranes), HTML-escaped."""
     repeats = Counter(names)
-    return [html.escape(name if repeats[name] == 1 else f"{name} ({wnid})")
+    return [plotly_text(name if repeats[name] == 1 else f"{name} ({wnid})")
             for name, wnid in zip(names, wnids)]
+
+
+def plotly_text(text):
+    """`text` as plotly shows it literally: its markup characters as the entities plotly decodes
+    (it decodes no &quot;, and quotes outside a tag are plain text)."""
+    return html.escape(text, quote=False)
 
 
 def as_json(figure):
@@ -52,8 +58,9 @@ def shown(value, decimals=3):
 def histogram(run, labels, wnids):
     """View 1: a run's predicted count per class in the reference order, precision and recall on a
     second axis and the balanced count as a line; hovering gives every number of the class."""
-    customdata = [[html.escape(wnid), predicted, true, shown(p), shown(r)] for wnid, predicted, true, p, r
-                  in zip(wnids, run["predicted"], run["true"], run["precision"], run["recall"])]
+    customdata = [[plotly_text(wnid), predicted, true, shown(p), shown(r)]
+                  for wnid, predicted, true, p, r in zip(wnids, run["predicted"], run["true"],
+                                                         run["precision"], run["recall"])]
     hover = ("<b>%{x}</b> (%{customdata[0]})<br>predicted: %{customdata[1]}<br>images (true): "
              "%{customdata[2]}<br>precision: %{customdata[3]}<br>recall: %{customdata[4]}"
              "<extra></extra>")
@@ -96,8 +103,8 @@ def confusion_template(labels):
 def comparison(runs, labels, reference):
     """View 4: per class, each run's predicted count and recall minus the reference run's."""
     figure = make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.08,
-                           subplot_titles=(f"predictions minus {html.escape(reference['model'])}'s",
-                                           f"recall minus {html.escape(reference['model'])}'s"))
+                           subplot_titles=(f"predictions minus {plotly_text(reference['model'])}'s",
+                                           f"recall minus {plotly_text(reference['model'])}'s"))
     for index, run in enumerate(runs):
         if run is reference:
             continue
@@ -105,10 +112,10 @@ def comparison(runs, labels, reference):
             change = [None if mine is None or theirs is None else mine - theirs
                       for mine, theirs in zip(run[quantity], reference[quantity])]
             figure.add_scatter(x=labels, y=change, row=row, col=1, mode="markers",
-                               name=html.escape(run["model"]), legendgroup=run["model"],
+                               name=plotly_text(run["model"]), legendgroup=run["model"],
                                showlegend=row == 1, marker={"color": COLORS[index % len(COLORS)],
                                                             "size": 5},
-                               hovertemplate=f"<b>%{{x}}</b><br>{html.escape(run['model'])}: "
+                               hovertemplate=f"<b>%{{x}}</b><br>{plotly_text(run['model'])}: "
                                              f"%{{y:+.3~f}}<extra></extra>")
     figure.add_hline(y=0, line_color="#888", row="all", col=1)
     figure.update_layout(
