@@ -23,7 +23,8 @@ from explorer.browser import (console_errors, headless_chromium, missing_browser
                               requested_urls, save_page_screenshot)
 from explorer.images import MISSING, OUTSIDE, contained_file
 from explorer.page import embedded_json
-from explorer.run_data import nearest_centroid_table
+from explorer.contents import embedded_images
+from explorer.run_data import confusion_cells, find_runs, nearest_centroid_table, read_cache
 
 VIEWS = ("histogram", "confusion", "class", "compare", "selection")
 # Class names a cache may hold: none may run as script or turn into markup anywhere in the page.
@@ -175,6 +176,15 @@ def test_hostile_cache_reads_nothing_outside_and_escapes_every_string(hostile_ou
     assert sum(thumbnail is not None for _, thumbnail, _ in data["images"]) == len(notes) - 3
 
 
+def test_the_image_limit_keeps_each_cells_most_confident_image_first(hostile_out):
+    run = find_runs(hostile_out[0])[0]
+    passed = read_cache(run, run.metrics["own_order"])
+    cells = len(confusion_cells(passed)[0])
+    images, runs, limited = embedded_images([passed], per_cell=100, limit=cells)
+    assert limited and len(images) == cells
+    assert sorted(len(entries) for entries in runs[0]["cells"].values()) == [1] * cells
+
+
 # ---- in the browser
 
 @pytest.fixture(scope="module")
@@ -276,6 +286,13 @@ def test_histogram_hover_click_class_view_and_run_switch(browser, synthetic_page
         entry = by_wnid["debiaspl"][clip["own_order"][position]]
         assert f"predicted: {entry['predicted_count']}" in hover_bar(browser, position)
     screenshot_views(browser, screenshots, "synthetic")
+    # The selection view (shown last): τ = 0 on its slider keeps every pseudo-label.
+    from selenium.webdriver.common.action_chains import ActionChains
+    ActionChains(browser).move_to_element(browser.find_element(
+        By.CSS_SELECTOR, "#plot-selection .slider-group .slider-label")).click().perform()
+    summary = wait_for(browser, "const text = document.querySelector('#plot-selection "
+                                ".annotation-text').textContent; return text.includes('= 0:') && text")
+    assert f"100.0% of the images ({debiaspl['num_images']})" in summary
     assert console_errors(browser) == []
 
 
