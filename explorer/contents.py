@@ -73,11 +73,9 @@ def image_candidates(passes, per_cell):
         notes.append(unavailable_reason(passed.meta, per_cell))
         if notes[-1] is not None:
             continue
-        chosen, ranks = cell_images(passed, per_cell)
-        cell = passed.labels * len(passed.centroids) + passed.predicted
-        cell_sizes = metrics.class_counts(cell, len(passed.centroids) ** 2)
-        candidates += zip(ranks.tolist(), (-cell_sizes[cell[chosen]]).tolist(),
-                          [run_index] * len(chosen), chosen.tolist())
+        chosen, ranks, cell_sizes = cell_images(passed, per_cell)
+        candidates += zip(ranks.tolist(), (-cell_sizes).tolist(), [run_index] * len(chosen),
+                          chosen.tolist())
     return sorted(candidates), notes
 
 
@@ -105,6 +103,14 @@ def embedded_images(passes, per_cell, limit=MAX_EMBEDDED_IMAGES):
     return images, [{"note": note, "cells": run_cells} for note, run_cells in zip(notes, cells)], limited
 
 
+def selection_figure(run, passed, labels):
+    """View 5's figure: what each class keeps at every τ and k of the run's pseudo_labels.json."""
+    thresholds = [row["threshold"] for row in run.pseudo_labels["confidence_threshold"]["rows"]]
+    ks = [row["k"] for row in run.pseudo_labels["class_balanced_top_k"]["rows"]]
+    return figures.selection(labels, [kept_per_class(passed, thresholds), top_k_per_class(passed, ks)],
+                             run.pseudo_labels)
+
+
 def explorer_contents(out_dir, per_cell):
     """The page's data and figures for the runs in OUT, `per_cell` images per confusion cell."""
     runs = find_runs(out_dir)
@@ -115,11 +121,6 @@ def explorer_contents(out_dir, per_cell):
     passes = [read_cache(run, order) for run in runs]
     entries = [run_entry(run, passed, order) for run, passed in zip(runs, passes)]
     images, run_images, limited = embedded_images(passes, per_cell)
-    rules = [(kept_per_class, "confidence_threshold", "threshold"),
-             (top_k_per_class, "class_balanced_top_k", "k")]
-    selections = [figures.selection(labels, [
-        per_class(passed, [row[key] for row in run.pseudo_labels[table]["rows"]])
-        for per_class, table, key in rules], run.pseudo_labels) for run, passed in zip(runs, passes)]
     for entry, entry_images in zip(entries, run_images):
         entry["images"] = entry_images
     return {
@@ -132,5 +133,6 @@ def explorer_contents(out_dir, per_cell):
         "figures": {"histogram": [figures.histogram(entry, labels, order) for entry in entries],
                     "confusion": figures.confusion_template(labels),
                     "compare": figures.comparison(entries, labels, entries[0]),
-                    "selection": selections},
+                    "selection": [selection_figure(run, passed, labels)
+                                  for run, passed in zip(runs, passes)]},
     }

@@ -161,11 +161,11 @@ def confusion_cells(passed):
 
 
 def cell_images(passed, per_cell):
-    """Each confusion cell's `per_cell` most confident images: (image indices, their rank in the
-    cell), grouped by cell."""
-    cell = passed.labels * len(passed.centroids) + passed.predicted
+    """Each confusion cell's `per_cell` most confident images: (image indices, their rank in
+    their cell, the size of their cell)."""
+    num_classes = len(passed.centroids)
+    cell = passed.labels * num_classes + passed.predicted
     # class_ranks ranks images within any integer groups: here the cells instead of the classes.
     ranks = pseudo_labels.class_ranks(passed.confidence, cell)
     chosen = np.flatnonzero(ranks < per_cell)
-    chosen = chosen[np.lexsort((ranks[chosen], cell[chosen]))]
-    return chosen, ranks[chosen]
+    return chosen, ranks[chosen], metrics.class_counts(cell, num_classes ** 2)[cell[chosen]]
