@@ -110,14 +110,17 @@ def concept_gap(text_features, prototypes):
 
 def most_confident_pair(texts, centres):
     """(text row, centre row) of the highest probability of softmax(100 x cosine) taken over the
-    centres, for each text: the pair Algorithm 1 takes as well matched (ties: first in row-major
-    order).
+    centres, for each text: the pair Algorithm 1 takes as well matched (ties: the higher cosine,
+    then first in row-major order).
 
     Compared as log-probabilities, which rank the same: well-separated pairs have probabilities
-    that all round to 1.0 in float64, and the ranking must not fall back on class order."""
+    that all round to 1.0 in float64, and the ranking must not fall back on class order. With one
+    centre every probability is 1 (Appendix B.3 on the last remaining cluster): the cosine
+    decides."""
     scores = MATCH_SCALE * cosine_matrix(texts, centres)
     log_probability = scores - logsumexp(scores, axis=1, keepdims=True)
-    return np.unravel_index(np.argmax(log_probability), log_probability.shape)
+    best = np.lexsort((np.arange(scores.size), -scores.ravel(), -log_probability.ravel()))[0]
+    return np.unravel_index(best, log_probability.shape)
 
 
 def k_means(features, num_clusters, random_state, n_init, start=None):

@@ -7,11 +7,13 @@ from pathlib import Path
 REFERENCE_MODEL = "clip"  # Q2: "keep the same order of classes as in Q1"
 LOGIT_ADJUSTED_MODEL = "clip-la"  # clip's cached logits, debiased without training
 PRIOR_MATCHED_MODEL = "clip-pm"  # clip's cached logits, balanced by prior matching
+CONCEPT_ALIGNED_MODEL = "clip-ca"  # clip's cached features, mismatched classes renamed
 MODEL_TITLES = {
     "clip": "CLIP RN50 zero-shot",
     "debiaspl": "DebiasPL (zero-shot, RN50)",
     "clip-la": "CLIP RN50 + logit adjustment",
     "clip-pm": "CLIP RN50 + prior matching",
+    "clip-ca": "CLIP RN50 + concept alignment",
 }
 QUESTION_OF_MODEL = {REFERENCE_MODEL: "Q1", "debiaspl": "Q2"}  # the homework's questions
 SIMULATED = "SIMULATED"  # in every title drawn from simulated logits (the demo's)

@@ -38,7 +38,8 @@ from distributed import current_place
 from run_config import DEFAULT_CHUNK_IMAGES, InferenceConfig
 from figure_workers import figure_processes, terminate_as_interrupt
 from outputs import UserError
-from runs import LOGIT_ADJUSTED_MODEL, MODEL_TITLES, PRIOR_MATCHED_MODEL, SIMULATED, split_out_dir
+from runs import (CONCEPT_ALIGNED_MODEL, LOGIT_ADJUSTED_MODEL, MODEL_TITLES, PRIOR_MATCHED_MODEL,
+                  SIMULATED, split_out_dir)
 
 PROJECT_DIR = Path(__file__).resolve().parent
 COURSE_DATA_DIR = "/scratch/eecs542f25_class_root/eecs542f25_class/shared_data/imagenet-100"
@@ -176,6 +177,18 @@ def build_parser():
                                  "One pass of 79 batches (ImageNet100, batch 64) leaves "
                                  "0.99^79 ≈ 45%% of the uniform start in p̂; DebiasPL's estimate "
                                  "runs through 50 epochs")
+    alignment = parser.add_argument_group(
+        "concept alignment (--model clip-ca)",
+        "CAP's Algorithm 1 finds the classes whose text embedding misses their images in clip's "
+        "cached image features; each is renamed to the WordNet synonym whose CLIP text embedding "
+        "best matches a cluster of the images left unmatched, and the logits are recomputed from "
+        "the cached features.")
+    alignment.add_argument("--ca-seed", type=int, default=0,
+                           help="seed of Algorithm 1's K-means (and of its sample)")
+    alignment.add_argument("--ca-max-images", type=int, metavar="N",
+                           help="above N images, Algorithm 1 runs on a seeded sample of N (its "
+                                "cost grows as images x classes^2); the default is concepts.py's "
+                                "MAX_DETECTION_IMAGES, 50,000")
     matching = parser.add_argument_group(
         "prior matching (--model clip-pm)",
         "clip's cached logits s become s − b, where b is the class bias for which the mean softmax "
@@ -245,6 +258,9 @@ def run(args):
                   file=sys.stderr)
     elif args.model in training_free.TRAINING_FREE_RUNS:
         predictions = training_free.TRAINING_FREE_RUNS[args.model](args, out_dir, run_dir)  # cached by it
+    elif args.model == CONCEPT_ALIGNED_MODEL:
+        import concept_alignment  # scikit-learn, and CLIP's text encoder for the new names
+        predictions = concept_alignment.align_clip_concepts(args, out_dir, run_dir)
     else:
         # A wrong setup (no clip run, other classes) stops here, before any model loads.
         split, split_dir = classes.resolve_split_dir(args.data, split)
@@ -337,8 +353,7 @@ def main(argv=None):
         parser.error(f"--chunk-size must be a multiple of --batch-size ({args.batch_size}), so that "
                      "a chunk's batches are the same in every process")
     main_process = current_place().is_main
-    if not main_process and (args.demo or args.from_cache or not args.model
-                             or args.model in training_free.TRAINING_FREE_RUNS):
+    if not main_process and (args.demo or args.from_cache or args.model not in ("clip", "debiaspl")):
         return 0  # under torchrun, only model inference is shared out; the rest is the first process's
     try:
         terminate_as_interrupt()

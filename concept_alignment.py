@@ -1,0 +1,105 @@
+"""`--model clip-ca`: a training-free test of the concept-mismatch diagnosis (CAP, §3.1 and
+Appendix B.3, with WordNet's synonyms in place of CAP's LLM descriptions).
+
+Algorithm 1 (concepts.detect_mismatched_classes) finds the classes whose text embedding misses
+their images in clip's cached image features. For each, every alternative name (the wnid's
+WordNet lemmas from imagenet1k.tsv, and its current name) is embedded by CLIP's text encoder with
+clip's own prompts, and the one that best matches a K-means centre of the images Algorithm 1 left
+replaces the class's text embedding. The logits are then recomputed from the cached image
+features, logit_scale x image_features @ text_features.T, without reading an image. If the
+diagnosis is right, the recall of those classes rises. Writes alignment.json beside the cache.
+"""
+import sys
+from pathlib import Path
+
+import numpy as np
+
+import classes
+import concepts
+from cache import in_blocks, load_predictions, write_predictions
+from outputs import UserError, write_json
+from runs import CONCEPT_ALIGNED_MODEL, REFERENCE_MODEL
+from training_free import derived_meta, load_clip_cache
+
+
+def alternative_names(wnid, current_name):
+    """The current name first, then the wnid's WordNet lemmas, without repeats."""
+    lemmas = classes.imagenet1k_table()[wnid]["wordnet_lemmas"].split(", ")
+    return list(dict.fromkeys([current_name, *lemmas]))
+
+
+def clip_text_embedder(clip_meta, args):
+    """names -> [len(names), D] unit text embeddings from the CLIP that made clip's cache (its
+    weights, prompts and precision), each name averaged over the prompt templates as the
+    zero-shot classifier is."""
+    import models  # torch and open_clip: only for the alternative names' embeddings
+    weights = clip_meta.get("weights", "openai")
+    device = models.resolve_device(args.device)
+    models.set_precision(device, clip_meta.get("precision", "fp32"))
+    clip, _ = models.load_clip_weights(weights, args.trust_checkpoint)
+    clip = clip.to(device).eval()
+    identity = models.clip_weights_identity(weights)
+    if identity.get("sha256") and identity["sha256"] != clip_meta.get("weights_identity", {}).get("sha256"):
+        print(f"warning: {weights} is not the weights file clip's cache was made with; the "
+              "alternative names are embedded with it all the same.", file=sys.stderr)
+    templates = models.clip_prompt_templates(clip_meta.get("prompts", "ensemble"))
+
+    def embed(names):
+        path = models.text_classifier_path(Path(args.out) / "cache", identity, templates, names,
+                                           clip_meta.get("precision", "fp32"))
+        return models.clip_text_classifier(clip, templates, names, device,
+                                           clip_meta.get("precision", "fp32"), path).numpy().T
+    return embed
+
+
+def aligned_text_features(clip, detection, embed):
+    """(text features [K, D] with each mismatched class's row replaced by its best alternative
+    name's embedding, [{class, candidates, chosen}] for alignment.json)."""
+    text_features = np.array(clip.text_features, dtype=np.float32)
+    choices = []
+    for index in detection.mismatched:
+        wnid, name = str(clip.wnids[index]), str(clip.names[index])
+        candidates = alternative_names(wnid, name)
+        embeddings = np.asarray(embed(candidates), dtype=np.float32)
+        chosen = concepts.best_candidate(embeddings, detection.remaining_centres)
+        text_features[index] = embeddings[chosen]
+        choices.append({"wnid": wnid, "name": name, "candidates": candidates,
+                        "chosen": candidates[chosen], "renamed": chosen != 0})
+    return text_features, choices
+
+
+def align_clip_concepts(args, out_dir, run_dir, embed=None):
+    """clip-ca's Predictions, written to RUN/predictions.npz with alignment.json; `embed`
+    (names -> unit text embeddings) defaults to clip's own CLIP text encoder."""
+    clip = load_clip_cache(out_dir, CONCEPT_ALIGNED_MODEL)
+    if clip.image_features is None:
+        raise UserError(f"--model {CONCEPT_ALIGNED_MODEL} needs clip's image features, and "
+                        f"{Path(out_dir) / REFERENCE_MODEL / 'predictions.npz'} has none: run "
+                        "`python starter.py --model clip` again without --no-features.")
+    predicted, confidence = concepts.pseudo_labels_and_confidence(clip.logits)
+    detection = concepts.detect_mismatched_classes(
+        clip.image_features, clip.text_features, predicted, confidence,
+        random_state=args.ca_seed, max_images=args.ca_max_images or concepts.MAX_DETECTION_IMAGES)
+    if detection.sampled:
+        print(f"note: Algorithm 1 ran on a seeded sample of {detection.num_images_used} of the "
+              f"{len(clip.labels)} images (--ca-max-images).", file=sys.stderr)
+    text_features, choices = aligned_text_features(clip, detection, embed or clip_text_embedder(clip.meta, args))
+    renamed = [f"{choice['name']} -> {choice['chosen']}" for choice in choices if choice["renamed"]]
+    print(f"concept alignment: {len(choices)} mismatched classes; "
+          + (f"renamed {', '.join(renamed)}" if renamed else "none has a better-matching name"))
+    settings = {"seed": args.ca_seed,
+                "images_used": detection.num_images_used, "sampled": detection.sampled,
+                "stop_at": len(detection.remaining_classes), "n_init": concepts.DETECTION_N_INIT}
+    write_json(run_dir / "alignment.json", {
+        "model": CONCEPT_ALIGNED_MODEL, "settings": settings, "mismatched": choices,
+        "remaining_classes": [str(clip.wnids[index]) for index in detection.remaining_classes],
+        "matched_order": [str(clip.wnids[index]) for index in detection.matched_order]})
+    scale = clip.meta["logit_scale"]
+    cache = run_dir / "predictions.npz"
+    meta = {**derived_meta(CONCEPT_ALIGNED_MODEL, clip), "concept_alignment": settings,
+            "logit_scale": scale}
+    features = (in_blocks(clip.image_features), clip.image_features.shape, text_features)
+    write_predictions(cache, concepts.logit_blocks(clip.image_features, text_features, scale),
+                      clip.logits.shape, clip.labels, clip.paths, clip.wnids, clip.names, meta,
+                      features)
+    return load_predictions(cache)

@@ -1,0 +1,100 @@
+"""clip-ca: a planted concept mismatch is found, renamed and its recall restored from the cached
+features alone; the CLI runs it on a real (random-weights) clip cache with CLIP's text encoder."""
+import argparse
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+import cache
+import metrics
+from concept_alignment import align_clip_concepts, alternative_names, clip_text_embedder
+from conftest import SUBSET_WNIDS, run_cli
+from outputs import UserError, write_json
+
+IMAGES_PER_CLASS, DIMENSION, SCALE = 30, 32, 100.0
+PLANTED = 5  # the class whose text embedding misses its images
+
+
+def unit(vectors):
+    return vectors / np.linalg.norm(vectors, axis=-1, keepdims=True)
+
+
+@pytest.fixture
+def planted_clip(tmp_path):
+    """OUT/clip: 6 image clusters; class PLANTED's text points away from its cluster, so its
+    images go to the others."""
+    rng = np.random.default_rng(0)
+    directions = unit(rng.standard_normal((len(SUBSET_WNIDS) + 1, DIMENSION)))
+    labels = np.repeat(np.arange(len(SUBSET_WNIDS)), IMAGES_PER_CLASS)
+    images = unit(directions[labels] + 0.15 * rng.standard_normal((len(labels), DIMENSION)))
+    text = directions[:len(SUBSET_WNIDS)].copy()
+    basis = np.linalg.qr(text.T)[0]  # a concept none of the images shows: away from every cluster
+    text[PLANTED] = directions[-1] = unit(directions[-1] - basis @ (basis.T @ directions[-1]))
+    predictions = cache.Predictions(
+        logits=(SCALE * images @ text.T).astype(np.float32), labels=labels,
+        paths=np.array([f"{SUBSET_WNIDS[label]}/{index}.JPEG" for index, label in enumerate(labels)]),
+        wnids=np.array(SUBSET_WNIDS), names=np.array([f"name {wnid}" for wnid in SUBSET_WNIDS]),
+        meta={"model": "clip", "logit_scale": SCALE}, image_features=images.astype(np.float32),
+        text_features=text.astype(np.float32))
+    cache.save_predictions(tmp_path / "clip" / "predictions.npz", predictions)
+    write_json(tmp_path / "clip" / "metrics.json", {"own_order": SUBSET_WNIDS})
+    return tmp_path, directions
+
+
+def options(out):
+    return argparse.Namespace(out=str(out), ca_seed=0, ca_max_images=None, device="cpu",
+                              trust_checkpoint=False)
+
+
+def recall_of(predictions, index):
+    confusion = metrics.confusion_matrix(predictions.labels, predictions.logits.argmax(1), len(SUBSET_WNIDS))
+    return metrics.precision_recall(confusion)[1][index]
+
+
+def test_planted_mismatch_is_renamed_and_its_recall_restored(planted_clip):
+    out, directions = planted_clip
+    clip = cache.load_predictions(out / "clip" / "predictions.npz")
+    assert recall_of(clip, PLANTED) < 0.1
+
+    def embed(names):  # the current name keeps the wrong concept; a synonym shows the images'
+        return np.array([directions[-1] if index == 0 else directions[PLANTED]
+                         for index in range(len(names))])
+
+    aligned = align_clip_concepts(options(out), out, out / "clip-ca", embed)
+    alignment = json.loads((out / "clip-ca" / "alignment.json").read_text())
+    assert [entry["wnid"] for entry in alignment["mismatched"]] == [SUBSET_WNIDS[PLANTED]]
+    assert alignment["mismatched"][0]["renamed"]
+    assert alignment["mismatched"][0]["chosen"] in alternative_names(SUBSET_WNIDS[PLANTED], "")[1:]
+    assert recall_of(aligned, PLANTED) > 0.9
+    # The other classes keep their text embeddings, and the new logits are the features' product.
+    np.testing.assert_array_equal(np.delete(aligned.text_features, PLANTED, 0),
+                                  np.delete(clip.text_features, PLANTED, 0))
+    np.testing.assert_allclose(aligned.logits, SCALE * aligned.image_features @ aligned.text_features.T,
+                               rtol=1e-5, atol=1e-4)
+    assert aligned.meta["clip"]["model"] == "clip" and aligned.names.tolist() == clip.names.tolist()
+
+
+def test_a_cache_without_features_says_so(planted_clip):
+    out, _ = planted_clip
+    clip = cache.load_predictions(out / "clip" / "predictions.npz")
+    clip.image_features = clip.text_features = None
+    cache.save_predictions(out / "clip" / "predictions.npz", clip)
+    with pytest.raises(UserError, match="needs clip's image features.*without --no-features"):
+        align_clip_concepts(options(out), out, out / "clip-ca", lambda names: None)
+
+
+def test_cli_runs_on_a_real_clip_cache_and_embeds_names_with_its_text_encoder(real_runs, tmp_path):
+    shutil.copytree(real_runs / "clip", tmp_path / "clip")
+    assert run_cli("--model", "clip-ca", "--out", tmp_path, "--device", "cpu") == 0
+    alignment = json.loads((tmp_path / "clip-ca" / "alignment.json").read_text())
+    assert all(entry["chosen"] in entry["candidates"] for entry in alignment["mismatched"])
+    assert (tmp_path / "clip-ca" / "metrics.json").is_file()
+    # What the run's classes would be renamed with: clip's weights and prompts, unit embeddings.
+    clip = cache.load_predictions(tmp_path / "clip" / "predictions.npz")
+    embed = clip_text_embedder(clip.meta, options(tmp_path))
+    names = alternative_names(SUBSET_WNIDS[0], str(clip.names[0]))
+    embeddings = embed(names)
+    assert embeddings.shape == (len(names), clip.text_features.shape[1]) and len(names) > 1
+    np.testing.assert_allclose(embeddings[0], clip.text_features[0], rtol=1e-4, atol=1e-5)
