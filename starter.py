@@ -55,8 +55,10 @@ def build_parser():
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--model", choices=sorted(MODEL_TITLES),
                         help="which model to evaluate: clip (Q1), debiaspl (Q2; run clip first), "
-                             "clip-la (clip's cached logits, logit-adjusted; run clip first) or "
-                             "clip-pm (clip's cached logits, prior-matched; run clip first)")
+                             "clip-la (clip's cached logits, logit-adjusted; run clip first), "
+                             "clip-pm (clip's cached logits, prior-matched; run clip first) or "
+                             "clip-ca (clip's cached features, its concept-mismatched classes "
+                             "renamed; run clip first)")
     parser.add_argument("--demo", action="store_true",
                         help="check the install (random weights in the real file formats on a few "
                              "generated images, into OUT/demo/install-check/), then analyse "
