@@ -94,6 +94,10 @@ def build_parser():
                            help="your name at the top of report.pdf (else a line to write on)")
     handed_in.add_argument("--student-id", default="",
                            help="your student ID at the top of report.pdf (else a line to write on)")
+    handed_in.add_argument("--bundle", action="store_true",
+                           help="write OUT/code.zip, the code ZIP the homework asks for: this "
+                                "tool's source, README, requirements and tests in one folder, "
+                                "never weights, caches, figures or data")
     handed_in.add_argument("--appendix", action="store_true",
                            help="add the per-class tables, clip-la's prior and the other runs' "
                                 "figures as an appendix")
@@ -330,6 +334,18 @@ def write_report(out_dir, args):
         print(f"wrote {path}")
 
 
+def write_bundle(out_dir):
+    """OUT/code.zip, and what went into it, folder by folder."""
+    import bundle
+    path, files = bundle.write_bundle(out_dir)
+    print(f"wrote {path} ({len(files)} files, {path.stat().st_size / 1024:.0f} KB):")
+    folders = {}
+    for file in files:
+        folders.setdefault(file.parent.as_posix(), []).append(file.name)
+    for folder, names in folders.items():
+        print(f"  {bundle.FOLDER_IN_ZIP}/{'' if folder == '.' else folder + '/'}: {', '.join(names)}")
+
+
 def write_explorer(out_dir, args):
     """OUT/explorer.html. Under --report or --demo, a folder it cannot show is a warning: the
     report, which is handed in, stands without it."""
@@ -345,8 +361,8 @@ def write_explorer(out_dir, args):
 def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
-    if not args.demo and not args.model and not args.report and not args.explore:
-        parser.error(f"choose --model {'|'.join(MODEL_TITLES)}, --demo, --report or --explore")
+    if not (args.demo or args.model or args.report or args.explore or args.bundle):
+        parser.error(f"choose --model {'|'.join(MODEL_TITLES)}, --demo, --report, --explore or --bundle")
     if args.thumbnails < 0:
         parser.error("--thumbnails must be at least 0")
     if args.batch_size < 1 or (args.workers or 0) < 0 or args.la_passes < 1 or (args.threads or 1) < 1:
@@ -368,6 +384,8 @@ def main(argv=None):
                 write_report(split_out_dir(args.out, chosen_split(args)), args)
             if (args.report or args.explore) and not args.demo and main_process:
                 write_explorer(split_out_dir(args.out, chosen_split(args)), args)
+            if args.bundle and main_process:
+                write_bundle(Path(args.out))
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

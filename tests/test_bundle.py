@@ -1,0 +1,39 @@
+"""--bundle: the homework's code ZIP holds the tool's code in one folder and nothing it must not."""
+import zipfile
+
+import numpy as np
+
+import bundle
+from conftest import PROJECT_DIR, run_cli
+
+FORBIDDEN = (".npz", ".pt", ".pth", ".pth.tar", ".png", ".pdf", ".npy", ".json")
+
+
+def test_bundle_holds_the_code_in_one_folder_and_no_weights_or_outputs(tmp_path):
+    project = tmp_path / "project"
+    for relative in ("starter.py", "README.md", "requirements.txt", "tests/test_x.py",
+                     "explorer/page.html"):
+        (project / relative).parent.mkdir(parents=True, exist_ok=True)
+        (project / relative).write_text("code")
+    for relative in ("RN50.pt", "debiaspl_zsl_epoch50.pth.tar", "figures/clip/histogram_recall.png",
+                     "my-runs/clip/metrics.json", "my-runs/clip/summary.md", "my-runs/report.pdf",
+                     "tests/__pycache__/test_x.cpython-311.pyc"):
+        (project / relative).parent.mkdir(parents=True, exist_ok=True)
+        (project / relative).write_bytes(b"not code")
+    np.savez(project / "my-runs" / "clip" / "predictions.npz", logits=np.zeros(1))
+    path, files = bundle.write_bundle(tmp_path / "out", project)
+    names = zipfile.ZipFile(path).namelist()
+    assert sorted(names) == ["code/README.md", "code/explorer/page.html", "code/requirements.txt",
+                             "code/starter.py", "code/tests/test_x.py"]
+    assert len(files) == len(names)
+
+
+def test_bundle_of_this_tool_from_the_command_line(tmp_path, capsys):
+    assert run_cli("--bundle", "--out", tmp_path) == 0
+    names = zipfile.ZipFile(tmp_path / "code.zip").namelist()
+    assert {"code/starter.py", "code/README.md", "code/requirements.txt",
+            "code/tests/conftest.py"} <= set(names)
+    assert all(name.startswith("code/") and not name.endswith(FORBIDDEN) for name in names)
+    printed = capsys.readouterr().out
+    assert f"wrote {tmp_path / 'code.zip'} ({len(names)} files" in printed and "code/tests/: " in printed
+    assert len(names) == len(bundle.source_files(PROJECT_DIR))
