@@ -122,7 +122,9 @@
     panel.replaceChildren();
     const heading = element("h3", run.model + ": " + cellSize(run, trueClass, predicted) +
                             " images of ");
-    heading.append(classButton(trueClass), " predicted as ", classButton(predicted));
+    heading.append(classButton(trueClass));
+    if (trueClass === predicted) heading.append(" predicted correctly");
+    else heading.append(" predicted as ", classButton(predicted));
     panel.append(heading);
     const entries = (run.images.cells[trueClass + " " + predicted] || []).map(
       ([image, probability]) => [image, probability, trueClass, predicted]);
