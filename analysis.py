@@ -4,6 +4,7 @@ selection diagnostics (pseudo_labels.json and .png) and the terminal text.
 numpy and matplotlib only (through metrics.py and plotting.py): it runs on cached logits.
 """
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +12,7 @@ import numpy as np
 import metrics
 import plotting
 import pseudo_labels
+from cache import row_blocks
 from figure_workers import start_figure_processes, write_figures
 from outputs import UserError, read_json, write_json
 from runs import QUESTION_OF_MODEL, REFERENCE_MODEL, SIMULATED, is_simulated, model_title
@@ -18,6 +20,45 @@ from runs import QUESTION_OF_MODEL, REFERENCE_MODEL, SIMULATED, is_simulated, mo
 NEIGHBOR_COUNT = 10
 TOP_CONFUSION_COUNT = 20  # metrics.json's top_confusions
 CLASS_CONFUSION_COUNT = 5  # per role in class_confusions
+TOP_K = 5  # metrics.json's top5_accuracy
+# Logits computed on at once: 16 MB as float64. Freed blocks of this size are reused by the
+# allocator; blocks above its 32 MB mmap threshold are fresh pages each time, twice as slow.
+BLOCK_ELEMENTS = 1 << 21
+
+
+def blocks_of(logits):
+    """Row slices of the [N, K] logits, BLOCK_ELEMENTS elements each."""
+    return row_blocks(*logits.shape, BLOCK_ELEMENTS)
+
+
+@dataclass
+class LogitPass:
+    """What the analysis keeps of one pass over a run's logits: a few numbers per image and sums
+    per class, never a copy of the [N, K] logits."""
+    predicted: np.ndarray  # int64 [N]: the arg-max class, the pseudo-label
+    confidence: np.ndarray  # float64 [N]: its softmax probability
+    top_k_hit: np.ndarray  # bool [N]: the true class is among the TOP_K highest logits
+    confusion: np.ndarray  # int64 [K, K]: true class x predicted class
+    group_sums: dict  # {grouping: float64 [K, K]}: the logit rows summed per group (GROUPINGS)
+
+
+def read_logits(logits, labels):
+    """One pass over the logits (memory-mapped or not), block by block, in float64."""
+    count, num_classes = logits.shape
+    passed = LogitPass(predicted=np.empty(count, dtype=np.int64), confidence=np.empty(count),
+                       top_k_hit=np.empty(count, dtype=bool),
+                       confusion=np.zeros((num_classes, num_classes), dtype=np.int64),
+                       group_sums={grouping: np.zeros((num_classes, num_classes))
+                                   for grouping in GROUPINGS})
+    for rows in blocks_of(logits):
+        block = np.asarray(logits[rows], dtype=np.float64)  # exact: float32 widened
+        predicted = passed.predicted[rows] = metrics.predicted_labels(block)
+        passed.confidence[rows] = pseudo_labels.top_probability(block)
+        passed.top_k_hit[rows] = metrics.top_k_hits(block, labels[rows], TOP_K)
+        passed.confusion += metrics.confusion_matrix(labels[rows], predicted, num_classes)
+        for grouping, groups in (("by_predicted", predicted), ("by_true", labels[rows])):
+            passed.group_sums[grouping] += metrics.group_sums(block, groups, num_classes)
+    return passed
 
 
 def none_if_nan(value):
@@ -80,23 +121,25 @@ def class_confusions(predictions, confusion, roles):
     return result
 
 
-def summarize(predictions, confusion, order_wnids=None):
-    """metrics.json: accuracies, the class order, per-class counts, precision and recall, and who
-    steals from whom (the largest confusions overall and those of the roles' classes)."""
+def summarize(predictions, passed, order_wnids=None):
+    """metrics.json: accuracies, the class order, per-class counts (true positives among them, so
+    that nothing is rebuilt from rounded ratios), precision and recall, and who steals from whom
+    (the largest confusions overall and those of the roles' classes)."""
+    confusion = passed.confusion
     precision, recall = metrics.precision_recall(confusion)
     predicted_counts = confusion.sum(axis=0)
     own_order = [str(predictions.wnids[i]) for i in metrics.prediction_order(predicted_counts)]
     classes = [{"wnid": str(wnid), "name": str(name), "true_count": int(true_count),
-                "predicted_count": int(predicted_count), "precision": none_if_nan(p),
-                "recall": none_if_nan(r)}
-               for wnid, name, true_count, predicted_count, p, r in zip(
+                "predicted_count": int(predicted_count), "true_positives": int(true_positives),
+                "precision": none_if_nan(p), "recall": none_if_nan(r)}
+               for wnid, name, true_count, predicted_count, true_positives, p, r in zip(
                    predictions.wnids, predictions.names, confusion.sum(axis=1), predicted_counts,
-                   precision, recall)]
+                   np.diag(confusion), precision, recall)]
     return {
         "model": predictions.meta["model"],
         "num_images": int(len(predictions.labels)),
         "accuracy": metrics.accuracy(confusion),
-        "top5_accuracy": metrics.top_k_accuracy(predictions.logits, predictions.labels, 5),
+        "top5_accuracy": float(np.mean(passed.top_k_hit)),
         "balanced_accuracy": metrics.balanced_accuracy(recall),
         "order": order_wnids or own_order,
         "own_order": own_order,
@@ -142,15 +185,14 @@ def nearest_queries(predictions, centroids, roles, empty_note):
     return {"queries": queries}
 
 
-def centroid_neighbours(predictions, roles):
+def centroid_neighbours(predictions, passed, roles):
     """centroids.json: each role's 10 nearest class centroids for both groupings, of the logits
     as they are (the homework's quantity) and, under "centered", of the logits minus each image's
     mean logit."""
-    groups = {"by_predicted": metrics.predicted_labels(predictions.logits),
-              "by_true": predictions.labels}
+    group_sizes = {"by_predicted": passed.confusion.sum(axis=0), "by_true": passed.confusion.sum(axis=1)}
     literal, centered = {}, {}
     for grouping, (_, empty_note) in GROUPINGS.items():
-        centroids = metrics.class_centroids(predictions.logits, groups[grouping], len(predictions.wnids))
+        centroids = metrics.group_means(passed.group_sums[grouping], group_sizes[grouping])
         literal[grouping] = nearest_queries(predictions, centroids, roles, empty_note)
         centered[grouping] = nearest_queries(predictions, metrics.centered_centroids(centroids),
                                              roles, empty_note)
@@ -200,15 +242,14 @@ def analyze(predictions, run_dir, out_dir):
     model = predictions.meta["model"]
     order_wnids = reference_order(out_dir, model, [str(w) for w in predictions.wnids],
                                   predictions.meta)
-    predicted = metrics.predicted_labels(predictions.logits)
-    confusion = metrics.confusion_matrix(predictions.labels, predicted, len(predictions.wnids))
-    summary = summarize(predictions, confusion, order_wnids)
-    centroids = centroid_neighbours(predictions, class_roles(summary["own_order"], order_wnids))
-    selection = pseudo_labels.summarize(predictions.logits, predictions.labels, predictions.wnids,
-                                        predictions.names, summary["order"], model)
+    passed = read_logits(predictions.logits, predictions.labels)
+    summary = summarize(predictions, passed, order_wnids)
+    centroids = centroid_neighbours(predictions, passed, class_roles(summary["own_order"], order_wnids))
+    selection = pseudo_labels.summarize(passed.confidence, passed.predicted, predictions.labels,
+                                        predictions.wnids, predictions.names, summary["order"], model)
     # Everything is computed and drawn before the first file is written.
     title = model_title(predictions.meta)
-    figures = draw_figures(summary, confusion, title)
+    figures = draw_figures(summary, passed.confusion, title)
     figures["pseudo_labels.png"] = draw_pseudo_labels(selection, title)
     write_json(run_dir / "metrics.json", summary)
     write_json(run_dir / "centroids.json", centroids)

@@ -85,13 +85,12 @@ def class_balanced_selection(confidence, predicted, labels, num_classes, ks=TOP_
     return rows
 
 
-def summarize(logits, labels, wnids, names, order, model):
-    """pseudo_labels.json: both rules' tables, and the images kept per class at
-    TRAINING_THRESHOLD in `order` (wnids: the run's figure order, metrics.json's "order")."""
+def summarize(confidence, predicted, labels, wnids, names, order, model):
+    """pseudo_labels.json from each image's top probability, pseudo-label and true label [N]:
+    both rules' tables, and the images kept per class at TRAINING_THRESHOLD in `order` (wnids:
+    the run's figure order, metrics.json's "order")."""
     labels = np.asarray(labels)
     num_classes = len(wnids)
-    confidence = top_probability(logits)
-    predicted = metrics.predicted_labels(logits)
     kept = confidence >= TRAINING_THRESHOLD
     counts = metrics.class_counts(predicted[kept], num_classes)
     correct = metrics.class_counts(predicted[kept & (predicted == labels)], num_classes)
