@@ -15,7 +15,7 @@ import analysis
 import logit_adjustment
 import metrics
 import plotting
-from cache import Predictions, load_predictions, save_predictions
+from cache import load_predictions, write_predictions
 from outputs import UserError, read_json, write_figure, write_json
 from runs import LOGIT_ADJUSTED_MODEL, PRIOR_MATCHED_MODEL, REFERENCE_MODEL, model_title
 
@@ -48,10 +48,10 @@ def derived_meta(model, clip):
     return {"model": model, REFERENCE_MODEL: clip.meta}
 
 
-def debiased_predictions(clip, model, method, settings, class_columns, logits, run_dir, out_dir,
-                         **tables):
-    """Write prior.json and the run's predictions.npz, and return its Predictions (as read back:
-    memory-mapped).
+def debiased_predictions(clip, model, method, settings, class_columns, logits_blocks, run_dir,
+                         out_dir, **tables):
+    """Write prior.json and the run's predictions.npz, its logits from `logits_blocks` (row blocks
+    in order, each written and dropped), and return its Predictions (as read back: memory-mapped).
 
     prior.json is {"model", "settings", "classes": one entry per class in clip's column order
     with wnid, name and `class_columns` ({column: [K] values}, "prior" first), plus `tables`};
@@ -68,21 +68,36 @@ def debiased_predictions(clip, model, method, settings, class_columns, logits, r
     meta = {**derived_meta(model, clip), method: settings,
             "adjusted_cache": str(Path(out_dir) / REFERENCE_MODEL / "predictions.npz")}
     cache = run_dir / "predictions.npz"
-    save_predictions(cache, Predictions(logits=np.asarray(logits).astype(np.float32), labels=clip.labels,
-                                        paths=clip.paths, wnids=clip.wnids, names=clip.names, meta=meta))
+    write_predictions(cache, logits_blocks, clip.logits.shape, clip.labels, clip.paths, clip.wnids,
+                      clip.names, meta)
     return load_predictions(cache)
 
 
-def lambda_sweep(logits, labels, priors, strengths):
-    """(accuracy, balanced accuracy) arrays of logits − λ·log(priors), one entry per λ in strengths."""
+def lambda_sweep(logits, labels, log_priors_of, strengths):
+    """(accuracy, balanced accuracy) arrays of logits − λ·log p̂, one entry per λ in strengths,
+    in one pass over the logits' blocks; log_priors_of(rows) is log p̂ for those rows ([K] or
+    [rows, K]). Only the correct predictions per class are counted: they are all both need."""
     num_classes = logits.shape[1]
-    accuracy, balanced = [], []
-    for strength in strengths:
-        predicted = metrics.predicted_labels(logit_adjustment.adjust_logits(logits, priors, strength))
-        confusion = metrics.confusion_matrix(labels, predicted, num_classes)
-        accuracy.append(metrics.accuracy(confusion))
-        balanced.append(metrics.balanced_accuracy(metrics.precision_recall(confusion)[1]))
-    return np.array(accuracy), np.array(balanced)
+    correct = np.zeros((len(strengths), num_classes), dtype=np.int64)
+    for rows in analysis.blocks_of(logits):
+        block = np.asarray(logits[rows], dtype=np.float64)
+        log_prior, block_labels = log_priors_of(rows), labels[rows]
+        for index, strength in enumerate(strengths):
+            predicted = metrics.predicted_labels(logit_adjustment.shift_logits(block, log_prior, strength))
+            correct[index] += metrics.class_counts(block_labels[predicted == block_labels], num_classes)
+    true_counts = metrics.class_counts(labels, num_classes)
+    accuracy = correct.sum(axis=1) / max(len(labels), 1)
+    balanced = [metrics.balanced_accuracy(metrics.recall(hits, true_counts)) for hits in correct]
+    return accuracy, np.array(balanced)
+
+
+def log_priors(estimate, mode):
+    """rows -> log p̂ that those images are debiased with: the final p̂ ([K]) in "final" mode,
+    the p̂ their batches found ([rows, K]) in "online" mode."""
+    if mode == "final":
+        log_prior = np.log(estimate.prior)
+        return lambda rows: log_prior
+    return lambda rows: np.log(estimate.priors_of(rows))
 
 
 def adjust_clip_predictions(args, out_dir, run_dir):
@@ -92,14 +107,14 @@ def adjust_clip_predictions(args, out_dir, run_dir):
                                                 args.la_passes)
     estimate = logit_adjustment.estimate_prior(clip.logits, batches, args.la_momentum,
                                                args.la_threshold)
-    priors = estimate.prior if args.la_mode == "final" else estimate.image_priors
+    log_priors_of = log_priors(estimate, args.la_mode)
     settings = {"momentum": args.la_momentum, "threshold": args.la_threshold,
                 "lambda": args.la_lambda, "mode": args.la_mode, "seed": args.la_seed,
                 "passes": args.la_passes,
                 "batch_size": args.batch_size, "num_batches": estimate.num_batches,
                 "num_updating_batches": estimate.num_updating_batches}
     strengths = np.union1d(LAMBDA_SWEEP, [args.la_lambda])  # the chosen λ lies on the curves
-    accuracy, balanced = lambda_sweep(clip.logits, clip.labels, priors, strengths)
+    accuracy, balanced = lambda_sweep(clip.logits, clip.labels, log_priors_of, strengths)
     write_figure(run_dir / "la_sweep.png", plotting.lambda_sweep_figure(
         strengths, accuracy, balanced, args.la_lambda,
         title=f"{model_title(derived_meta(LOGIT_ADJUSTED_MODEL, clip))}: {args.la_mode} p̂ "
@@ -114,8 +129,8 @@ def adjust_clip_predictions(args, out_dir, run_dir):
              for strength, a, b in zip(strengths, accuracy, balanced)]
     return debiased_predictions(
         clip, LOGIT_ADJUSTED_MODEL, "logit_adjustment", settings, {"prior": estimate.prior},
-        logit_adjustment.adjust_logits(clip.logits, priors, args.la_lambda), run_dir, out_dir,
-        lambda_sweep=sweep)
+        (logit_adjustment.shift_logits(clip.logits[rows], log_priors_of(rows), args.la_lambda)
+         for rows in analysis.blocks_of(clip.logits)), run_dir, out_dir, lambda_sweep=sweep)
 
 
 def first_few(names, count=3):
@@ -157,13 +172,14 @@ def match_clip_prior(args, out_dir, run_dir):
     target = (read_target(args.pm_target, wnids) if args.pm_target
               else np.full(len(wnids), 1.0 / len(wnids)))
     match = logit_adjustment.match_prior(clip.logits, target, logit_adjustment.MATCH_TOLERANCE,
-                                         logit_adjustment.MATCH_MAX_ITERATIONS)
+                                         logit_adjustment.MATCH_MAX_ITERATIONS,
+                                         analysis.blocks_of(clip.logits))
     prior = logit_adjustment.softmax((match.bias + np.log(target))[None])[0]
     settings = {"target": str(args.pm_target) if args.pm_target else "uniform",
                 "tolerance": logit_adjustment.MATCH_TOLERANCE,
                 "max_iterations": logit_adjustment.MATCH_MAX_ITERATIONS,
-                "iterations": match.iterations, "final_deviation": match.deviation,
-                "converged": match.converged}
+                "iterations": match.iterations, "passes": match.passes,
+                "final_deviation": match.deviation, "converged": match.converged}
     if match.converged:
         print(f"prior matching converged after {match.iterations} updates of the bias; implied prior: "
               + describe_prior(prior, clip.names))
@@ -173,8 +189,9 @@ def match_clip_prior(args, out_dir, run_dir):
               f"{match.deviation:.3g}; clip-pm uses the last bias.", file=sys.stderr)
     return debiased_predictions(
         clip, PRIOR_MATCHED_MODEL, "prior_matching", settings,
-        {"prior": prior, "target": target, "bias": match.bias}, clip.logits - match.bias,
-        run_dir, out_dir)
+        {"prior": prior, "target": target, "bias": match.bias},
+        (np.asarray(clip.logits[rows], dtype=np.float64) - match.bias
+         for rows in analysis.blocks_of(clip.logits)), run_dir, out_dir)
 
 
 TRAINING_FREE_RUNS = {LOGIT_ADJUSTED_MODEL: adjust_clip_predictions,
