@@ -187,16 +187,21 @@ def class_arrays(run_metrics, order=None):
             np.array([e["predicted_count"] for e in entries]), recall)
 
 
+def true_positives(run_metrics):
+    """Correct predictions per class, as metrics.json counts them; NaN (so macro-F1 is n/a) in a
+    metrics.json from before it did."""
+    return np.array([entry.get("true_positives", np.nan) for entry in run_metrics["classes"]],
+                    dtype=np.float64)
+
+
 def run_measures(run_metrics, selection=None):
     """Accuracies, macro-F1 and prediction-count imbalance of one run, from its metrics.json,
     and, given its pseudo_labels.json, the pseudo-labels FixMatch would keep at τ = 0.95."""
-    _, _, true_counts, predicted_counts, recall = class_arrays(run_metrics)
-    # metrics.json keeps recall = TP / images; TP is recovered exactly by rounding.
-    true_positives = np.rint(np.nan_to_num(recall) * true_counts)
+    _, _, true_counts, predicted_counts, _ = class_arrays(run_metrics)
     return {"num_images": run_metrics["num_images"], "accuracy": run_metrics["accuracy"],
             "top5_accuracy": run_metrics["top5_accuracy"],
             "balanced_accuracy": run_metrics["balanced_accuracy"],
-            "macro_f1": metrics.macro_f1(true_positives, true_counts, predicted_counts),
+            "macro_f1": metrics.macro_f1(true_positives(run_metrics), true_counts, predicted_counts),
             "balanced_count": float(predicted_counts.sum() / len(predicted_counts)),
             **metrics.prediction_imbalance(predicted_counts), **kept_at_training_threshold(selection)}
 
@@ -308,6 +313,9 @@ def title_section(runs, out_dir, generated, name, student_id):
                     f"the runs in {out_dir}. Sub-questions Q1(a) to Q2(c) follow in order; "
                     + MEASURE_NOTE, "note")]
     blocks += [missing_run_note(model, out_dir) for model in missing]
+    blocks += [outdated_note(run, "metrics.json (true positives, for macro-F1)", out_dir)
+               for run in runs.values()
+               if run.metrics is not None and np.isnan(true_positives(run.metrics)).any()]
     return Section((f"{SIMULATED}: " if simulated else "")
                    + "Homework 3: classification with imbalanced pseudo-labels",
                    "CLIP RN50 zero-shot vs DebiasPL on ImageNet100", blocks)
