@@ -225,6 +225,7 @@ def hover_bar(browser, position):
     from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.by import By
     bars = browser.find_elements(By.CSS_SELECTOR, "#plot-histogram .barlayer .point path")
+    script(browser, "Plotly.Fx.unhover('plot-histogram')")  # no label of the bar hovered before
     ActionChains(browser).move_to_element(bars[position]).perform()
     return wait_for(browser, "const label = document.querySelector('#plot-histogram .hoverlayer .hovertext');"
                              " return label && label.textContent")
