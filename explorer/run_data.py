@@ -101,13 +101,8 @@ def read_cache(run, order):
         logits = predictions.logits[rows]
         predicted[rows] = metrics.predicted_labels(logits)
         confidence[rows] = pseudo_labels.top_probability(logits)
-        block_counts = metrics.class_counts(predicted[rows], num_classes)
-        # A block's centroids times its counts are its sums; empty groups' NaN rows add nothing.
-        means = metrics.class_centroids(logits, predicted[rows], num_classes)
-        sums += np.nan_to_num(means) * block_counts[:, None]
-    counts = metrics.class_counts(predicted, num_classes)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        centroids = np.where(counts[:, None] > 0, sums / counts[:, None], np.nan)
+        sums += metrics.group_sums(logits, predicted[rows], num_classes)
+    centroids = metrics.group_means(sums, metrics.class_counts(predicted, num_classes))
     centroids_by_position = np.empty_like(centroids)
     centroids_by_position[position] = centroids
     return CachePass(labels=position[predictions.labels], predicted=position[predicted],
