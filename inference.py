@@ -160,8 +160,13 @@ class JobProgress:
             self.look()
         self.look()
 
-    def close(self):
-        self.bar.close()
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *error):
+        self.bar.close()  # before an error's message, so that the message is the last line
+
+    def print_rate(self):
         seconds = time.perf_counter() - self.start
         computed = self.store.num_images - self.done_before
         if self.place.is_main and computed:
@@ -221,14 +226,14 @@ def predict(config, args, split_dir, run_dir):
         missing = store.missing()
         distributed.wait_for_all(place)  # everyone has the same list before any part is written
         own = missing[place.rank::place.world_size]
-        progress = JobProgress(store, place)
-        compute_chunks(model, IndexedImages(folder.samples, transform), device, config.precision,
-                       config.batch_size, place.cpus if args.workers is None else args.workers,
-                       args.skip_bad_images, store, own, progress)
-        if not place.is_main:
-            return None
-        progress.wait_for_the_others()
-        progress.close()
+        with JobProgress(store, place) as progress:
+            compute_chunks(model, IndexedImages(folder.samples, transform), device, config.precision,
+                           config.batch_size, place.cpus if args.workers is None else args.workers,
+                           args.skip_bad_images, store, own, progress)
+            if not place.is_main:
+                return None
+            progress.wait_for_the_others()
+        progress.print_rate()
     finally:
         distributed.stop(place)
     cache = run_dir / "predictions.npz"

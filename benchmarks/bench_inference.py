@@ -176,13 +176,19 @@ def bare_forward(model, images, device, precision, repeats):
             torch.cuda.synchronize(device)
 
 
+def logits_of(model, images):
+    """A model's logits; CLIP keeping its features returns (logits, features)."""
+    outputs = model(images)
+    return (outputs[0] if isinstance(outputs, tuple) else outputs).float()
+
+
 def logits_versus_cpu(model, images, reference_logits, device, precision):
     """(max |logits - reference| / max |reference|, top-1 predictions changed) of `images` at
     `precision`, the reference being a CPU fp32 run's logits of the same images."""
     import torch
     import models
     with torch.inference_mode(), models.autocast(device, precision):
-        logits = model(images).float().cpu()
+        logits = logits_of(model, images).cpu()
     scale = reference_logits.abs().max()
     changed = int((logits.argmax(1) != reference_logits.argmax(1)).sum())
     return float((logits - reference_logits).abs().max() / scale), changed
@@ -231,7 +237,7 @@ def benchmark_rates(model_name, files, args, scratch):
     # What each precision changes: a few images against a CPU fp32 run (on a CPU, itself).
     compared = images[:COMPARED_IMAGES]
     with torch.inference_mode():
-        reference_logits = copy.deepcopy(model).cpu()(compared.cpu()).float()
+        reference_logits = logits_of(copy.deepcopy(model).cpu(), compared.cpu())
     bare, agreement = {}, {}
     for precision in device_precisions(device):
         models.set_precision(device, precision)

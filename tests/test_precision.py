@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+import distributed
 import models
 import starter
 from conftest import run_cli
@@ -64,12 +65,16 @@ def test_from_cache_with_another_precision_notes_it(real_runs, capsys):
     assert "--precision fp32, not bf16" in capsys.readouterr().err
 
 
-def test_workers_default_is_the_usable_cpus(monkeypatch):
+def test_workers_and_threads_default_to_this_process_share_of_the_usable_cpus(monkeypatch):
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 3, 5}, raising=False)
-    assert starter.build_parser().parse_args([]).workers == 3
+    assert distributed.current_place({}).cpus == 3
     monkeypatch.delattr(os, "sched_getaffinity", raising=False)
     monkeypatch.setattr(os, "cpu_count", lambda: 12)
-    assert starter.build_parser().parse_args([]).workers == 12
+    assert distributed.current_place({}).cpus == 12
+    four_per_node = {"RANK": "1", "WORLD_SIZE": "4", "LOCAL_RANK": "1", "LOCAL_WORLD_SIZE": "4"}
+    assert distributed.current_place(four_per_node).cpus == 3
+    parsed = starter.build_parser().parse_args([])
+    assert parsed.workers is None and parsed.threads is None  # None: the process's share
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
