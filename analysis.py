@@ -12,6 +12,7 @@ import numpy as np
 import metrics
 import plotting
 import pseudo_labels
+import why
 from cache import row_blocks
 from figure_workers import start_figure_processes, write_figures
 from outputs import UserError, read_json, write_json
@@ -247,6 +248,10 @@ def analyze(predictions, run_dir, out_dir):
     centroids = centroid_neighbours(predictions, passed, class_roles(summary["own_order"], order_wnids))
     selection = pseudo_labels.summarize(passed.confidence, passed.predicted, predictions.labels,
                                         predictions.wnids, predictions.names, summary["order"], model)
+    diagnosis = why.diagnose(predictions, passed.predicted, passed.confidence,
+                             metrics.group_means(passed.group_sums["by_predicted"],
+                                                 passed.confusion.sum(axis=0)), summary)
+    summary["figure4_claim"] = diagnosis["figure4"]
     # Everything is computed and drawn before the first file is written.
     title = model_title(predictions.meta)
     figures = draw_figures(summary, passed.confusion, title)
@@ -254,6 +259,7 @@ def analyze(predictions, run_dir, out_dir):
     write_json(run_dir / "metrics.json", summary)
     write_json(run_dir / "centroids.json", centroids)
     write_json(run_dir / "pseudo_labels.json", selection)
+    write_json(run_dir / "why.json", diagnosis)
     write_figures({run_dir / name: figure for name, figure in figures.items()})
     return summary, centroids, selection
 
@@ -322,4 +328,6 @@ def format_report(summary, centroids, selection):
                 lines.append("  classes: " + ", ".join(n["name"] for n in query["neighbors"]))
                 lines.append("  cosine:  [" + ", ".join(f"{n['cosine']:.{decimals}f}"
                                                         for n in query["neighbors"]) + "]")
+    if "figure4_claim" in summary:  # metrics.json from before the test lacks it
+        lines += why.figure4_lines(summary["figure4_claim"])
     return "\n".join(lines)

@@ -328,6 +328,29 @@ def neighbour_cosine_means(centroid_cosine, neighbours=NEIGHBOURS):
         return np.where(defined, nearest_first, 0.0).sum(axis=1) / defined.sum(axis=1)
 
 
+def average_ranks(values):
+    """1-based ranks of `values`, ties sharing their mean rank (scipy.stats.rankdata's default)."""
+    order = np.argsort(values, kind="stable")
+    _, tie_group, group_sizes = np.unique(np.asarray(values)[order], return_inverse=True,
+                                          return_counts=True)
+    group_ranks = np.bincount(tie_group, np.arange(1, len(values) + 1)) / group_sizes
+    ranks = np.empty(len(values))
+    ranks[order] = group_ranks[tie_group]
+    return ranks
+
+
+def spearman(x, y):
+    """(rho, two-sided p) as scipy.stats.spearmanr gives them (Student's t with n - 2 degrees of
+    freedom), without scipy.stats: the analysis of every run computes it, and importing
+    scipy.stats would cost it ~1 s."""
+    from scipy.special import stdtr
+    rho = np.corrcoef(average_ranks(x), average_ranks(y))[0, 1]
+    degrees = len(x) - 2
+    with np.errstate(divide="ignore"):  # |rho| = 1: t is infinite, p is 0
+        t = rho * np.sqrt(degrees / ((1.0 + rho) * (1.0 - rho)))
+    return float(rho), float(2 * stdtr(degrees, -np.abs(t)))
+
+
 @dataclass
 class ClaimTest:
     rho: float  # Spearman correlation, predicted count vs mean neighbour cosine
@@ -343,15 +366,13 @@ def figure4_claim(predicted_counts, centroid_cosine, neighbours=NEIGHBOURS):
     between each class's predicted count and the mean cosine of its `neighbours` nearest centroids
     (`centroid_cosine` [K, K], NaN where a centroid is undefined; self excluded), over the classes
     whose mean is defined. Supported when rho < 0 with p < 0.05 (two-sided)."""
-    from scipy.stats import spearmanr  # imported here: see the module docstring
-
     means = neighbour_cosine_means(centroid_cosine, neighbours)
     kept = ~np.isnan(means)
     counts = np.asarray(predicted_counts, dtype=np.float64)[kept]
     num_classes = int(kept.sum())
     rho, p_value = np.nan, np.nan
     if num_classes >= 3 and np.ptp(counts) > 0 and np.ptp(means[kept]) > 0:
-        rho, p_value = (float(value) for value in spearmanr(counts, means[kept]))
+        rho, p_value = spearman(counts, means[kept])
     supported = bool(rho < 0 and p_value < SIGNIFICANCE)
     sentence = (f"Figure 4's claim (the less often a class is predicted, the closer its "
                 f"{neighbours} nearest centroids) is {'supported' if supported else 'not supported'} "

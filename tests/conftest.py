@@ -34,7 +34,8 @@ def figure_worker_processes():
 
 # What analysis.analyze writes for every run, next to the run's predictions.npz.
 RUN_FILES = {"predictions.npz", "metrics.json", "centroids.json", "histogram_precision.png",
-             "histogram_recall.png", "confusion_matrix.png", "pseudo_labels.json", "pseudo_labels.png"}
+             "histogram_recall.png", "confusion_matrix.png", "pseudo_labels.json", "pseudo_labels.png",
+             "why.json"}
 # Six real ImageNet100 wnids; n01558993 (first) receives the grayscale, CMYK and PNG files.
 SUBSET_WNIDS = ["n01558993", "n01692333", "n02085620", "n02108089", "n03017168", "n04229816"]
 

@@ -225,3 +225,12 @@ def test_figure4_claim_not_supported_when_the_correlation_is_positive_or_undefin
     assert " is not supported on this run: Spearman rho = 1.000" in claim.sentence
     flat = concepts.figure4_claim(counts, constant_row_cosines(np.full(12, 0.5)))
     assert not flat.supported and np.isnan(flat.rho) and "rho = nan" in flat.sentence
+
+
+def test_spearman_equals_scipys_with_ties():
+    from scipy.stats import spearmanr
+    rng = np.random.default_rng(3)
+    x = rng.integers(0, 6, 40).astype(float)  # many ties
+    y = rng.standard_normal(40) - 0.2 * x
+    expected = spearmanr(x, y)
+    assert concepts.spearman(x, y) == pytest.approx((expected.statistic, expected.pvalue), rel=1e-12)

@@ -1,0 +1,112 @@
+"""Why a run's pseudo-labels are imbalanced: why.json, beside metrics.json.
+
+- Every run: Figure 4's claim ("the less frequently predicted classes usually have strong
+  inter-class correlations, while the most frequently predicted classes are the opposite"),
+  tested as the Spearman correlation between each class's predicted count and the mean cosine of
+  its 10 nearest centroids (images grouped by pseudo-label), literal and centered.
+- Runs that keep CLIP's features (clip, clip-ca): the CAP paper's two causes. Concept mismatch:
+  each class's concept gap, the cosine between its text embedding and its visual prototype, and
+  whether its own text is the one nearest to its images. Concept confusion: the class pairs that
+  CAP's confusion-aware margin would push apart most, next to the run's largest confusions.
+  The mismatched classes of Algorithm 1 come from clip-ca (alignment.json), which runs it: it
+  costs tens of seconds, too much for every analysis.
+numpy and scipy.special only (through concepts.py), like the rest of the analysis.
+"""
+import numpy as np
+
+import concepts
+import metrics
+
+GAP_LISTED = 10  # classes listed with the widest concept gap
+
+
+def claim_json(claim):
+    return {"rho": none_if_nan(claim.rho), "p_value": none_if_nan(claim.p_value),
+            "num_classes": claim.num_classes, "supported": claim.supported,
+            "sentence": claim.sentence}
+
+
+def none_if_nan(value):
+    return None if np.isnan(value) else float(value)
+
+
+def figure4_tests(predicted_counts, centroids):
+    """{"literal", "centered"}: Figure 4's claim on the centroids by pseudo-label [K, K'] and on
+    the centered ones."""
+    return {kind: claim_json(concepts.figure4_claim(predicted_counts, concepts.cosine_matrix(c, c)))
+            for kind, c in (("literal", centroids), ("centered", metrics.centered_centroids(centroids)))}
+
+
+def class_entry(wnids, names, index):
+    return {"wnid": str(wnids[index]), "name": str(names[index])}
+
+
+def concept_gaps(predictions, predicted):
+    """(per grouping, by_true and by_predicted: each class's concept gap, and whose text is
+    nearest to its images when it is not its own; the visual prototypes by pseudo-label)."""
+    groupings = {"by_true": predictions.labels, "by_predicted": predicted}
+    num_classes = len(predictions.wnids)
+    gaps, prototypes = {}, {}
+    for grouping, groups in groupings.items():
+        prototypes[grouping] = concepts.visual_prototypes(predictions.image_features, groups, num_classes)
+        gap = concepts.concept_gap(predictions.text_features, prototypes[grouping])
+        gaps[grouping] = [
+            {**class_entry(predictions.wnids, predictions.names, k), "cosine": none_if_nan(gap.cosine[k]),
+             "own_text_nearest": bool(gap.own_text_nearest[k]),
+             "nearest_text": (None if gap.nearest_text[k] < 0 or gap.own_text_nearest[k] else
+                              class_entry(predictions.wnids, predictions.names, gap.nearest_text[k]))}
+            for k in range(num_classes)]
+    return gaps, prototypes["by_predicted"]  # CAP's, computable without labels
+
+
+def margin_pairs(predictions, predicted, confidence, prototypes, top_confusions):
+    """CAP's calibrated margin's largest pairs (class k, class j) and how many of them are among
+    the run's largest confusions (true k, predicted j)."""
+    num_classes = len(predictions.wnids)
+    tendency = concepts.prediction_tendency(
+        concepts.confident_counts(predicted, confidence, num_classes))
+    similarity = concepts.class_similarity(predictions.text_features, prototypes)
+    margin = concepts.calibrated_margin(similarity, tendency, concepts.imbalance_degree(tendency))
+    pairs = concepts.largest_margin_pairs(margin)
+    index_of = {str(wnid): k for k, wnid in enumerate(predictions.wnids)}
+    confusion_pairs = [(index_of[cell["true"]["wnid"]], index_of[cell["predicted"]["wnid"]])
+                       for cell in top_confusions]
+    return {"similarity": "element-wise maximum of the text-text and the visual-prototype cosines "
+                          "(prototypes by pseudo-label, as CAP computes them without labels)",
+            "confidence_threshold": concepts.CONFIDENCE_THRESHOLD, "scale": concepts.MARGIN_SCALE,
+            "pairs": [{"class": class_entry(predictions.wnids, predictions.names, k),
+                       "other": class_entry(predictions.wnids, predictions.names, j),
+                       "margin": float(margin[k, j])} for k, j in zip(*pairs)],
+            "coinciding_with_top_confusions": concepts.coinciding_pairs(
+                list(zip(*pairs)), confusion_pairs),
+            "top_confusions_compared": len(confusion_pairs)}
+
+
+def diagnose(predictions, predicted, confidence, centroids_by_predicted, summary):
+    """why.json's content for one run (`predicted`, `confidence` [N] from the analysis's pass)."""
+    counts = np.array([entry["predicted_count"] for entry in summary["classes"]])
+    why = {"model": summary["model"], "figure4": figure4_tests(counts, centroids_by_predicted)}
+    if predictions.image_features is None:
+        why["concepts"] = None  # the logits alone cannot tell: see concept_note
+        return why
+    gaps, prototypes = concept_gaps(predictions, predicted)
+    why["concepts"] = {"gap": gaps, "margin": margin_pairs(predictions, predicted, confidence,
+                                                           prototypes, summary["top_confusions"])}
+    return why
+
+
+CONCEPT_NOTE = ("concept mismatch and confusion need CLIP's image features: run `python starter.py "
+                "--model clip` without --no-features (older caches have none)")
+
+
+def widest_gaps(why, count=GAP_LISTED):
+    """The classes of widest concept gap (lowest cosine, images grouped by true label)."""
+    entries = [entry for entry in why["concepts"]["gap"]["by_true"] if entry["cosine"] is not None]
+    return sorted(entries, key=lambda entry: entry["cosine"])[:count]
+
+
+def figure4_lines(figure4):
+    """The terminal's lines of Figure 4's test (metrics.json's figure4_claim)."""
+    return ["-- Figure 4's claim, tested (why.json has the causes of imbalance) --",
+            f"literal centroids: {figure4['literal']['sentence']}",
+            f"centered centroids: {figure4['centered']['sentence']}"]
