@@ -29,7 +29,7 @@ import runs
 import starter
 from conftest import synthetic_predictions
 
-SECTION_TITLES = ["Q1(a)", "Q1(b)", "Q1(c)", "Q2(a)", "Q2(b)", "Q2(c)", "Comparison"]
+SECTION_TITLES = ["Q1(a)", "Q1(b)", "Q1(c)", "Q2(a)", "Q2(b)", "Q2(c)", "Comparison", "Why"]
 APPENDIX_TITLES = ["Appendix A", "Appendix B", "Appendix C"]
 NAME, STUDENT_ID = "Grace Hopper", "31415926"
 
@@ -423,13 +423,13 @@ def test_clip_la_section_after_q2_and_its_appendix(synthetic_runs):
     shutil.copy(synthetic_runs / "clip" / "histogram_recall.png", la_dir / "la_sweep.png")
     pdf_path, markdown = make_report(synthetic_runs)
     titles = list(markdown_sections(markdown))
-    assert titles == SECTION_TITLES[:6] + ["clip-la", "Comparison"]
+    assert titles == SECTION_TITLES[:6] + ["clip-la", "Comparison", "Why"]
     body = markdown_sections(markdown)["clip-la"]
     assert "clip-la/la_sweep.png" in body and "Settings: momentum 0.99, threshold 0.95." in body
     assert "clip-la/histogram_precision.png" not in markdown  # the appendix's
     _, _, rows = table_with_caption(markdown, "Accuracy and prediction-count imbalance")
     assert [row[0] for row in rows] == ["clip", "debiaspl", "clip-la"]
-    assert_headings_in_order(pdf_path, SECTION_TITLES[:6] + ["clip-la", "Comparison"])
+    assert_headings_in_order(pdf_path, SECTION_TITLES[:6] + ["clip-la", "Comparison", "Why"])
     # The comparison says how much of DebiasPL's change clip-la reaches without training.
     accuracy = {model: read_json(synthetic_runs / model / "metrics.json")["accuracy"]
                 for model in ("clip", "debiaspl", "clip-la")}
@@ -439,7 +439,8 @@ def test_clip_la_section_after_q2_and_its_appendix(synthetic_runs):
 
     pdf_path, markdown = make_report(synthetic_runs, "--appendix")
     titles = list(markdown_sections(markdown))
-    assert titles == SECTION_TITLES[:6] + ["clip-la", "Comparison", *APPENDIX_TITLES, "Appendix D"]
+    assert titles == SECTION_TITLES[:6] + ["clip-la", "Comparison", "Why", *APPENDIX_TITLES,
+                                              "Appendix D"]
     assert "clip-la/pseudo_labels.png" in markdown_sections(markdown)["Appendix C"]
     body = markdown_sections(markdown)["Appendix D"]
     for expected in ("clip-la/histogram_precision.png", "clip-la/confusion_matrix.png",
@@ -471,11 +472,11 @@ def test_simulated_report_fits_the_homework_format(simulated_demo):
     """The demo's report of clip, debiaspl, clip-la and clip-pm on ImageNet100-sized simulated runs."""
     pdf_path, markdown = simulated_demo / "report.pdf", (simulated_demo / "report.md").read_text()
     reader = pypdf.PdfReader(pdf_path)
-    assert len(reader.pages) <= 12
+    assert len(reader.pages) <= 13  # 12, and the Why section
     texts = pdf_page_texts(pdf_path)
     assert all("SIMULATED" in text for text in texts)
     assert "Name: Ada Lovelace" in texts[0] and "Student ID: 12345678" in texts[0]
-    assert_headings_in_order(pdf_path, SECTION_TITLES[:6] + ["clip-la", "clip-pm", "Comparison"])
+    assert_headings_in_order(pdf_path, SECTION_TITLES[:6] + ["clip-la", "clip-pm", "Comparison", "Why"])
     comparison = markdown_sections(markdown)["Comparison"]
     for model in ("clip-la", "clip-pm"):
         assert f"DebiasPL (trained) vs {model} (training-free" in comparison
