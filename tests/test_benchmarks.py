@@ -38,3 +38,9 @@ def test_inference_benchmark_runs():
                   "clip's text classifier (first run; then cached)", "image loop: first batch ready",
                   "image loop: the rest", "figures: render + save PNGs", "other (scan"):
         assert phase in printed.split("whole commands")[1]
+
+
+def test_concepts_benchmark_runs():
+    printed = run_benchmark("bench_concepts.py", "--classes", "10", "--images-per-class", "10",
+                            "--dimension", "32", "--planted", "1", "--repeats", "1")
+    assert "100 images x 32 dimensions, 10 classes" in printed and "detection (warm-started" in printed
