@@ -28,8 +28,9 @@ PROBABILITY_NOTE = (
 
 def top_probability(logits):
     """Softmax probability of each image's arg-max class [N], in float64."""
-    logits = np.asarray(logits, dtype=np.float64)
-    return 1.0 / np.exp(logits - logits.max(axis=1, keepdims=True)).sum(axis=1)
+    shifted = np.array(logits, dtype=np.float64)  # one copy, worked on in place
+    shifted -= shifted.max(axis=1, keepdims=True)
+    return 1.0 / np.exp(shifted, out=shifted).sum(axis=1)
 
 
 def none_if_not_finite(value):
