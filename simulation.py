@@ -39,18 +39,18 @@ def unit(vectors):
     return vectors / np.linalg.norm(vectors, axis=-1, keepdims=True)
 
 
-def text_embeddings(rng, imagenet_indices):
+def text_embeddings(rng, imagenet_indices, dimension=DIMENSION):
     """[K, D] unit class embeddings and the unit hub direction [D]."""
     num_classes = len(imagenet_indices)
-    common, hub = unit(rng.standard_normal((2, DIMENSION)))
+    common, hub = unit(rng.standard_normal((2, dimension)))
     hub = unit(hub - (hub @ common) * common)
     distance = np.subtract.outer(imagenet_indices, imagenet_indices).astype(float)
     kernel = np.exp(-(distance / NEIGHBOURHOOD_WIDTH) ** 2)
     # kernel's matrix square root mixes random vectors into rows whose inner products ≈ kernel.
     eigenvalues, eigenvectors = np.linalg.eigh(kernel)
     root = eigenvectors * np.sqrt(np.clip(eigenvalues, 0, None)) @ eigenvectors.T
-    neighbourhood = root @ rng.standard_normal((num_classes, DIMENSION)) / np.sqrt(DIMENSION)
-    own = rng.standard_normal((num_classes, DIMENSION)) / np.sqrt(DIMENSION)
+    neighbourhood = root @ rng.standard_normal((num_classes, dimension)) / np.sqrt(dimension)
+    own = rng.standard_normal((num_classes, dimension)) / np.sqrt(dimension)
     hub_component = HUB_SPREAD * rng.standard_normal(num_classes)
     embeddings = (np.sqrt(COMMON_SHARE) * common + np.sqrt(NEIGHBOURHOOD_SHARE) * neighbourhood
                   + np.sqrt(1 - COMMON_SHARE - NEIGHBOURHOOD_SHARE) * own
