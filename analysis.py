@@ -208,13 +208,16 @@ def draw_figures(summary, confusion, title):
     names = [entry["name"] for entry in ordered]
     counts = np.array([entry["predicted_count"] for entry in ordered])
     balanced = summary["num_images"] / len(ordered)
-    order_note = "" if summary["order"] == summary["own_order"] else f", in {REFERENCE_MODEL}'s order"
+    own = summary["order"] == summary["own_order"]
+    order_note = "" if own else f", in {REFERENCE_MODEL}'s order"
+    by = "" if own else f" by {REFERENCE_MODEL}"
     figures = {}
     for quantity in ("precision", "recall"):
         values = np.array([np.nan if entry[quantity] is None else entry[quantity] for entry in ordered])
         figures[f"histogram_{quantity}.png"] = plotting.prediction_histogram(
             counts, values, names, quantity, balanced,
-            title=f"{title}: predictions per class{order_note}, with {quantity}")
+            title=f"{title}: predictions per class{order_note}, with {quantity}",
+            end_roles=(f"most predicted{by}", f"least predicted{by}"))
     figures["confusion_matrix.png"] = plotting.confusion_matrix_figure(
         confusion[np.ix_(order, order)], names, title=f"{title}: confusion matrix{order_note}")
     return figures

@@ -3,9 +3,10 @@ logit-adjustment sweep of clip-la and the pseudo-label selection diagnostics.
 
 Each function takes data already computed and already in display order, draws with matplotlib's
 object API (no pyplot state, no GUI backend) and returns the Figure; the caller saves it.
-Figures are drawn at the size report.pdf prints them on A4, so up to ~100 classes every class name
-shows at its printed size; past that, sizes grow with K up to a cap (for the screen) and tick
-labels are thinned past MAX_TICK_LABELS.
+Figures are drawn at the size report.pdf prints them on A4, so up to MAX_TICK_LABELS classes
+every class name shows at its printed size. Past that (ImageNet-1k's 1,000 classes), no name
+would be legible: class axes show ranks in the display order, and the prediction histograms add
+two panels naming the END_CLASSES classes at each end (the most and least predicted).
 """
 import matplotlib
 import numpy as np
@@ -24,29 +25,48 @@ LOSER_COLOR = "#8172B3"  # ... and one losing them
 LANDSCAPE_WIDTH = 10.8  # inches: an A4 landscape page less its margins
 PORTRAIT_WIDTH = 7.6  # an A4 portrait page less its margins
 HISTOGRAM_HEIGHT = 5.0  # leaves room for a table under it on its page
+RANKED_HISTOGRAM_HEIGHT = 6.6  # past MAX_TICK_LABELS classes: all of them above, both ends below
+END_CLASSES = 20  # classes named at each end of a histogram of more than MAX_TICK_LABELS
 COMPARISON_HEIGHT = 6.6
 PSEUDO_LABEL_HEIGHT = 6.6  # a landscape page, with its heading and caption
 CLASS_LABEL_MARGIN = 1.9  # inches of a confusion matrix's side taken by class names and axis title
+# A confusion matrix of more classes than MAX_TICK_LABELS: 2 pixels per cell of 1,000 at 200 dpi
+# (a smaller image drops single confusions), its text sized to stay legible printed on A4.
+RANKED_CONFUSION_WIDTH = 12.0
 
 
-def _tick_positions(num_classes):
-    """Every class when they fit, else every n-th so that at most MAX_TICK_LABELS show."""
-    step = int(np.ceil(num_classes / MAX_TICK_LABELS))
-    return np.arange(0, num_classes, step)
+def _named(num_classes):
+    """Whether a class axis of this many classes shows their names (else their ranks)."""
+    return num_classes <= MAX_TICK_LABELS
 
 
-def _set_class_ticks(axis, names, rotation, axis_inches):
-    """Class names as tick labels in the largest font their spacing along the axis allows."""
-    positions = _tick_positions(len(names))
-    spacing_points = axis_inches * 72 / len(positions)
-    axis.set_ticks(positions, [names[i] for i in positions], rotation=rotation,
-                   fontsize=float(np.clip(0.92 * spacing_points, 3.5, 9)))
+def _set_class_ticks(axis, names, rotation, axis_inches, label=None):
+    """Class names as tick labels in the largest font their spacing along the axis allows, and
+    `label` (if any) as the axis label. Past MAX_TICK_LABELS classes, ranks in the display order
+    instead (1, then every power of ten below K: 100, 200, ... for 1,000), said in the label."""
+    if _named(len(names)):
+        spacing_points = axis_inches * 72 / max(len(names), 1)
+        axis.set_ticks(np.arange(len(names)), list(names), rotation=rotation,
+                       fontsize=float(np.clip(0.92 * spacing_points, 3.5, 9)))
+        if label:
+            axis.set_label_text(label)
+        return
+    step = 10 ** int(np.log10(len(names) - 1))
+    ranks = np.r_[1, np.arange(step, len(names) + 1, step)]
+    axis.set_ticks(ranks - 1, [str(rank) for rank in ranks])
+    axis.set_label_text(f"{label}: rank in this order" if label else "class rank in this order")
 
 
-def _class_axis_width(num_classes):
-    """Inches for a figure with one x position per class: a landscape page's width up to ~360
-    classes, wider past that, at most 30."""
-    return min(max(LANDSCAPE_WIDTH, 0.03 * num_classes), 30.0)
+def _bar_width(num_classes):
+    """Gaps between bars where classes are named; past that, bars ~2 pixels wide would alias
+    into stripes, so they touch."""
+    return 0.8 if _named(num_classes) else 1.0
+
+
+def _line_width(num_classes):
+    """Per-class values joined by a line where classes are named; past that, dots: a line
+    through 1,000 unordered values is a zigzag band."""
+    return 1 if _named(num_classes) else 0
 
 
 def _marker_size(num_classes):
@@ -66,27 +86,35 @@ def _figure_and_axes(ax, size):
 
 
 def prediction_histogram(predicted_counts, overlay, names, overlay_label, balanced_count,
-                         title="", ax=None):
+                         title="", ax=None, end_roles=("most predicted", "least predicted")):
     """Bars: predictions per class, in the given order; line: `overlay` (precision or recall).
 
     predicted_counts, overlay and names are already in display order (Figure 2 of the homework:
     most to least predicted under the reference model). NaN overlay values (undefined precision
     or recall) leave gaps. balanced_count is N/K, the count every class would get if balanced.
+    Past MAX_TICK_LABELS classes (and without `ax`), two panels below show the END_CLASSES at
+    each end of the order by name, under `end_roles`.
     """
     num_classes = len(predicted_counts)
-    figure, ax = _figure_and_axes(ax, (_class_axis_width(num_classes), HISTOGRAM_HEIGHT))
-    positions = np.arange(num_classes)
-    ax.bar(positions, predicted_counts, width=0.8, color=BAR_COLOR, label="predictions")
-    _balanced_line(ax, balanced_count)
-    ax.set_xlim(-0.6, num_classes - 0.4)
-    ax.set_ylabel("number of predictions")
+    predicted_counts, overlay = np.asarray(predicted_counts), np.asarray(overlay, dtype=np.float64)
+    if ax is not None or _named(num_classes):
+        figure, ax = _figure_and_axes(ax, (LANDSCAPE_WIDTH, HISTOGRAM_HEIGHT))
+        ends = ()
+    else:
+        figure = Figure(figsize=(LANDSCAPE_WIDTH, RANKED_HISTOGRAM_HEIGHT), layout="constrained")
+        axes = figure.subplot_mosaic([["all", "all"], ["first", "last"]], height_ratios=[1, 1.15])
+        ax = axes["all"]
+        first, last = np.arange(min(END_CLASSES, num_classes)), np.arange(num_classes)[-END_CLASSES:]
+        ends = ((axes["first"], first, end_roles[0]), (axes["last"], last, end_roles[1]))
     # Two y axes, each with its label, take ~1.2 inches of the width.
-    _set_class_ticks(ax.xaxis, names, rotation=90, axis_inches=figure.get_figwidth() - 1.2)
-    overlay_ax = ax.twinx()
-    overlay_ax.plot(positions, overlay, color=OVERLAY_COLOR, marker="o",
-                    markersize=_marker_size(num_classes), linewidth=1, label=overlay_label)
-    overlay_ax.set_ylim(0, 1.02)
-    overlay_ax.set_ylabel(overlay_label)
+    overlay_ax = _histogram_axes(ax, predicted_counts, overlay, names, overlay_label,
+                                 balanced_count, figure.get_figwidth() - 1.2)
+    for end_ax, classes, role in ends:
+        _histogram_axes(end_ax, predicted_counts[classes], overlay[classes],
+                        [names[i] for i in classes], overlay_label, balanced_count,
+                        figure.get_figwidth() / 2 - 1.2)
+        end_ax.set_title(f"the {len(classes)} {role} (ranks {classes[0] + 1}-{classes[-1] + 1})",
+                         loc="left", fontsize="medium")
     handles, labels = ax.get_legend_handles_labels()
     overlay_handles, overlay_labels = overlay_ax.get_legend_handles_labels()
     # Legend in a row just above the axes and the title above it: inside the axes, the legend
@@ -97,14 +125,34 @@ def prediction_histogram(predicted_counts, overlay, names, overlay_label, balanc
     return figure
 
 
+def _histogram_axes(ax, predicted_counts, overlay, names, overlay_label, balanced_count,
+                    axis_inches):
+    """Bars of predicted counts, the balanced line and the overlay on a twin axis; returns the
+    twin axis."""
+    num_classes = len(predicted_counts)
+    positions = np.arange(num_classes)
+    ax.bar(positions, predicted_counts, width=_bar_width(num_classes), color=BAR_COLOR,
+           label="predictions")
+    _balanced_line(ax, balanced_count)
+    ax.set_xlim(-0.6, num_classes - 0.4)
+    ax.set_ylabel("number of predictions")
+    _set_class_ticks(ax.xaxis, names, rotation=90, axis_inches=axis_inches)
+    overlay_ax = ax.twinx()
+    overlay_ax.plot(positions, overlay, color=OVERLAY_COLOR, marker="o",
+                    markersize=_marker_size(num_classes), linewidth=_line_width(num_classes),
+                    label=overlay_label)
+    overlay_ax.set_ylim(0, 1.02)
+    overlay_ax.set_ylabel(overlay_label)
+    return overlay_ax
+
+
 def confusion_matrix_figure(confusion, names, title="", ax=None):
     """Confusion counts, rows = true class, columns = predicted class, both in display order.
 
     A logarithmic colour scale keeps single off-diagonal confusions visible next to a diagonal
     of hundreds; empty cells are white.
     """
-    num_classes = len(names)
-    width = min(max(PORTRAIT_WIDTH, 0.024 * num_classes), 24.0)
+    width = PORTRAIT_WIDTH if _named(len(names)) else RANKED_CONFUSION_WIDTH
     # Square cells; below the matrix its class names, then the colour bar.
     figure, ax = _figure_and_axes(ax, (width, width + 0.9))
     counts = np.ma.masked_equal(np.asarray(confusion), 0)
@@ -117,10 +165,8 @@ def confusion_matrix_figure(confusion, names, title="", ax=None):
     figure.colorbar(ScalarMappable(norm, cmap), ax=ax, location="bottom", shrink=0.5, aspect=40,
                     label="images (log scale)")
     side = figure.get_figwidth() - CLASS_LABEL_MARGIN
-    _set_class_ticks(ax.xaxis, names, rotation=90, axis_inches=side)
-    _set_class_ticks(ax.yaxis, names, rotation=0, axis_inches=side)
-    ax.set_xlabel("predicted class")
-    ax.set_ylabel("true class")
+    _set_class_ticks(ax.xaxis, names, rotation=90, axis_inches=side, label="predicted class")
+    _set_class_ticks(ax.yaxis, names, rotation=0, axis_inches=side, label="true class")
     ax.set_title(title)
     return figure
 
@@ -159,8 +205,7 @@ def pseudo_label_figure(thresholds, kept_share, kept_accuracy, ks, selected_shar
     """
     num_classes = len(names)
     if axes is None:
-        figure = Figure(figsize=(_class_axis_width(num_classes), PSEUDO_LABEL_HEIGHT),
-                        layout="constrained")
+        figure = Figure(figsize=(LANDSCAPE_WIDTH, PSEUDO_LABEL_HEIGHT), layout="constrained")
         axes = figure.subplot_mosaic([["threshold", "top_k"], ["classes", "classes"]],
                                      height_ratios=[1, 1.3])
         axes = axes["threshold"], axes["top_k"], axes["classes"]
@@ -184,8 +229,10 @@ def pseudo_label_figure(thresholds, kept_share, kept_accuracy, ks, selected_shar
     top_k_ax.set_xticks(ks, [str(k) for k in ks])
     top_k_ax.set_xlabel("k (the k most confident images predicted as each class)")
     positions = np.arange(num_classes)
-    class_ax.bar(positions, kept_counts, width=0.8, color=BAR_COLOR, alpha=0.45, label="kept")
-    class_ax.bar(positions, kept_correct, width=0.8, color=BAR_COLOR, label="kept and correct")
+    class_ax.bar(positions, kept_counts, width=_bar_width(num_classes), color=BAR_COLOR, alpha=0.45,
+                 label="kept")
+    class_ax.bar(positions, kept_correct, width=_bar_width(num_classes), color=BAR_COLOR,
+                 label="kept and correct")
     _balanced_line(class_ax, np.sum(kept_counts) / max(num_classes, 1), label="balanced: kept/K")
     class_ax.set_xlim(-0.6, num_classes - 0.4)
     class_ax.set_ylim(0, 1.05 * max(np.max(kept_counts, initial=0), 1))
@@ -213,8 +260,7 @@ def comparison_figure(names, predicted_counts, recall_changes, balanced_count, r
     """
     num_classes = len(names)
     if axes is None:
-        figure = Figure(figsize=(_class_axis_width(num_classes), COMPARISON_HEIGHT),
-                        layout="constrained")
+        figure = Figure(figsize=(LANDSCAPE_WIDTH, COMPARISON_HEIGHT), layout="constrained")
         axes = figure.subplots(2, 1, sharex=True, height_ratios=(3, 2))
     count_ax, change_ax = axes
     figure = count_ax.figure
@@ -223,7 +269,8 @@ def comparison_figure(names, predicted_counts, recall_changes, balanced_count, r
     colors = {run: matplotlib.colormaps["tab10"](index) for index, run in enumerate(predicted_counts)}
     for run, counts in predicted_counts.items():
         count_ax.plot(positions, counts, color=colors[run], marker="o",
-                      markersize=_marker_size(num_classes), linewidth=1, label=run)
+                      markersize=_marker_size(num_classes), linewidth=_line_width(num_classes),
+                      label=run)
     _balanced_line(count_ax, balanced_count)
     if confused is not None:
         label, cells = confused
@@ -253,6 +300,6 @@ def comparison_figure(names, predicted_counts, recall_changes, balanced_count, r
     else:
         change_ax.text(0.5, 0.5, f"only {reference} has run: no recall change to show",
                        transform=change_ax.transAxes, ha="center", va="center")
-    change_ax.set_xlabel(f"class, most to least predicted by {reference}")
-    _set_class_ticks(change_ax.xaxis, names, rotation=90, axis_inches=figure.get_figwidth() - 0.8)
+    _set_class_ticks(change_ax.xaxis, names, rotation=90, axis_inches=figure.get_figwidth() - 0.8,
+                     label=f"class, most to least predicted by {reference}")
     return figure
