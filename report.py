@@ -940,21 +940,34 @@ def table_flowables(tables, styles, frame_width):
     return flowables
 
 
+def drawn_size(block, out_dir):
+    """(width, height) in points of a figure at the size it was drawn."""
+    with PILImage.open(Path(out_dir) / block.path) as image:
+        return tuple(pixels / FIGURE_DPI * inch for pixels in image.size)
+
+
+def printed_scale(size, frame_width, frame_height):
+    """How much a figure of `size` is shrunk to fit a frame under its heading (at most 1)."""
+    width, height = size
+    return min(1.0, frame_width / width, (frame_height - IMAGE_HEADROOM * inch) / height)
+
+
 def image_flowables(block, out_dir, styles, frame_width, frame_height):
     """Caption, then the figure at its drawn size, shrunk only where the frame is smaller."""
-    path = Path(out_dir) / block.path
-    with PILImage.open(path) as image:
-        width, height = (pixels / FIGURE_DPI * inch for pixels in image.size)
-    scale = min(1.0, frame_width / width, (frame_height - IMAGE_HEADROOM * inch) / height)
+    width, height = drawn_size(block, out_dir)
+    scale = printed_scale((width, height), frame_width, frame_height)
     return [Paragraph(markup(f"{block.caption}  ({block.path})"), styles["caption"]),
-            PdfImage(str(path), width * scale, height * scale, hAlign="LEFT")]
+            PdfImage(str(Path(out_dir) / block.path), width * scale, height * scale, hAlign="LEFT")]
 
 
 def image_orientation(block, out_dir):
-    """LANDSCAPE for a figure wider than a portrait frame, else None (either)."""
-    with PILImage.open(Path(out_dir) / block.path) as image:
-        width = image.size[0] / FIGURE_DPI * inch
-    return LANDSCAPE if width > page_geometry(PORTRAIT)[1] * 1.01 else None
+    """The page orientation that prints a figure larger; None (either) when both print it whole."""
+    size = drawn_size(block, out_dir)
+    portrait, landscape = (printed_scale(size, *page_geometry(orientation)[1:])
+                           for orientation in (PORTRAIT, LANDSCAPE))
+    if min(portrait, landscape) > 0.99:
+        return None
+    return LANDSCAPE if landscape > portrait else PORTRAIT
 
 
 def block_groups(blocks):
