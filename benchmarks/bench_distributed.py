@@ -50,6 +50,8 @@ def parse_args(argv=None):
                         help="torchrun --nproc-per-node values to compare, the first the baseline")
     parser.add_argument("--workers", type=int, default=1, help="--workers of each process")
     parser.add_argument("--threads", type=int, default=1, help="--threads of each process")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                        help="--device of every run (cuda: one GPU per process)")
     parser.add_argument("--batch-size", type=int, default=16, help="--batch-size of every run")
     parser.add_argument("--chunk-size", type=int, default=32,
                         help="--chunk-size of every run: small, so that a few hundred images make "
@@ -91,7 +93,7 @@ def benchmark_processes(args, scratch):
         command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
                    f"--nproc-per-node={processes}", str(PROJECT_DIR / "starter.py"), "--model", "clip",
                    "--clip-weights", str(weights), "--prompts", "single", "--data", str(data),
-                   "--out", str(out), "--device", "cpu", "--batch-size", str(args.batch_size),
+                   "--out", str(out), "--device", args.device, "--batch-size", str(args.batch_size),
                    "--chunk-size", str(args.chunk_size),
                    "--workers", str(args.workers), "--threads", str(args.threads)]
         result = subprocess.run(command, capture_output=True, text=True, cwd=PROJECT_DIR,
