@@ -44,3 +44,12 @@ def test_concepts_benchmark_runs():
     printed = run_benchmark("bench_concepts.py", "--classes", "10", "--images-per-class", "10",
                             "--dimension", "32", "--planted", "1", "--repeats", "1")
     assert "100 images x 32 dimensions, 10 classes" in printed and "detection (warm-started" in printed
+
+
+def test_large_cache_benchmark_runs():
+    printed = run_benchmark("bench_large_cache.py", "--images", "300", "--classes", "12",
+                            "--commands", "clip --from-cache", "clip-pm")
+    assert "SIMULATED cache: 300 images x 12 classes" in printed
+    for command in ("clip --from-cache", "clip-pm"):
+        assert sum(line.startswith(command) and " GB " in line for line in printed.splitlines()) == 1
+    assert "\nclip-la " not in printed and "\nreport " not in printed
