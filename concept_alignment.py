@@ -33,6 +33,10 @@ def clip_text_embedder(clip_meta, args):
     weights, prompts and precision), each name averaged over the prompt templates as the
     zero-shot classifier is."""
     import models  # torch and open_clip: only for the alternative names' embeddings
+    if clip_meta.get("simulated"):
+        raise UserError(f"--model {CONCEPT_ALIGNED_MODEL} embeds the alternative names with the CLIP "
+                        "that made clip's cache, and a SIMULATED cache has none: run it on a real "
+                        "clip run.")
     weights = clip_meta.get("weights", "openai")
     device = models.resolve_device(args.device)
     models.set_precision(device, clip_meta.get("precision", "fp32"))

@@ -58,11 +58,15 @@ def text_embeddings(rng, imagenet_indices, dimension=DIMENSION):
     return unit(embeddings), hub
 
 
+def simulated_image_features(text, hub, labels, signal, hub_weight, noise):
+    """Unit image embeddings: signal x class embedding + noise + hub; signal is per image."""
+    return unit(signal[:, None] * text[labels] + noise + hub_weight * hub)
+
+
 def simulated_logits(text, hub, labels, signal, hub_weight, noise):
-    """LOGIT_SCALE x cosine of the image embeddings (signal x class embedding + noise + hub) and
-    the class embeddings; signal is per image."""
-    images = signal[:, None] * text[labels] + noise + hub_weight * hub
-    return (LOGIT_SCALE * unit(images) @ text.T).astype(np.float32)
+    """LOGIT_SCALE x cosine of the image embeddings and the class embeddings."""
+    features = simulated_image_features(text, hub, labels, signal, hub_weight, noise)
+    return (LOGIT_SCALE * features @ text.T).astype(np.float32)
 
 
 def simulated_predictions(seed=0):
@@ -79,12 +83,18 @@ def simulated_predictions(seed=0):
     noises = {"clip": shared,
               "debiaspl": NOISE_CORRELATION * shared + np.sqrt(1 - NOISE_CORRELATION ** 2) * own}
     text, hub = text.astype(np.float32), hub.astype(np.float32)
-    return {model: Predictions(
-        logits=simulated_logits(text, hub, labels, (signal * difficulty).astype(np.float32),
-                                hub_weight, noises[model]),
-        labels=labels, wnids=wnids, names=np.array([row["clip_name"] for row in table]),
-        paths=np.array([f"{wnids[label]}/simulated_{index:05d}.JPEG" for index, label in enumerate(labels)]),
-        meta={"model": model, "simulated": True, "seed": seed,
-              "data": f"simulated: ImageNet100's classes, {IMAGES_PER_CLASS} images each",
-              "weights": "none (simulated logits)"})
-        for model, (signal, hub_weight) in SIGNAL_AND_HUB.items()}
+
+    def simulated_run(model, signal, hub_weight):
+        features = simulated_image_features(text, hub, labels, (signal * difficulty).astype(np.float32),
+                                            hub_weight, noises[model])
+        clip = model == "clip"  # a clip run keeps CLIP's features; DebiasPL's are a linear layer's
+        return Predictions(
+            logits=(LOGIT_SCALE * features @ text.T).astype(np.float32), labels=labels, wnids=wnids,
+            names=np.array([row["clip_name"] for row in table]),
+            paths=np.array([f"{wnids[label]}/simulated_{index:05d}.JPEG" for index, label in enumerate(labels)]),
+            meta={"model": model, "simulated": True, "seed": seed,
+                  "data": f"simulated: ImageNet100's classes, {IMAGES_PER_CLASS} images each",
+                  "weights": "none (simulated logits)", **({"logit_scale": LOGIT_SCALE} if clip else {})},
+            image_features=features if clip else None, text_features=text if clip else None)
+    return {model: simulated_run(model, signal, hub_weight)
+            for model, (signal, hub_weight) in SIGNAL_AND_HUB.items()}

@@ -36,3 +36,9 @@ def test_runs_with_features_get_concept_gaps_and_the_margin(real_runs):
     margin = diagnosis["concepts"]["margin"]
     assert len(margin["pairs"]) <= 20 and 0 <= margin["coinciding_with_top_confusions"] <= len(margin["pairs"])
     assert read(real_runs / "debiaspl" / "why.json")["concepts"] is None
+
+
+def test_the_demos_simulated_clip_keeps_features_and_gets_concept_analyses(simulated_demo):
+    diagnosis = read(simulated_demo / "clip" / "why.json")
+    assert len(diagnosis["concepts"]["gap"]["by_true"]) == 100
+    assert "Concept mismatch: the 10 classes" in (simulated_demo / "report.md").read_text()
