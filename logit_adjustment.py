@@ -134,14 +134,15 @@ class SoftmaxPass:
 LOG_DOMAIN_BELOW = 1e-280
 
 
-def log_column_sums(log_probabilities, probabilities):
-    """log sum_i p_ik [K] over a block's images, exact also for sums too small for float64."""
+def log_column_sums(shifted, log_row_sums, probabilities):
+    """log sum_i p_ik [K] over a block's images, exact also for sums too small for float64;
+    `shifted` - `log_row_sums` are the block's log probabilities."""
     sums = probabilities.sum(axis=0)
     tiny = np.flatnonzero(sums < LOG_DOMAIN_BELOW)
     with np.errstate(divide="ignore"):
         log_sums = np.log(sums)
     if len(tiny):
-        part = log_probabilities[:, tiny]
+        part = shifted[:, tiny] - log_row_sums
         part_max = part.max(axis=0)
         log_sums[tiny] = part_max + np.log(np.exp(part - part_max).sum(axis=0))
     return log_sums
@@ -157,20 +158,19 @@ def softmax_pass(logits, bias, target, blocks, second_moment=False):
     moment = np.zeros((num_classes, num_classes)) if second_moment else None
     diagonal = np.zeros(num_classes)
     for rows in blocks:
-        log_probabilities = np.asarray(logits[rows], dtype=np.float64) - bias
-        row_max = log_probabilities.max(axis=1, keepdims=True)
-        log_probabilities -= row_max
-        probabilities = np.exp(log_probabilities)
+        shifted = np.subtract(logits[rows], bias, dtype=np.float64)
+        row_max = shifted.max(axis=1, keepdims=True)
+        shifted -= row_max
+        probabilities = np.exp(shifted)
         row_sums = probabilities.sum(axis=1, keepdims=True)
         probabilities /= row_sums
         log_row_sums = np.log(row_sums)
-        log_probabilities -= log_row_sums
         objective += float(np.sum(row_max + log_row_sums))
-        log_sums = np.logaddexp(log_sums, log_column_sums(log_probabilities, probabilities))
+        log_sums = np.logaddexp(log_sums, log_column_sums(shifted, log_row_sums, probabilities))
         if second_moment:
             single = probabilities.astype(np.float32)
             moment += single.T @ single  # an array times its own transpose: BLAS syrk
-            diagonal += np.square(probabilities).sum(axis=0)
+            diagonal += np.einsum("ij,ij->j", probabilities, probabilities)
     count = len(logits)
     log_mean = log_sums - np.log(count)
     if second_moment:
