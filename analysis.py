@@ -1,7 +1,9 @@
 """Analysis of one run: metrics.json, centroids.json, the Q(a)/(b) figures, the pseudo-label
 selection diagnostics (pseudo_labels.json and .png) and the terminal text.
 
-numpy and matplotlib only (through metrics.py and plotting.py): it runs on cached logits.
+numpy and matplotlib only (through metrics.py and plotting.py): it runs on cached logits, read
+once in row blocks (read_logits), so that a memory-mapped 1.28M x 1,000 cache is analysed in a
+few hundred MB; everything else works from a few numbers per image and per-class sums.
 """
 import sys
 from dataclasses import dataclass
