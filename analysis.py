@@ -17,7 +17,7 @@ import pseudo_labels
 import why
 from cache import row_blocks
 from figure_workers import start_figure_processes, write_figures
-from outputs import UserError, read_json, write_json
+from outputs import UserError, none_if_nan, read_json, write_json
 from runs import QUESTION_OF_MODEL, REFERENCE_MODEL, SIMULATED, is_simulated, model_title
 
 NEIGHBOR_COUNT = 10
@@ -62,10 +62,6 @@ def read_logits(logits, labels):
         for grouping, groups in (("by_predicted", predicted), ("by_true", labels[rows])):
             passed.group_sums[grouping] += metrics.group_sums(block, groups, num_classes)
     return passed
-
-
-def none_if_nan(value):
-    return None if np.isnan(value) else float(value)
 
 
 def reference_order(out_dir, model, wnids, meta=None):

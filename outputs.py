@@ -3,6 +3,7 @@ so none is ever half-written; a failure the user can fix is a UserError. stdlib 
 arrives through the callers' write functions).
 """
 import json
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -41,6 +42,11 @@ def write_atomic(path, write):
 
 def write_error(path, error):
     return UserError(f"cannot write {path} ({error.strerror or error}).")
+
+
+def none_if_nan(value):
+    """A number for JSON: null where it is undefined (NaN), never NaN, which JSON lacks."""
+    return None if math.isnan(value) else float(value)
 
 
 def write_json(path, data):

@@ -16,6 +16,7 @@ import numpy as np
 
 import concepts
 import metrics
+from outputs import none_if_nan
 
 GAP_LISTED = 10  # classes listed with the widest concept gap
 
@@ -24,10 +25,6 @@ def claim_json(claim):
     return {"rho": none_if_nan(claim.rho), "p_value": none_if_nan(claim.p_value),
             "num_classes": claim.num_classes, "supported": claim.supported,
             "sentence": claim.sentence}
-
-
-def none_if_nan(value):
-    return None if np.isnan(value) else float(value)
 
 
 def figure4_tests(predicted_counts, centroids):
