@@ -1,0 +1,49 @@
+"""The homework report, built from the run folders under OUT: OUT/report.pdf and OUT/report.md.
+
+    python starter.py --report [--name "..." --student-id "..."] [--appendix] [--out OUT]
+
+Reads only what `starter.py --model ...` wrote (metrics.json, centroids.json, the PNGs and the
+extra files of the training-free runs): no torch, no inference. Building is separate from
+rendering: pure functions turn the runs into Sections of Text, Table and Image blocks
+(report.content; report.sections assembles them), then report.pdf lays them out with reportlab
+and report.markdown writes them as Markdown, so both documents show the same numbers.
+OUT/comparison.png is drawn by plotting.comparison_figure.
+"""
+from datetime import datetime
+from pathlib import Path
+
+from outputs import write_atomic, write_figure
+from runs import SIMULATED
+
+from .comparison import (COMPARISON_FIGURE, PSEUDO_LABEL_THRESHOLDS, comparison_data,
+                         draw_comparison)
+from .content import Image, Section, Table, Text
+from .markdown import render_markdown
+from .measures import SUMMARY_COLUMNS, run_measures
+from .pdf import (CELL_PADDING, COMPACT_COLUMN_INCHES, FONT, paragraph_styles, register_fonts,
+                  render_pdf, table_flowable)
+from .questions import SUBQUESTION_TOPICS
+from .run_folders import Run, load_runs
+from .sections import build_sections
+
+
+def write_report(out_dir, name="", student_id="", appendix=False):
+    """Write OUT/comparison.png (when clip has run), OUT/report.pdf and OUT/report.md."""
+    out_dir = Path(out_dir)
+    runs = load_runs(out_dir)
+    comparison = comparison_data(runs)
+    if comparison is not None:
+        write_figure(out_dir / COMPARISON_FIGURE, draw_comparison(comparison))
+    generated = datetime.now().astimezone()
+    sections = build_sections(runs, comparison, out_dir, generated, name, student_id, appendix)
+    simulated = any(run.simulated for run in runs.values())
+    footer = (f"{SIMULATED} " if simulated else "") + f"Homework 3 report, generated {generated:%Y-%m-%d %H:%M}"
+    write_atomic(out_dir / "report.pdf", lambda f: render_pdf(sections, out_dir, f, footer, simulated))
+    write_atomic(out_dir / "report.md", lambda f: f.write(render_markdown(sections).encode()))
+    return out_dir / "report.pdf", out_dir / "report.md"
+
+# What starter.py and the tests use.
+__all__ = ["CELL_PADDING", "COMPACT_COLUMN_INCHES", "COMPARISON_FIGURE", "FONT", "Image",
+           "PSEUDO_LABEL_THRESHOLDS", "Run", "SUBQUESTION_TOPICS", "SUMMARY_COLUMNS", "Section",
+           "Table", "Text", "comparison_data", "draw_comparison", "load_runs", "paragraph_styles",
+           "register_fonts", "run_measures", "table_flowable", "write_report"]

@@ -1,0 +1,68 @@
+"""The report as data: Sections of Text, Table and Image blocks (tables hold already formatted
+cells), which report.markdown and report.pdf render; and the formatting every section shares."""
+import shlex
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .run_folders import run_command
+
+
+NOT_AVAILABLE = "n/a"
+
+
+@dataclass
+class Text:
+    text: str
+    style: str = "body"  # body | subheading | note
+
+
+@dataclass
+class Table:
+    columns: list
+    rows: list  # lists of already formatted cells (str)
+    caption: str = ""
+    footer: str = ""
+    compact: bool = False  # small: the PDF may set it beside the next compact tables
+
+
+@dataclass
+class Image:
+    path: str  # relative to OUT
+    caption: str
+    own_page: bool = False
+
+
+@dataclass
+class Section:
+    title: str  # e.g. "Q1(a)": what the grader looks for
+    subtitle: str = ""
+    blocks: list = field(default_factory=list)
+    new_page: bool = False
+
+
+def missing_run_note(model, out_dir):
+    has_cache = (Path(out_dir) / model / "predictions.npz").is_file()
+    return Text(f"No results for {model} yet: run `{run_command(model, out_dir, has_cache)}`, "
+                f"then `python starter.py --report --out {shlex.quote(str(out_dir))}` again.", "note")
+
+
+def outdated_note(run, what, out_dir):
+    return Text(f"{run.model}'s {what} predates this version: run "
+                f"`{run_command(run.model, out_dir, from_cache=True)}` to add it.", "note")
+
+
+def format_number(value, digits=4):
+    """Fixed decimals; NOT_AVAILABLE for undefined values (None, NaN)."""
+    if value is None or np.isnan(value):
+        return NOT_AVAILABLE
+    return f"{value:.{digits}f}"
+
+
+def format_ratio(ratio, classes_without_predictions):
+    """The max/min count ratio, saying why it is infinite instead of dividing by zero."""
+    if np.isinf(ratio):
+        return (f"inf: {classes_without_predictions} "
+                + ("class has" if classes_without_predictions == 1 else "classes have") + " 0 predictions")
+    return format_number(ratio, 2)

@@ -1,0 +1,85 @@
+"""Why the pseudo-labels are imbalanced: Figure 4's claim on every run, then concept mismatch and
+confusion (the CAP paper's two causes) in clip's features, from why.json and alignment.json."""
+from pathlib import Path
+
+import why
+from outputs import read_json
+from runs import CONCEPT_ALIGNED_MODEL, REFERENCE_MODEL
+
+from .content import Section, Table, Text, format_number
+from .run_folders import run_command
+
+
+WHY_FILE = "why.json"
+
+
+ALIGNMENT_FILE = "alignment.json"  # clip-ca's mismatched classes and their new names
+
+
+def figure4_table(runs):
+    """One row per run: Figure 4's claim tested on its literal and centered centroids."""
+    rows = []
+    for model, run in runs.items():
+        claims = (run.metrics or {}).get("figure4_claim")
+        if claims:
+            rows.append([model] + [cell for kind in ("literal", "centered") for cell in (
+                format_number(claims[kind]["rho"], 3), format_number(claims[kind]["p_value"], 3),
+                "yes" if claims[kind]["supported"] else "no")])
+    return Table(["run", "ρ (literal)", "p", "supported", "ρ (centered)", "p", "supported"], rows,
+                 "Figure 4's claim: Spearman ρ of each class's predicted count against the mean "
+                 "cosine of its 10 nearest centroids (images grouped by pseudo-label); supported "
+                 "when ρ < 0 with p < 0.05", compact=True)
+
+
+def concept_blocks(diagnosis):
+    """clip's widest concept gaps and CAP's margin against the largest confusions."""
+    gaps = why.widest_gaps(diagnosis)
+    margin = diagnosis["concepts"]["margin"]
+    return [
+        Table(["class", "text-image cosine", "nearest text, if not its own"],
+              [[f"{entry['name']} ({entry['wnid']})", format_number(entry["cosine"], 3),
+                "" if entry["own_text_nearest"] else entry["nearest_text"]["name"]]
+               for entry in gaps],
+              f"Concept mismatch: the {len(gaps)} classes whose text embedding is farthest from "
+              "their images (cosine of the text embedding and the normalised mean image embedding, "
+              "images grouped by true label)", compact=True),
+        Text(f"Concept confusion: {margin['coinciding_with_top_confusions']} of the "
+             f"{len(margin['pairs'])} class pairs that CAP's confusion-aware margin would push "
+             f"apart most are among {REFERENCE_MODEL}'s {margin['top_confusions_compared']} largest "
+             f"confusions (similarity: {margin['similarity']}).")]
+
+
+def alignment_block(runs, out_dir):
+    """clip-ca's renamed classes with their recall before and after, or how to get them."""
+    path = Path(out_dir) / CONCEPT_ALIGNED_MODEL / ALIGNMENT_FILE
+    if not path.is_file() or REFERENCE_MODEL not in runs or runs[REFERENCE_MODEL].metrics is None:
+        how = ("on a real clip run (it embeds WordNet's names with that run's CLIP)"
+               if REFERENCE_MODEL in runs and runs[REFERENCE_MODEL].simulated
+               else f"with `{run_command(CONCEPT_ALIGNED_MODEL, out_dir)}`")
+        return Text(f"Algorithm 1 (CAP's detection of concept-mismatched classes) runs {how}.", "note")
+    alignment = read_json(path, f"{CONCEPT_ALIGNED_MODEL}'s {ALIGNMENT_FILE}")
+    recall = {model: {entry["wnid"]: entry["recall"] for entry in runs[model].metrics["classes"]}
+              for model in (REFERENCE_MODEL, CONCEPT_ALIGNED_MODEL)
+              if model in runs and runs[model].metrics is not None}
+    rows = [[f"{entry['name']} ({entry['wnid']})", entry["chosen"] if entry["renamed"] else "(kept)"]
+            + [format_number(recall[model].get(entry["wnid"]), 3) for model in recall]
+            for entry in alignment["mismatched"]]
+    return Table(["mismatched class", "renamed to", *(f"recall, {model}" for model in recall)], rows,
+                 f"Concept-mismatched classes found by Algorithm 1 in {REFERENCE_MODEL}'s image "
+                 f"features, and {CONCEPT_ALIGNED_MODEL}'s WordNet synonym for each", compact=True)
+
+
+def why_section(runs, out_dir):
+    """Why the pseudo-labels are imbalanced: Figure 4's claim on every run, then the CAP paper's
+    two causes in clip's features."""
+    section = Section("Why", "the causes of imbalance (Figure 4's claim; concept mismatch and "
+                             "confusion, CAP)")
+    section.blocks.append(figure4_table(runs))
+    path = Path(out_dir) / REFERENCE_MODEL / WHY_FILE
+    diagnosis = read_json(path, f"{REFERENCE_MODEL}'s {WHY_FILE}") if path.is_file() else None
+    if diagnosis is None or diagnosis["concepts"] is None:
+        section.blocks.append(Text(f"No concept analysis: {why.CONCEPT_NOTE}.", "note"))
+        return section
+    section.blocks += concept_blocks(diagnosis)
+    section.blocks.append(alignment_block(runs, out_dir))
+    return section
