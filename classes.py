@@ -1,12 +1,17 @@
-"""Classes: the data folder's ImageNet wnids, their ImageNet-1k indices and class names.
+"""Classes: the data folder's class folders, their names and CLIP's prompt templates.
 
-Reads folders and the shipped class tables only (stdlib), so caches are checked, and debiaspl
-runs, without torch, open_clip or timm being needed to name a class.
+ImageNet wnid folders get their ImageNet-1k indices and names from the shipped tables; any other
+image folder is named by a classnames.txt (CLIP_benchmark's format) or by its folder names.
+Reads folders, the shipped class tables and the user's text files only (stdlib), so caches are
+checked, and debiaspl runs, without torch, open_clip or timm being needed to name a class.
 """
+import codecs
 import csv
 import functools
 import os
+import re
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 from outputs import UserError
@@ -19,6 +24,7 @@ TABLE_COLUMNS = ("wnid", "imagenet1k_index", "clip_name", "wordnet_name", "wordn
 # --class-names: OpenAI's curated names (CLIP's published protocol) or the first WordNet lemma
 # (what the course's starter code and many homework solutions use).
 CLASS_NAME_COLUMNS = {"openai": "clip_name", "wordnet": "wordnet_name"}
+CLASS_NAME_SOURCES = {"openai": "CLIP's curated ImageNet names", "wordnet": "WordNet lemmas"}
 # What torchvision's ImageFolder loads (its IMG_EXTENSIONS), kept here so caches are checked
 # without importing torch.
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
@@ -48,8 +54,8 @@ def resolve_split_dir(data, split=None):
 def find_class_folders(val_dir):
     wnids = sorted(entry.name for entry in os.scandir(val_dir) if entry.is_dir())
     if not wnids:
-        raise UserError(f"{val_dir} holds no class folders; --data must point to ImageNet100's "
-                        "root or its val folder.")
+        raise UserError(f"{val_dir} holds no class folders; --data must point to a dataset's root "
+                        "(holding val/ or train/) or to a folder of class folders.")
     return wnids
 
 
@@ -87,24 +93,243 @@ def read_imagenet100_table():
     return read_table(IMAGENET100_TABLE)
 
 
+def not_imagenet1k(unknown):
+    return (f"class folder {unknown[0]!r} is not an ImageNet-1k wnid"
+            + (f" (nor are {len(unknown) - 1} others)" if len(unknown) > 1 else ""))
+
+
 def describe_classes(wnids, class_names="openai"):
     """(ImageNet-1k indices, class names) of the folder's wnids; `class_names` picks the names
     (a key of CLASS_NAME_COLUMNS)."""
     table = imagenet1k_table()
     unknown = [wnid for wnid in wnids if wnid not in table]
     if unknown:
-        raise UserError(f"class folder {unknown[0]!r} is not an ImageNet-1k wnid"
-                        + (f" (nor are {len(unknown) - 1} others)" if len(unknown) > 1 else "")
+        raise UserError(not_imagenet1k(unknown)
                         + "; the data folder must hold one folder per ImageNet class.")
     column = CLASS_NAME_COLUMNS[class_names]
     return ([int(table[wnid]["imagenet1k_index"]) for wnid in wnids],
             [table[wnid][column] for wnid in wnids])
 
 
-def warn_if_not_imagenet100(wnids):
+def are_imagenet1k_wnids(folders):
+    table = imagenet1k_table()
+    return all(folder in table for folder in folders)
+
+
+def standard_imagenet_name(wnids):
+    """"ImageNet100" or "ImageNet-1k" when the wnids are exactly that class set, else None."""
+    if set(wnids) == {row["wnid"] for row in read_imagenet100_table()}:
+        return "ImageNet100"
+    if set(wnids) == set(imagenet1k_table()):
+        return "ImageNet-1k"
+    return None
+
+
+def subset_warning(wnids):
+    """The warning for ImageNet wnid folders that are neither the standard ImageNet100 nor all of
+    ImageNet-1k (a subset: results are not comparable to published ones), else None; folders of
+    any other dataset get none, since their classes are the dataset's own."""
+    if not are_imagenet1k_wnids(wnids) or standard_imagenet_name(wnids):
+        return None
     standard = {row["wnid"] for row in read_imagenet100_table()}
     missing, extra = sorted(standard - set(wnids)), sorted(set(wnids) - standard)
-    if missing or extra:
-        print(f"warning: the folder's {len(wnids)} classes are not the standard ImageNet100: "
-              f"{len(missing)} of its classes are missing and {len(extra)} others are present; "
-              "results are for the folder's classes.", file=sys.stderr)
+    return (f"the folder's {len(wnids)} classes are not the standard ImageNet100: {len(missing)} "
+            f"of its classes are missing and {len(extra)} others are present; results are for the "
+            "folder's classes.")
+
+
+def warn_if_not_imagenet100(wnids):
+    warning = subset_warning(wnids)
+    if warning:
+        print(f"warning: {warning}", file=sys.stderr)
+
+
+# CLIP_benchmark's dataset files (its `clip_benchmark_export_wds` writes them beside the splits):
+# one class name per line, in class-index order (ImageFolder's: sorted folder names), and one
+# prompt template per line, `{c}` standing for the class name.
+CLASS_NAMES_FILE = "classnames.txt"
+TEMPLATES_FILE = "zeroshot_classification_templates.txt"
+CLASS_PLACEHOLDER = "{c}"
+SINGLE_TEMPLATE = "a photo of a {c}."
+OPENAI_TEMPLATES_SOURCE = "OpenAI's 80 ImageNet templates"
+FOLDER_NAMES_SOURCE = "the folder names"
+WNID_PATTERN = re.compile(r"n\d{8}")  # WordNet's noun ids, as ImageNet names its class folders
+
+
+@dataclass(frozen=True)
+class DatasetClasses:
+    folders: tuple  # the class folder names, sorted (torchvision ImageFolder's order)
+    names: tuple  # the class names used in prompts, figures and tables
+    names_source: str  # where the names come from, for the terminal and the cache's meta
+    imagenet_indices: tuple | None  # when every folder is an ImageNet-1k wnid, else None
+    templates: tuple  # prompt templates, each containing "{c}"; () for a run without prompts
+    templates_source: str
+    dataset: str  # a display name for titles
+
+
+def dataset_classes(split_dir, class_names="openai", class_names_file=None, templates_file=None,
+                    prompts="ensemble"):
+    """The classes of split_dir's class folders: their names, ImageNet-1k indices and CLIP's
+    prompt templates. `prompts` is "ensemble", "single", or None for a model without prompts
+    (debiaspl: then no templates are read, and open_clip is not imported)."""
+    split_dir = Path(split_dir)
+    folders = tuple(find_class_folders(split_dir))
+    imagenet = are_imagenet1k_wnids(folders)
+    indices, table_names = describe_classes(folders, class_names) if imagenet else (None, None)
+    root = dataset_root(split_dir)
+    names_file = (Path(class_names_file).expanduser() if class_names_file
+                  else dataset_file(split_dir, CLASS_NAMES_FILE))
+    if names_file:
+        names, names_source = read_class_names(names_file, folders, split_dir), str(names_file)
+    elif imagenet:
+        names, names_source = tuple(table_names), CLASS_NAME_SOURCES[class_names]
+    else:
+        names, names_source = folder_names(folders, split_dir, root), FOLDER_NAMES_SOURCE
+    templates, templates_source = prompt_templates(split_dir, templates_file, prompts, imagenet)
+    # resolve(): "." names no folder; "/" stays nameless, and is then named by its path.
+    dataset = (imagenet and standard_imagenet_name(folders)) or root.resolve().name or str(root)
+    return DatasetClasses(folders=folders, names=names, names_source=names_source,
+                          imagenet_indices=tuple(indices) if imagenet else None, templates=templates,
+                          templates_source=templates_source, dataset=dataset)
+
+
+def dataset_root(split_dir):
+    """The dataset's root: the folder above a val/ or train/ split, else the class folders' own."""
+    return split_dir.parent if split_dir.name in SPLITS else split_dir
+
+
+def dataset_file(split_dir, name):
+    """The dataset's `name` file: beside the class folders, or else in the dataset's root. The
+    split's own wins, as the more specific (a split whose classes differ from the root's)."""
+    for folder in dict.fromkeys((split_dir, dataset_root(split_dir))):
+        if (folder / name).is_file():
+            return folder / name
+    return None
+
+
+def class_folder_label(folder):
+    """A readable class name from a class folder's name: `_` and `-` read as spaces."""
+    return " ".join(folder.replace("_", " ").replace("-", " ").split())
+
+
+def folder_names(folders, split_dir, root):
+    """The folders' labels as class names; a wnid would name nothing in a prompt, so folders that
+    look like ImageNet's but are not all ImageNet-1k classes are a UserError."""
+    fix = (f"write the class names, one per line in sorted folder order, to "
+           f"{root / CLASS_NAMES_FILE} or pass --class-names-file FILE.")
+    if any(WNID_PATTERN.fullmatch(folder) for folder in folders):
+        table = imagenet1k_table()
+        raise UserError(not_imagenet1k([folder for folder in folders if folder not in table])
+                        + f", and the class folders of {split_dir} look like ImageNet wnids, which "
+                          f"name nothing in CLIP's prompts; {fix}")
+    names = tuple(class_folder_label(folder) for folder in folders)
+    clash = first_clash(names)
+    if clash:
+        first, second = (folders[index] for index in clash)
+        raise UserError(f"the class folders {first!r} and {second!r} of {split_dir} both read "
+                        f"{names[clash[0]]!r} as a class name; {fix}")
+    return names
+
+
+def first_clash(names):
+    """(i, j) of the first two names CLIP cannot tell apart, else None: its tokenizer lowercases
+    and collapses whitespace, so "Forest" and "forest" would be one text embedding."""
+    seen = {}
+    for index, name in enumerate(names):
+        key = " ".join(name.lower().split())
+        if key in seen:
+            return seen[key], index
+        seen[key] = index
+    return None
+
+
+def read_lines(path, what):
+    """The stripped lines of a user's text file (as CLIP_benchmark reads them), without the blank
+    lines that end it. `what` names the file in errors."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise UserError(f"the {what} {path} does not exist.") from None
+    except OSError as error:
+        raise UserError(f"cannot read the {what} {path} ({error.strerror or error}).") from None
+    data = data.removeprefix(codecs.BOM_UTF8)  # what Windows editors put before UTF-8 text
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        line = data.count(b"\n", 0, error.start) + 1
+        raise UserError(f"line {line} of the {what} {path} is not UTF-8 (byte "
+                        f"0x{data[error.start]:02x}); save the file as UTF-8.") from None
+    # "\n" only, not str.splitlines: the line numbers are then those an editor shows. A "#" starts
+    # no comment: CLIP_benchmark's files have none, and a class name may begin with one.
+    lines = [line.strip() for line in text.split("\n")]
+    while lines and not lines[-1]:
+        lines.pop()
+    return lines
+
+
+def read_class_names(path, folders, split_dir):
+    what = "class-names file"
+    names = read_lines(path, what)
+    order = "one class name per line, in the sorted order of the class folders' names"
+    for number, name in enumerate(names, 1):
+        if not name:
+            raise UserError(f"line {number} of the {what} {path} is blank; write {order}.")
+    clash = first_clash(names)
+    if clash:
+        first, second = clash
+        raise UserError(f"lines {first + 1} ({names[first]!r}) and {second + 1} ({names[second]!r}) "
+                        f"of the {what} {path} are the same name to CLIP, which ignores case; give "
+                        "each class its own name.")
+    if len(names) != len(folders):
+        where = (f"line {len(names) + 1} would name the folder {folders[len(names)]!r}"
+                 if len(names) < len(folders) else
+                 f"line {len(folders) + 1} ({names[len(folders)]!r}) has no folder")
+        raise UserError(f"the {what} {path} has {len(names)} names but {split_dir} has "
+                        f"{len(folders)} class folders ({where}); write {order}.")
+    return tuple(names)
+
+
+def read_templates(path):
+    what = "templates file"
+    templates = read_lines(path, what)
+    rule = f"each line is one template, with {CLASS_PLACEHOLDER} where the class name goes"
+    if not templates:
+        raise UserError(f"the {what} {path} holds no templates; {rule}.")
+    for number, template in enumerate(templates, 1):
+        if CLASS_PLACEHOLDER not in template:
+            problem = f"({template!r}) has no {CLASS_PLACEHOLDER}" if template else "is blank"
+            raise UserError(f"line {number} of the {what} {path} {problem}; {rule}.")
+    return tuple(templates)
+
+
+def prompt_templates(split_dir, templates_file, prompts, imagenet):
+    """(templates, where they come from): --templates FILE, else the dataset's templates file,
+    else OpenAI's 80 for ImageNet classes (CLIP's published protocol) and the single prompt for
+    others (OpenAI's 80 are written for ImageNet's objects; a dataset of other things should
+    ship its own). --prompts single is the single prompt, whatever files the dataset has."""
+    if prompts is None:
+        return (), "none (the model uses no prompts)"
+    if prompts == "single":
+        if templates_file:
+            raise UserError(f"--prompts single uses exactly {SINGLE_TEMPLATE!r}, so --templates "
+                            f"{templates_file} would be ignored; pass one of the two.")
+        return (SINGLE_TEMPLATE,), repr(SINGLE_TEMPLATE)
+    path = (Path(templates_file).expanduser() if templates_file
+            else dataset_file(split_dir, TEMPLATES_FILE))
+    if path:
+        return read_templates(path), str(path)
+    if imagenet:
+        return openai_imagenet_templates(), OPENAI_TEMPLATES_SOURCE
+    return (SINGLE_TEMPLATE,), repr(SINGLE_TEMPLATE)
+
+
+def openai_imagenet_templates():
+    """OpenAI's 80 ImageNet templates with {c}; open_clip imports torch, hence only here."""
+    from open_clip.zero_shot_metadata import OPENAI_IMAGENET_TEMPLATES
+    return tuple(template(CLASS_PLACEHOLDER) for template in OPENAI_IMAGENET_TEMPLATES)
+
+
+def fill_template(template, name):
+    """A template's prompt for one class. str.replace, not str.format: a template from a file may
+    hold other braces."""
+    return template.replace(CLASS_PLACEHOLDER, name)

@@ -31,6 +31,16 @@ def test_imagenet1k_table_against_open_clip_and_timm():
     assert classes.imagenet1k_table()["n03126707"]["wordnet_name"] == "crane"  # the machine
 
 
+def test_openai_templates_of_imagenet_folders_are_open_clips(tmp_path):
+    from open_clip.zero_shot_metadata import OPENAI_IMAGENET_TEMPLATES
+    for wnid in SUBSET_WNIDS:
+        (tmp_path / wnid).mkdir()
+    templates = classes.dataset_classes(tmp_path).templates
+    assert len(templates) == 80 and all("{c}" in template for template in templates)
+    assert ([classes.fill_template(template, "tench") for template in templates]
+            == [template("tench") for template in OPENAI_IMAGENET_TEMPLATES])
+
+
 def test_imagenet100_table_agrees_with_imagenet1k_table():
     table = classes.imagenet1k_table()
     for row in classes.read_imagenet100_table():
