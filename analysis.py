@@ -17,8 +17,8 @@ import pseudo_labels
 import why
 from cache import row_blocks
 from figure_workers import start_figure_processes, write_figures
-from outputs import UserError, none_if_nan, read_json, write_json
-from runs import QUESTION_OF_MODEL, REFERENCE_MODEL, SIMULATED, is_simulated, model_title
+from outputs import UserError, none_if_nan, plural, read_json, write_json
+from runs import QUESTION_OF_MODEL, REFERENCE_MODEL, SIMULATED, is_simulated, model_title, starter_command
 
 NEIGHBOR_COUNT = 10
 TOP_CONFUSION_COUNT = 20  # metrics.json's top_confusions
@@ -64,19 +64,20 @@ def read_logits(logits, labels):
     return passed
 
 
-def reference_order(out_dir, model, wnids, meta=None):
+def reference_order(out_dir, model, wnids, meta=None, where=()):
     """Class order of the figures: the model's own for clip, clip's own order for the others.
-    Given this run's meta, also warn when clip's run saw other image files or other class names."""
+    Given this run's meta, also warn when clip's run saw other image files or other class names.
+    `where` as for runs.starter_command."""
     if model == REFERENCE_MODEL:
         return None
     path = Path(out_dir) / REFERENCE_MODEL / "metrics.json"
     if not path.is_file():
-        raise UserError(f"{path} does not exist: run `python starter.py --model clip` first, "
-                        f"with the same --out, so that --model {model} can keep clip's class order.")
+        raise UserError(f"{path} does not exist: run `{starter_command(REFERENCE_MODEL, where)}` "
+                        f"first, so that --model {model} can keep clip's class order.")
     reference = read_json(path, "clip's metrics")
     if sorted(reference["own_order"]) != sorted(wnids):
-        raise UserError(f"{path} was made on other classes than this dataset's; run --model clip "
-                        "again on this dataset.")
+        raise UserError(f"{path} was made on other classes than this dataset's; run "
+                        f"`{starter_command(REFERENCE_MODEL, where)}` again on this dataset.")
     theirs, ours = reference.get("settings", {}), meta or {}
     if theirs.get("file_list_sha256") and ours.get("file_list_sha256") and \
             theirs["file_list_sha256"] != ours["file_list_sha256"]:
@@ -271,11 +272,11 @@ def format_selection(selection):
     correct = "" if row["accuracy"] is None else f", {row['accuracy']:.1%} of them correct"
     return (f"pseudo-labels at confidence ≥ {row['threshold']:g}: {row['kept_share']:.1%} of images "
             f"kept ({row['kept']} of {selection['num_images']}){correct}, "
-            f"{row['classes_without_kept']} classes with none kept")
+            f"{plural(row['classes_without_kept'], 'class', 'classes')} with none kept")
 
 
 CENTROID_KINDS = (  # (centroids.json part, what the cosines are of, decimals shown)
-    (None, "mean logits", 6),  # literal cosines crowd near 1: 6 decimals tell them apart
+    (None, "mean logits", 6),  # literal cosines may crowd near 1: 6 decimals tell them apart
     (CENTERED, "mean logits minus each image's mean logit", 4),
 )
 
@@ -283,6 +284,35 @@ CENTROID_KINDS = (  # (centroids.json part, what the cosines are of, decimals sh
 def centroid_queries(centroids, kind, grouping):
     """The queries of one grouping, literal (kind None) or centered."""
     return (centroids if kind is None else centroids[kind])[grouping]["queries"]
+
+
+def format_neighbour_queries(queries, decimals):
+    """Each role's class, then its neighbours nearest first and their cosine vector."""
+    lines = []
+    for query in queries:
+        lines.append(f"{query['role']}: {query['name']} ({query['wnid']})")
+        if query.get("note"):
+            lines.append(f"  {query['note']}")
+            continue
+        lines.append("  classes: " + ", ".join(n["name"] for n in query["neighbors"]))
+        lines.append("  cosine:  [" + ", ".join(f"{n['cosine']:.{decimals}f}"
+                                                for n in query["neighbors"]) + "]")
+    return lines
+
+
+def format_centroid_answer(centroids, question):
+    """Q(c) as the homework asks it, the answer to hand in first: the literal cosines of the
+    centroids of the images grouped by predicted label; then the centered view, secondary. The
+    by-true-label views are in centroids.json and the report's appendix."""
+    (literal, _, literal_decimals), (centered, _, centered_decimals) = CENTROID_KINDS
+    return ([f"-- {question}(c) ANSWER: the {NEIGHBOR_COUNT} nearest class centroids, highest cosine "
+             "first (centroid = mean logit vector of the images predicted as the class) --"]
+            + format_neighbour_queries(centroid_queries(centroids, literal, "by_predicted"),
+                                       literal_decimals)
+            + [f"-- {question}(c), easier to read, not the homework's quantity: the same after "
+               "subtracting each image's mean logit (predictions unchanged) --"]
+            + format_neighbour_queries(centroid_queries(centroids, centered, "by_predicted"),
+                                       centered_decimals))
 
 
 def format_class_confusion(cell, incoming):
@@ -309,7 +339,8 @@ def format_report(summary, centroids, selection):
         incoming = entry["direction"] == "incoming"
         lines.append(f"{entry['role']}: {entry['name']} ({entry['wnid']}): "
                      f"{counted['predicted_count']} predictions, {counted['true_count']} images"
-                     + (f"; tied with {tied} other classes, broken by class index" if tied else "")
+                     + (f"; tied with {plural(tied, 'other class', 'other classes')}, broken by "
+                        "class index" if tied else "")
                      + ("; it takes images of" if incoming else "; its images go to"))
         lines += [f"  {format_class_confusion(cell, incoming)}" for cell in entry["confusions"]
                   ] or ["  no other class"]
@@ -317,18 +348,7 @@ def format_report(summary, centroids, selection):
                  "true class -> predicted class --")
     lines += [f"{cell['count']:5d}  {cell['true']['name']} -> {cell['predicted']['name']} "
               f"({cell['share_of_true']:.0%} of its images)" for cell in summary["top_confusions"]]
-    for grouping, (grouped_by, _) in GROUPINGS.items():
-        for kind, cosine_of, decimals in CENTROID_KINDS:
-            lines.append(f"-- {question}(c) centroid neighbours, images grouped by {grouped_by}, "
-                         f"cosine of {cosine_of} --")
-            for query in centroid_queries(centroids, kind, grouping):
-                lines.append(f"{query['role']}: {query['name']} ({query['wnid']})")
-                if query.get("note"):
-                    lines.append(f"  {query['note']}")
-                    continue
-                lines.append("  classes: " + ", ".join(n["name"] for n in query["neighbors"]))
-                lines.append("  cosine:  [" + ", ".join(f"{n['cosine']:.{decimals}f}"
-                                                        for n in query["neighbors"]) + "]")
+    lines += format_centroid_answer(centroids, question)
     if "figure4_claim" in summary:  # metrics.json from before the test lacks it
         lines += why.figure4_lines(summary["figure4_claim"])
     return "\n".join(lines)

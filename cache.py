@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from outputs import UserError, write_atomic
+from outputs import UserError, plural, write_atomic
 
 # The zip format's earliest date: members carry no time of writing, so equal content is equal bytes.
 ZIP_TIMESTAMP = (1980, 1, 1, 0, 0, 0)
@@ -133,47 +133,67 @@ def memory_map_member(path, info):
 MEMORY_MAPPED_KEYS = ("logits", "paths", "image_features")  # the arrays that grow with the images
 
 
+# What each key of the contract holds, for the message naming a missing one.
+KEY_CONTENTS = {"logits": "float [N, K], one row per image", "labels": "integer [N], true column indices",
+                "paths": "str [N], image paths", "wnids": "str [K], the class of each logit column",
+                "names": "str [K], the class names shown in figures"}
+
+
 def contract_violation(arrays):
     """What keeps these arrays from being a run's predictions, or None when they are one."""
     logits, labels = arrays["logits"], arrays["labels"]
     if logits.ndim != 2 or not np.issubdtype(logits.dtype, np.floating):
-        return f"logits must be a float array [N, K], not {logits.dtype} {logits.shape}"
+        return f"`logits` must be a float array [N, K], not {logits.dtype} {logits.shape}"
     count, num_classes = logits.shape
-    if not all(np.isfinite(logits[rows]).all() for rows in row_blocks(count, num_classes)):
-        return "logits hold nan or inf"
+    for key, length, what in (("wnids", num_classes, "column"), ("names", num_classes, "column"),
+                              ("paths", count, "row")):
+        if arrays[key].dtype.kind != "U" or arrays[key].ndim != 1:
+            return f"`{key}` must be a 1-D array of strings, not {arrays[key].dtype} {arrays[key].shape}"
+        if len(arrays[key]) != length:
+            return (f"`logits` has {plural(length, what)} but `{key}` has "
+                    f"{plural(len(arrays[key]), 'entry', 'entries')}; "
+                    f"give one entry per {what}")
     if labels.shape != (count,) or not np.issubdtype(labels.dtype, np.integer):
-        return f"labels must be {count} integers, not {labels.dtype} {labels.shape}"
+        return f"`labels` must be {count} integers, one per logits row, not {labels.dtype} {labels.shape}"
     if count and not 0 <= labels.min() <= labels.max() < num_classes:
-        return f"labels must lie in 0..{num_classes - 1}, the logits' columns"
-    for key, length in (("paths", count), ("wnids", num_classes), ("names", num_classes)):
-        if arrays[key].shape != (length,) or arrays[key].dtype.kind != "U":
-            return f"{key} must be {length} strings, not {arrays[key].dtype} {arrays[key].shape}"
+        return (f"`labels` must be column indices 0..{num_classes - 1} of the logits, but they "
+                f"range from {labels.min()} to {labels.max()}")
+    if not all(np.isfinite(logits[rows]).all() for rows in row_blocks(count, num_classes)):
+        return "`logits` hold nan or inf"
     if ("image_features" in arrays) != ("text_features" in arrays):
-        return "image_features and text_features come together or not at all"
+        return "`image_features` and `text_features` come together or not at all"
     if "image_features" in arrays:
         image, text = arrays["image_features"], arrays["text_features"]
         if (image.ndim != 2 or text.ndim != 2 or image.shape[0] != count
                 or text.shape[0] != num_classes or image.shape[1] != text.shape[1]
                 or not np.issubdtype(image.dtype, np.floating) or not np.issubdtype(text.dtype, np.floating)):
-            return (f"image_features must be floats [{count}, D] and text_features floats "
+            return (f"`image_features` must be floats [{count}, D] and `text_features` floats "
                     f"[{num_classes}, D], not {image.shape} and {text.shape}")
     return None
 
 
-def load_predictions(path):
-    """The cache of a run; a missing, damaged or malformed one stops with what to do.
+def load_predictions(path, rebuild=None):
+    """The cache of a run; a missing, damaged or malformed one stops with what to do: for a cache
+    this tool wrote, the command `rebuild` (default: `--model <folder>` without --from-cache); for
+    one another tool wrote (no meta), the key to fix.
 
     Without meta (a cache written by another tool), the model is the run folder's name and the
     provenance is unknown."""
     path = Path(path)
-    rebuild = f"run `python starter.py --model {path.parent.name}` without --from-cache to rebuild it"
+    rebuild = rebuild or f"python starter.py --model {path.parent.name}"
+    rebuild_sentence = f"run `{rebuild}` to rebuild it"
+    contract = "see the README's 'Bring your own logits'"
     if not path.is_file():
-        raise UserError(f"there is no cache at {path}; {rebuild}.")
+        raise UserError(f"there is no cache at {path}; run `{rebuild}` first.")
     try:
         with np.load(path, allow_pickle=False) as archive:
             missing = [key for key in REQUIRED_KEYS if key not in archive.files]
-            if missing:
-                raise UserError(f"the cache {path} lacks {', '.join(missing)}; {rebuild}.")
+            if missing and "meta" in archive.files:
+                raise UserError(f"the cache {path} lacks {', '.join(missing)}; {rebuild_sentence}.")
+            if missing:  # another tool's cache: say what to add
+                raise UserError(f"the cache {path} lacks " + ", ".join(
+                    f"`{key}` ({KEY_CONTENTS[key]})" for key in missing)
+                    + f"; add {'it' if len(missing) == 1 else 'them'} to the np.savez call ({contract}).")
             members = {info.filename.removesuffix(".npy"): info for info in archive.zip.infolist()}
             loaded = {}
             for key in PREDICTION_KEYS + FEATURE_KEYS:
@@ -187,11 +207,11 @@ def load_predictions(path):
     except UserError:
         raise
     except Exception as error:
-        raise UserError(f"the cache {path} is damaged ({error}); {rebuild}.") from None
+        raise UserError(f"the cache {path} is damaged ({error}); {rebuild_sentence}.") from None
     violation = contract_violation(loaded)
     if violation:
         raise UserError(f"the cache {path} does not follow the predictions.npz contract: "
-                        f"{violation}; see the README's 'Bring your own logits'.")
+                        f"{violation} ({contract}).")
     loaded["meta"] = meta
     # Another tool's float64 logits are read into memory as float32 (the tool writes float32).
     loaded["logits"] = loaded["logits"].astype(np.float32, copy=False)

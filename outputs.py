@@ -16,6 +16,11 @@ class UserError(Exception):
 FIGURE_DPI = 200
 
 
+def plural(count, word, plural_form=None):
+    """'1 class', '3 classes': a count with its noun in the number it takes."""
+    return f"{count:,} {word if count == 1 else plural_form or word + 's'}"
+
+
 def write_atomic(path, write):
     """Call write(binary_file) on a temporary file next to `path`, then rename it over `path`.
     A failing write (no permission, a full disk, a folder in the way) is a UserError."""

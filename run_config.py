@@ -33,6 +33,7 @@ class InferenceConfig:
     precision: str
     batch_size: int
     chunk_size: int
+    title_note: str | None = None  # --title-note: words for the titles, nothing for the logits
 
     @classmethod
     def from_args(cls, args, split):
@@ -43,7 +44,8 @@ class InferenceConfig:
                    branch=None if clip else args.branch,
                    features=not args.no_features if clip else None, precision=args.precision,
                    batch_size=args.batch_size,
-                   chunk_size=args.chunk_size or default_chunk_size(args.batch_size))
+                   chunk_size=args.chunk_size or default_chunk_size(args.batch_size),
+                   title_note=args.title_note)
 
     def meta(self):
         """The fields the cache's meta records: those of the other model left out, and the chunk
@@ -55,7 +57,8 @@ class InferenceConfig:
         """SHA-256 of everything a part's logits depend on: the options (not the weights' path,
         which may differ between nodes, but the file's content), the image file list and the
         kind of device. Parts with another fingerprint are never mixed into this run's cache."""
-        options = {key: value for key, value in asdict(self).items() if key != "weights"}
+        options = {key: value for key, value in asdict(self).items()
+                   if key not in ("weights", "title_note")}
         content = {key: value for key, value in weights_identity.items() if key != "path"}
         key = json.dumps([options, content, file_list_sha256, device_type], sort_keys=True)
         return hashlib.sha256(key.encode()).hexdigest()

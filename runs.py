@@ -2,6 +2,7 @@
 
 Metadata kept as data (stdlib only): the report, the analysis and the CLI read it.
 """
+import shlex
 from pathlib import Path
 
 REFERENCE_MODEL = "clip"  # Q2: "keep the same order of classes as in Q1"
@@ -33,8 +34,10 @@ def run_split(meta):
 
 def model_title(meta):
     """The run's model title, prefixed with SIMULATED when its logits were simulated and
-    suffixed with its split when that is not the homework's val."""
+    suffixed with its --title-note and its split when that is not the homework's val."""
     title = MODEL_TITLES.get(meta["model"], meta["model"])
+    if meta.get("title_note"):
+        title = f"{title} ({meta['title_note']})"
     if run_split(meta) != "val":
         title = f"{title}, {run_split(meta)} split"
     return f"{SIMULATED} {title}" if is_simulated(meta) else title
@@ -44,3 +47,9 @@ def split_out_dir(out, split):
     """Where a split's runs go: OUT itself for val (the homework's), OUT/<split> otherwise, so
     that a train run never overwrites a val run and clip's class order is the same split's."""
     return Path(out) if split == "val" else Path(out) / split
+
+
+def starter_command(model, where=(), *options):
+    """The command that makes `model`'s run, in the user's own folders: `where` holds the options
+    of the command at hand that say where its data and outputs are (options.py's `args.where`)."""
+    return shlex.join(["python", "starter.py", "--model", model, *where, *options])

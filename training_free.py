@@ -6,6 +6,7 @@
 Both write prior.json in one layout and return Predictions that analysis.analyze treats like any
 run's.
 """
+import difflib
 import sys
 from pathlib import Path
 
@@ -16,22 +17,23 @@ import logit_adjustment
 import metrics
 import plotting
 from cache import load_predictions, write_predictions
-from outputs import UserError, read_json, write_figure, write_json
-from runs import LOGIT_ADJUSTED_MODEL, PRIOR_MATCHED_MODEL, REFERENCE_MODEL, model_title
+from outputs import UserError, plural, read_json, write_figure, write_json
+from runs import (LOGIT_ADJUSTED_MODEL, PRIOR_MATCHED_MODEL, REFERENCE_MODEL, model_title,
+                  starter_command)
 
 LAMBDA_SWEEP = np.linspace(0.0, 2.0, 21)  # λ values of la_sweep.png
 TARGET_SUM_TOLERANCE = 1e-6
 
 
-def load_clip_cache(out_dir, model):
+def load_clip_cache(out_dir, model, where=()):
     """clip's cached predictions, which `model` debiases. Stops before anything is written when
-    they are missing or clip's class order cannot be used."""
+    they are missing or clip's class order cannot be used; `where` as for runs.starter_command."""
     path = Path(out_dir) / REFERENCE_MODEL / "predictions.npz"
     if not path.is_file():
         raise UserError(f"--model {model} debiases clip's cached logits but {path} does not exist: "
-                        "run `python starter.py --model clip` first, with the same --out.")
-    clip = load_predictions(path)
-    analysis.reference_order(out_dir, model, [str(wnid) for wnid in clip.wnids])
+                        f"run `{starter_command(REFERENCE_MODEL, where)}` first.")
+    clip = load_predictions(path, starter_command(REFERENCE_MODEL, where))
+    analysis.reference_order(out_dir, model, [str(wnid) for wnid in clip.wnids], where=where)
     return clip
 
 
@@ -102,7 +104,7 @@ def log_priors(estimate, mode):
 
 def adjust_clip_predictions(args, out_dir, run_dir):
     """clip-la's Predictions (clip's cached logits − λ·log p̂); writes prior.json and la_sweep.png."""
-    clip = load_clip_cache(out_dir, LOGIT_ADJUSTED_MODEL)
+    clip = load_clip_cache(out_dir, LOGIT_ADJUSTED_MODEL, args.where)
     batches = logit_adjustment.shuffled_batches(len(clip.labels), args.batch_size, args.la_seed,
                                                 args.la_passes)
     estimate = logit_adjustment.estimate_prior(clip.logits, batches, args.la_momentum,
@@ -134,30 +136,47 @@ def adjust_clip_predictions(args, out_dir, run_dir):
 
 
 def first_few(names, count=3):
-    return ", ".join(names[:count]) + (" ..." if len(names) > count else "")
+    """'a, b, c and 7 more': a list too long for one sentence, cut."""
+    shown = ", ".join(names[:count])
+    return shown + (f" and {len(names) - count} more" if len(names) > count else "")
 
 
-def read_target(path, wnids):
-    """--pm-target: the class proportions {wnid: proportion} of a JSON file, as a [K] array in
-    the order of `wnids`. Every class of the dataset must have a positive number, and no other
-    class may appear; proportions that do not sum to 1 (counts, say) are normalised, with a note."""
+def read_target(path, wnids, names):
+    """--pm-target: the class proportions of a JSON file, keyed by the class folder names
+    (`wnids`: ImageNet's wnids) or by the class names, as a [K] array in the order of `wnids`.
+    Every class of the dataset must have a positive number, and no other class may appear;
+    proportions that do not sum to 1 (counts, say) are normalised, with a note."""
     proportions = read_json(path, "the --pm-target file")
+    keys = "class folder names (wnids such as " + wnids[0] + ") or class names"
     if not isinstance(proportions, dict):
-        raise UserError(f"the --pm-target file {path} must hold one JSON object of wnid: proportion.")
-    missing = [wnid for wnid in wnids if wnid not in proportions]
+        raise UserError(f"the --pm-target file {path} must hold one JSON object of {keys} to "
+                        "proportions.")
+    column_of = {name: column for column, name in enumerate(names) if names.count(name) == 1}
+    column_of.update({wnid: column for column, wnid in enumerate(wnids)})
+    unknown = [key for key in proportions if key not in column_of]
+    if unknown:
+        hints = [f"{key!r}" + "".join(f" (did you mean {match}?)" for match in
+                                      difflib.get_close_matches(key, column_of, n=1, cutoff=0.8))
+                 for key in unknown]
+        raise UserError(f"the --pm-target file {path} names {plural(len(unknown), 'class', 'classes')} "
+                        f"that the dataset does not have: {first_few(hints)}; its keys must be the "
+                        f"{keys}.")
+    by_column = {}
+    for key, value in proportions.items():
+        if column_of[key] in by_column:
+            raise UserError(f"the --pm-target file {path} gives the class {wnids[column_of[key]]} "
+                            "twice (by wnid and by name); keep one.")
+        by_column[column_of[key]] = value
+    missing = [f"{wnids[column]} ({names[column]})" for column in range(len(wnids))
+               if column not in by_column]
     if missing:
         raise UserError(f"the --pm-target file {path} lacks {len(missing)} of the dataset's "
-                        f"classes: {first_few(missing)}.")
-    unknown = sorted(set(proportions) - set(wnids))
-    if unknown:
-        raise UserError(f"the --pm-target file {path} names classes that are not in the dataset: "
-                        f"{first_few(unknown)}.")
-    for wnid in wnids:
-        value = proportions[wnid]
+                        f"{len(wnids)} classes: {first_few(missing)}; give every class a proportion.")
+    for column, value in sorted(by_column.items()):
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < np.inf:
-            raise UserError(f"the --pm-target file {path} gives {wnid} the proportion {value!r}, "
-                            "but every proportion must be a positive number.")
-    target = np.array([proportions[wnid] for wnid in wnids], dtype=np.float64)
+            raise UserError(f"the --pm-target file {path} gives {wnids[column]} the proportion "
+                            f"{value!r}, but every proportion must be a positive number.")
+    target = np.array([by_column[column] for column in range(len(wnids))], dtype=np.float64)
     if abs(target.sum() - 1) > TARGET_SUM_TOLERANCE:
         print(f"note: the proportions in {path} sum to {target.sum():g}; they are divided by it.",
               file=sys.stderr)
@@ -167,9 +186,9 @@ def read_target(path, wnids):
 def match_clip_prior(args, out_dir, run_dir):
     """clip-pm's Predictions (clip's cached logits − b, with b from prior matching); writes
     prior.json (b, the target and the implied prior softmax(b + log target))."""
-    clip = load_clip_cache(out_dir, PRIOR_MATCHED_MODEL)
+    clip = load_clip_cache(out_dir, PRIOR_MATCHED_MODEL, args.where)
     wnids = [str(wnid) for wnid in clip.wnids]
-    target = (read_target(args.pm_target, wnids) if args.pm_target
+    target = (read_target(args.pm_target, wnids, [str(name) for name in clip.names]) if args.pm_target
               else np.full(len(wnids), 1.0 / len(wnids)))
     match = logit_adjustment.match_prior(clip.logits, target, logit_adjustment.MATCH_TOLERANCE,
                                          logit_adjustment.MATCH_MAX_ITERATIONS,

@@ -9,7 +9,7 @@ from conftest import PROJECT_DIR
 TORCH_FREE = ("metrics", "pseudo_labels", "plotting", "logit_adjustment", "outputs", "runs", "cache",
               "chunk_store", "run_config", "distributed", "figure_workers", "classes", "analysis",
               "training_free", "report", "explorer", "explorer.contents", "explorer.page", "concepts",
-              "bundle", "why")
+              "bundle", "why", "options")
 
 
 def project_imports():

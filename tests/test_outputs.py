@@ -43,21 +43,27 @@ def test_five_key_caches_run_from_cache_and_into_the_report(five_key_runs):
 
 
 @pytest.mark.parametrize("change, message", [
-    (dict(labels=np.zeros(3, dtype=np.int64)), "labels must be 60 integers"),
-    (dict(labels=np.full(60, 6)), "labels must lie in 0..5"),
-    (dict(logits=np.zeros((60, 6), dtype=np.int64)), "logits must be a float array"),
+    (dict(labels=np.zeros(3, dtype=np.int64)), "`labels` must be 60 integers"),
+    (dict(labels=np.full(60, 6)), "`labels` must be column indices 0..5 of the logits, but they "
+                                  "range from 6 to 6"),
+    (dict(logits=np.zeros((60, 6), dtype=np.int64)), "`logits` must be a float array"),
     (dict(logits=np.full((60, 6), np.nan)), "nan or inf"),
-    (dict(wnids=np.array(["n01"])), "wnids must be 6 strings"),
-    (dict(paths=np.arange(60)), "paths must be 60 strings"),
+    (dict(wnids=np.array(["n01"])), "`logits` has 6 columns but `wnids` has 1 entry"),
+    (dict(logits=np.zeros((60, 2))), "`logits` has 2 columns but `wnids` has 6 entries"),
+    (dict(paths=np.arange(60)), "`paths` must be a 1-D array of strings"),
+    (dict(names=None), "lacks `names` (str [K], the class names shown in figures); add it to "
+                       "the np.savez call"),
 ])
 def test_malformed_cache_is_one_sentence(tmp_path, capsys, change, message):
     predictions = synthetic_predictions("clip", 0)
     arrays = {key: getattr(predictions, key) for key in cache.REQUIRED_KEYS} | change
+    arrays = {key: value for key, value in arrays.items() if value is not None}
     (tmp_path / "clip").mkdir()
     np.savez(tmp_path / "clip" / "predictions.npz", **arrays)
     assert run_cli("--model", "clip", "--from-cache", "--out", tmp_path) == 2
     error = capsys.readouterr().err
-    assert message in error and "contract" in error and "Traceback" not in error
+    assert message in error and "Bring your own logits" in error and "Traceback" not in error
+    assert len(error.strip().splitlines()) == 1
     assert not (tmp_path / "clip" / "metrics.json").exists()
 
 

@@ -142,8 +142,10 @@ def test_cli_target_counts_are_normalised_with_a_note(clip_out, capsys):
 @pytest.mark.parametrize("content, message", [
     ("[0.5, 0.5]", "one JSON object"),
     ("{not json", "cannot be read"),
-    ({"drop": "n04229816"}, "lacks 1 of the dataset's classes: n04229816"),
-    ({"extra": "n99999999"}, "not in the dataset: n99999999"),
+    ({"drop": "n04229816"}, "lacks 1 of the dataset's 6 classes: n04229816 ("),
+    ({"extra": "n99999999"}, "names 1 class that the dataset does not have: 'n99999999'; its keys "
+                             "must be the class folder names (wnids such as n01558993) or class names"),
+    ({"extra": "n0155899"}, "'n0155899' (did you mean n01558993?)"),
     ({"n01558993": 0}, "gives n01558993 the proportion 0"),
     ({"n01558993": -0.1}, "positive number"),
     ({"n01558993": "a lot"}, "positive number"),
@@ -164,6 +166,16 @@ def test_cli_bad_target_is_a_one_sentence_error(clip_out, capsys, content, messa
     error = capsys.readouterr().err
     assert len(error.strip().splitlines()) == 1 and message in error
     assert not (clip_out / "clip-pm").exists()
+
+
+def test_cli_target_keyed_by_class_names(clip_out):
+    clip = cache.load_predictions(clip_out / "clip" / "predictions.npz")
+    counts = np.arange(1, len(clip.names) + 1)
+    path = clip_out / "target-by-name.json"
+    path.write_text(json.dumps({str(name): int(count) for name, count in zip(clip.names, counts)}))
+    assert run_clip_pm(clip_out, "--pm-target", path) == 0
+    np.testing.assert_allclose([entry["target"] for entry in read_prior(clip_out)["classes"]],
+                               counts / counts.sum())
 
 
 def test_cli_warns_with_the_deviation_when_not_converged(clip_out, capsys, monkeypatch):
