@@ -18,7 +18,8 @@ import why
 from cache import row_blocks
 from figure_workers import start_figure_processes, write_figures
 from outputs import UserError, none_if_nan, plural, read_json, write_json
-from runs import QUESTION_OF_MODEL, REFERENCE_MODEL, SIMULATED, is_simulated, model_title, starter_command
+from runs import (MODEL_KINDS, QUESTION_OF_MODEL, REFERENCE_MODEL, SIMULATED, is_simulated, model_title,
+                  order_reference, starter_command)
 
 NEIGHBOR_COUNT = 10
 TOP_CONFUSION_COUNT = 20  # metrics.json's top_confusions
@@ -65,31 +66,34 @@ def read_logits(logits, labels):
 
 
 def reference_order(out_dir, model, wnids, meta=None, where=()):
-    """Class order of the figures: the model's own for clip, clip's own order for the others.
-    Given this run's meta, also warn when clip's run saw other image files or other class names.
-    `where` as for runs.starter_command."""
-    if model == REFERENCE_MODEL:
+    """Class order of the figures: the run's own (None) for a zero-shot CLIP, that of the run it
+    keeps the order of for the others (runs.order_reference: clip's for debiaspl, the source's for
+    a training-free run). Given this run's meta, also warn when that run saw other image files or
+    other class names. `where` as for runs.starter_command."""
+    reference = order_reference({"model": model, **(meta or {})})
+    if reference is None:
         return None
-    path = Path(out_dir) / REFERENCE_MODEL / "metrics.json"
+    path = Path(out_dir) / reference / "metrics.json"
+    make = starter_command(reference if reference in MODEL_KINDS else REFERENCE_MODEL, where)
     if not path.is_file():
-        raise UserError(f"{path} does not exist: run `{starter_command(REFERENCE_MODEL, where)}` "
-                        f"first, so that --model {model} can keep clip's class order.")
-    reference = read_json(path, "clip's metrics")
-    if sorted(reference["own_order"]) != sorted(wnids):
-        raise UserError(f"{path} was made on other classes than this dataset's; run "
-                        f"`{starter_command(REFERENCE_MODEL, where)}` again on this dataset.")
-    theirs, ours = reference.get("settings", {}), meta or {}
+        raise UserError(f"{path} does not exist: run `{make}` first, so that --model {model} can "
+                        f"keep {reference}'s class order.")
+    reference_metrics = read_json(path, f"{reference}'s metrics")
+    if sorted(reference_metrics["own_order"]) != sorted(wnids):
+        raise UserError(f"{path} was made on other classes than this dataset's; run `{make}` again "
+                        "on this dataset.")
+    theirs, ours = reference_metrics.get("settings", {}), meta or {}
     if theirs.get("file_list_sha256") and ours.get("file_list_sha256") and \
             theirs["file_list_sha256"] != ours["file_list_sha256"]:
-        print(f"warning: clip's run in {out_dir} saw other image files than this {model} run; its "
+        print(f"warning: {reference}'s run in {out_dir} saw other image files than this {model} run; its "
               "class order still applies, but the two runs are not on the same images.",
               file=sys.stderr)
     if theirs.get("class_names") and ours.get("class_names") and \
             theirs["class_names"] != ours["class_names"]:
-        print(f"warning: clip's run in {out_dir} used --class-names {theirs['class_names']} and this "
+        print(f"warning: {reference}'s run in {out_dir} used --class-names {theirs['class_names']} and this "
               f"{model} run {ours['class_names']}; the report names the classes differently in the "
               "two runs.", file=sys.stderr)
-    return reference["own_order"]
+    return reference_metrics["own_order"]
 
 
 def class_reference(predictions, index):

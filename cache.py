@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from outputs import UserError, plural, write_atomic
+from runs import NO_META
 
 # The zip format's earliest date: members carry no time of writing, so equal content is equal bytes.
 ZIP_TIMESTAMP = (1980, 1, 1, 0, 0, 0)
@@ -47,7 +48,6 @@ class Predictions:
 PREDICTION_KEYS = ("logits", "labels", "paths", "wnids", "names", "meta")
 REQUIRED_KEYS = PREDICTION_KEYS[:-1]  # a cache written by another tool may lack meta
 FEATURE_KEYS = ("image_features", "text_features")  # optional: a cache without them still works
-NO_META = "unknown (no meta in the cache)"
 
 
 def write_npy_member(archive, key, dtype, shape, blocks):

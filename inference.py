@@ -18,7 +18,7 @@ import distributed
 import models
 from cache import load_predictions
 from chunk_store import ChunkStore, Part
-from outputs import UserError
+from outputs import UserError, plural
 
 WAIT_SECONDS = 1.0  # how often the main process looks for the other processes' parts
 
@@ -175,15 +175,15 @@ class JobProgress:
                   f"({self.place.world_size} process{'es' * (self.place.world_size > 1)})")
 
 
-def build_model(config, names, imagenet_indices, device, args, place):
+def build_model(config, described, device, args, place):
     """(module, transform, weights identity). Under torchrun the main process builds first: the
     others then read CLIP's text classifier from the cache it wrote, instead of all computing it."""
     def build():
         if config.model == "clip":
             return models.build_clip_zero_shot(
-                args.clip_weights, config.prompts, names, device, config.precision,
-                Path(args.out) / "cache", args.trust_checkpoint, config.features)
-        return models.build_debiaspl(args.checkpoint, config.branch, imagenet_indices,
+                config.architecture, args.clip_weights, config.templates, described.names, device,
+                config.precision, Path(args.out) / "cache", args.trust_checkpoint, config.features)
+        return models.build_debiaspl(args.checkpoint, config.branch, described.imagenet_indices,
                                      args.trust_checkpoint)
 
     built = build() if place.is_main else None
@@ -191,16 +191,19 @@ def build_model(config, names, imagenet_indices, device, args, place):
     return built or build()
 
 
-def predict(config, args, split_dir, run_dir):
-    """Run the configured model over split_dir into RUN/predictions.npz; return its Predictions
-    in the main process, None in the others."""
+def predict(config, described, args, split_dir, run_dir):
+    """Run the configured model over split_dir's classes (`described`, classes.DatasetClasses)
+    into RUN/predictions.npz; return its Predictions in the main process, None in the others."""
     import torch
     from torchvision.datasets import ImageFolder
     place = distributed.current_place()
-    wnids = classes.find_class_folders(split_dir)
-    imagenet_indices, names = classes.describe_classes(wnids, config.class_names)
+    wnids = list(described.folders)
     if place.is_main:
         classes.warn_if_not_imagenet100(wnids)
+        prompts = (f"; prompts: {plural(len(config.templates), 'template')} from "
+                   f"{described.templates_source}" if config.templates else "")
+        print(f"{described.dataset}: {plural(len(wnids), 'class', 'classes')} named by "
+              f"{described.names_source}{prompts}")
     # Scan the files before loading a model, so a wrong folder fails in seconds.
     folder = ImageFolder(split_dir, allow_empty=True)
     if folder.classes != wnids:
@@ -214,10 +217,11 @@ def predict(config, args, split_dir, run_dir):
     models.set_precision(device, config.precision)
     distributed.start(place)
     try:
-        model, transform, identity = build_model(config, names, imagenet_indices, device, args, place)
+        model, transform, identity = build_model(config, described, device, args, place)
         manifest = {**config.meta(), "weights_identity": identity, "file_list_sha256": file_list_sha256,
                     "device": device.type, "chunk_size": config.chunk_size}
-        store = ChunkStore(run_dir, config.fingerprint(identity, file_list_sha256, device.type),
+        store = ChunkStore(run_dir, config.fingerprint(identity, file_list_sha256, device.type,
+                                                       described.names),
                            len(relative_paths), config.chunk_size, manifest)
         if place.is_main:
             note = store.prepare()
@@ -243,7 +247,7 @@ def predict(config, args, split_dir, run_dir):
     if config.features:
         text_features = model.text_features
         meta["logit_scale"] = model.scale  # logits = logit_scale x image_features @ text_features.T
-    skipped = store.merge(cache, relative_paths, wnids, names, meta, text_features)
+    skipped = store.merge(cache, relative_paths, wnids, list(described.names), meta, text_features)
     for index, reason in sorted(skipped.items()):
         print(f"skipped unreadable image {folder.samples[index][0]} ({reason})", file=sys.stderr)
     return load_predictions(cache)

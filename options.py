@@ -13,9 +13,9 @@ import numpy as np
 
 import classes
 from explorer import DEFAULT_THUMBNAILS, EXPLORER_FILE
-from models import PRECISIONS, SINGLE_PROMPT
+from models import PRECISIONS
 from run_config import DEFAULT_CHUNK_IMAGES
-from runs import MODEL_TITLES
+from runs import DEFAULT_CLIP_ARCHITECTURE, MODEL_KINDS, MODELS, REFERENCE_MODEL, TRAINING_FREE
 
 PROJECT_DIR = Path(__file__).resolve().parent
 COURSE_DATA_DIR = "/scratch/eecs542f25_class_root/eecs542f25_class/shared_data/imagenet-100"
@@ -71,19 +71,19 @@ class OneLineErrorParser(argparse.ArgumentParser):
 def model_choice(text):
     """argparse type of --model: one of the runs this tool makes, with the nearest named on a
     typo."""
-    if text in MODEL_TITLES:
+    if text in MODELS:
         return text
-    nearest = difflib.get_close_matches(text, MODEL_TITLES, n=1, cutoff=0.4)
+    nearest = difflib.get_close_matches(text, MODELS, n=1, cutoff=0.4)
     hint = f"did you mean --model {nearest[0]}? " if nearest else ""
     raise argparse.ArgumentTypeError(f"{text!r} is not a model this tool runs; {hint}"
-                                     f"(choose from {', '.join(MODEL_TITLES)})")
+                                     f"(choose from {', '.join(MODELS)})")
 
 
 def build_parser():
     parser = OneLineErrorParser(
         prog="starter.py", description=WORKFLOW, formatter_class=HelpFormatter,
         usage="python %(prog)s (--model MODEL | --demo | --report | --explore | --bundle) [options]")
-    parser.add_argument("--model", type=model_choice, metavar="{" + ",".join(MODEL_TITLES) + "}",
+    parser.add_argument("--model", type=model_choice, metavar="{" + ",".join(MODELS) + "}",
                         help="which model to evaluate: clip (Q1), debiaspl (Q2; run clip first), "
                              "clip-la (clip's cached logits, logit-adjusted; run clip first), "
                              "clip-pm (clip's cached logits, prior-matched; run clip first) or "
@@ -145,23 +145,50 @@ def build_parser():
     handed_in.add_argument("--appendix", action="store_true",
                            help="add the per-class tables, clip-la's prior and the other runs' "
                                 "figures as an appendix")
+    runs = parser.add_argument_group(
+        "run folders",
+        "clip (RN50), debiaspl, clip-la, clip-pm and clip-ca write to OUT/<model>/; another CLIP "
+        "writes to OUT/clip-<model>-<weights>/, on a dataset whose classes are not ImageNet's to "
+        "OUT/<dataset>-clip-.../, and a training-free run on another source to OUT/<source>-la/ "
+        "(-pm, -ca): the homework's runs are never overwritten")
+    runs.add_argument("--run-name", metavar="NAME",
+                      help="the run's folder under OUT instead of the default above")
+    runs.add_argument("--source", metavar="RUN", default=REFERENCE_MODEL,
+                      help="clip-la, clip-pm, clip-ca: the run folder under OUT whose cache they "
+                           "debias (clip-ca: a CLIP run that kept its features)")
     clip = parser.add_argument_group("CLIP (--model clip)")
+    clip.add_argument("--clip-model", default=DEFAULT_CLIP_ARCHITECTURE, metavar="NAME",
+                      help="any of open_clip.list_models(): RN50 (the homework's), ViT-B-32, "
+                           "ViT-B-16, ViT-L-14, ...")
     clip.add_argument("--clip-weights", default="openai",
-                      help="'openai' (open_clip downloads OpenAI's RN50 weights) or a local file: "
-                           "OpenAI's RN50.pt or a saved open_clip RN50 state dict")
+                      help="an open_clip pretrained tag of --clip-model (openai, "
+                           "laion2b_s34b_b79k, ...: open_clip.list_pretrained() lists them; "
+                           "downloaded by open_clip) or a local file: OpenAI's TorchScript .pt "
+                           "(RN50.pt), an open_clip state dict (.pt, .pth, .bin) or a .safetensors "
+                           "file")
     clip.add_argument("--prompts", choices=("ensemble", "single"), default="ensemble",
-                      help="ensemble: OpenAI's 80 ImageNet templates (CLIP's published protocol); "
-                           f"single: exactly {SINGLE_PROMPT!r}")
+                      help="ensemble: the dataset's templates file (--templates, else "
+                           f"{classes.TEMPLATES_FILE} in the dataset), else OpenAI's 80 ImageNet "
+                           f"templates for ImageNet classes and {classes.SINGLE_TEMPLATE!r} "
+                           f"otherwise; single: exactly {classes.SINGLE_TEMPLATE!r}")
+    clip.add_argument("--templates", type=Path, metavar="FILE",
+                      help="prompt templates, one per line with {c} for the class name "
+                           f"(CLIP_benchmark's {classes.TEMPLATES_FILE} format)")
     clip.add_argument("--no-features", action="store_true",
                       help="keep only the logits in the cache, not CLIP's image embeddings [N, D] "
                            "and class text embeddings [K, D] (image_features, text_features; "
                            "D = 1,024 for RN50: 4 KB an image, 5 GB for ImageNet-1k's training "
                            "set)")
     clip.add_argument("--class-names", choices=sorted(classes.CLASS_NAME_COLUMNS), default="openai",
-                      help="the class names in CLIP's prompts, figures and tables: openai (CLIP's "
-                           "curated names, its published protocol) or wordnet (each wnid's first "
-                           "WordNet lemma, as the course's starter code uses); debiaspl uses them "
-                           "for display only")
+                      help="for ImageNet classes, the names in CLIP's prompts, figures and tables: "
+                           "openai (CLIP's curated names, its published protocol) or wordnet (each "
+                           "wnid's first WordNet lemma, as the course's starter code uses); "
+                           "debiaspl uses them for display only")
+    clip.add_argument("--class-names-file", type=Path, metavar="FILE",
+                      help=f"class names, one per line in sorted class-folder order (CLIP_benchmark's "
+                           f"{classes.CLASS_NAMES_FILE} format); the default is "
+                           f"{classes.CLASS_NAMES_FILE} in the dataset when it has one, else the "
+                           "ImageNet tables for ImageNet wnids, else the folder names")
     debiaspl = parser.add_argument_group("DebiasPL (--model debiaspl)")
     debiaspl.add_argument("--checkpoint", default="./debiaspl_zsl_epoch50.pth.tar",
                           help="the DebiasPL FixMatch checkpoint (.pth.tar)")
@@ -294,6 +321,9 @@ def missing_data_folder(args):
             "IMAGENET100_ROOT, or try `python starter.py --demo`, which needs no data.")
 
 
+TRAINING_FREE_MODELS = [model for model, kind in MODEL_KINDS.items() if kind == TRAINING_FREE]
+
+
 def for_reports(args):
     return bool(args.report or args.demo)
 
@@ -308,7 +338,8 @@ MODE_OPTIONS = {
     "from_cache": ("--model", lambda args: bool(args.model)),
     "verbose": ("--demo", lambda args: args.demo),
     "title_note": ("--model clip or debiaspl", lambda args: args.model in ("clip", "debiaspl")),
-    "no_features": ("--model clip", lambda args: args.model == "clip"),
+    **dict.fromkeys(("no_features", "clip_model", "templates"), ("--model clip", lambda args: args.model == "clip")),
+    "source": ("--model clip-la, clip-pm or clip-ca", lambda args: args.model in TRAINING_FREE_MODELS),
     **dict.fromkeys(("checkpoint", "branch"), ("--model debiaspl", lambda args: args.model == "debiaspl")),
     **dict.fromkeys(("la_momentum", "la_threshold", "la_lambda", "la_mode", "la_seed", "la_passes"),
                     ("--model clip-la", lambda args: args.model == "clip-la")),

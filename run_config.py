@@ -11,7 +11,8 @@ from dataclasses import asdict, dataclass
 DEFAULT_CHUNK_IMAGES = 8192
 # The options whose difference changes what a cache's results mean (batch and chunk size change
 # at most the last bits of the logits).
-RESULT_OPTIONS = ("prompts", "class_names", "branch", "precision")
+RESULT_OPTIONS = ("architecture", "prompts", "class_names", "branch", "precision")
+OPTION_NAMES = {"architecture": "clip_model"}  # fields named otherwise than their option
 
 
 def default_chunk_size(batch_size):
@@ -21,31 +22,43 @@ def default_chunk_size(batch_size):
 
 @dataclass(frozen=True)
 class InferenceConfig:
-    """What decides a model run's logits (`--model clip` or `debiaspl`), as the user gave it.
-    The options of the other model are None."""
+    """What decides a model run's logits (`--model clip` or `debiaspl`), as the user gave it, and
+    the dataset's classes as read from its folder. The options of the other model are None."""
     model: str
     split: str
     weights: str  # --clip-weights or --checkpoint, as given
+    architecture: str | None  # clip: --clip-model
     prompts: str | None  # clip
-    class_names: str  # clip's prompts (and every run's display names)
+    class_names: str  # --class-names: the ImageNet table's column
     branch: str | None  # debiaspl
     features: bool | None  # clip: keep the image and text embeddings in the cache
     precision: str
     batch_size: int
     chunk_size: int
     title_note: str | None = None  # --title-note: words for the titles, nothing for the logits
+    dataset: str | None = None  # the dataset's display name (classes.DatasetClasses)
+    names_source: str | None = None  # where the class names come from
+    templates_source: str | None = None  # clip: where the prompt templates come from
+    templates: tuple | None = None  # clip: the prompt templates, {c} for the class name
 
     @classmethod
-    def from_args(cls, args, split):
+    def from_args(cls, args, split, described=None):
+        """The run's configuration; `described` (classes.DatasetClasses) when the dataset's
+        folder has been read, else its fields stay None (a run from cache)."""
         clip = args.model == "clip"
+        dataset_fields = {} if described is None else {
+            "dataset": described.dataset, "names_source": described.names_source,
+            "templates_source": described.templates_source if clip else None,
+            "templates": described.templates if clip else None}
         return cls(model=args.model, split=split,
                    weights=str(args.clip_weights if clip else args.checkpoint),
+                   architecture=args.clip_model if clip else None,
                    prompts=args.prompts if clip else None, class_names=args.class_names,
                    branch=None if clip else args.branch,
                    features=not args.no_features if clip else None, precision=args.precision,
                    batch_size=args.batch_size,
                    chunk_size=args.chunk_size or default_chunk_size(args.batch_size),
-                   title_note=args.title_note)
+                   title_note=args.title_note, **dataset_fields)
 
     def meta(self):
         """The fields the cache's meta records: those of the other model left out, and the chunk
@@ -53,20 +66,23 @@ class InferenceConfig:
         return {key: value for key, value in asdict(self).items()
                 if value is not None and key != "chunk_size"}
 
-    def fingerprint(self, weights_identity, file_list_sha256, device_type):
+    def fingerprint(self, weights_identity, file_list_sha256, device_type, class_names=()):
         """SHA-256 of everything a part's logits depend on: the options (not the weights' path,
-        which may differ between nodes, but the file's content), the image file list and the
-        kind of device. Parts with another fingerprint are never mixed into this run's cache."""
+        which may differ between nodes, but the file's content), the prompts' class names, the
+        image file list and the kind of device. Parts with another fingerprint are never mixed
+        into this run's cache."""
         options = {key: value for key, value in asdict(self).items()
                    if key not in ("weights", "title_note")}
         content = {key: value for key, value in weights_identity.items() if key != "path"}
-        key = json.dumps([options, content, file_list_sha256, device_type], sort_keys=True)
+        key = json.dumps([options, content, file_list_sha256, device_type, list(class_names)],
+                         sort_keys=True)
         return hashlib.sha256(key.encode()).hexdigest()
 
     def differences(self, meta):
         """How this configuration differs from the one a cache's meta records, as option texts
         ('--prompts single, not ensemble'); options the cache does not record are skipped."""
-        return [f"--{option.replace('_', '-')} {meta[option]}, not {getattr(self, option)}"
+        return [f"--{OPTION_NAMES.get(option, option).replace('_', '-')} {meta[option]}, not "
+                f"{getattr(self, option)}"
                 for option in RESULT_OPTIONS
                 if getattr(self, option) is not None and meta.get(option, getattr(self, option))
                 != getattr(self, option)]

@@ -29,6 +29,7 @@ from pathlib import Path
 
 import analysis
 import classes
+import models
 import training_free
 from explorer import EXPLORER_FILE
 from cache import load_predictions, save_predictions
@@ -37,8 +38,9 @@ from options import build_parser, missing_data_folder, unused_option_notes
 from run_config import InferenceConfig
 from figure_workers import figure_processes, terminate_as_interrupt
 from outputs import UserError, plural
-from runs import (CONCEPT_ALIGNED_MODEL, LOGIT_ADJUSTED_MODEL, MODEL_TITLES, PRIOR_MATCHED_MODEL,
-                  REFERENCE_MODEL, SIMULATED, split_out_dir, starter_command)
+from runs import (CONCEPT_ALIGNED_MODEL, LOGIT_ADJUSTED_MODEL, MODEL_KINDS, MODELS, PRIOR_MATCHED_MODEL,
+                  REFERENCE_MODEL, SIMULATED, TRAINING_FREE, default_run_name, split_out_dir,
+                  starter_command, write_descriptor)
 
 # The demo's install check: real code and random weights on a few classes (CLIP's text encoder
 # costs ~0.25 s per class name on a CPU) and images.
@@ -73,12 +75,53 @@ def cache_differences(meta, args, split):
     return differences
 
 
+def run_folder(args, split):
+    """The run's folder: --run-name, else the default for its model, weights, dataset and source
+    (runs.default_run_name); the dataset's name counts only when its classes are not ImageNet's,
+    and is read from --data's class folders when they are on this machine."""
+    if args.run_name:
+        return args.run_name
+    if MODEL_KINDS[args.model] == TRAINING_FREE:
+        return default_run_name(args.model, source=args.source)
+    dataset = None
+    if Path(args.data).expanduser().is_dir():
+        split_dir = classes.resolve_split_dir(args.data, split)[1]
+        if not classes.are_imagenet1k_wnids(classes.find_class_folders(split_dir)):
+            dataset = classes.dataset_classes(split_dir, prompts=None).dataset
+    return default_run_name(args.model, args.clip_model if args.model == "clip" else None,
+                            args.clip_weights, dataset)
+
+
+def infer(args, split, out_dir, run_dir):
+    """A model run over --data's images into RUN/predictions.npz: its Predictions, None in the
+    other processes of a torchrun job. A wrong setup (no data, no clip run for debiaspl, a
+    dataset debiaspl cannot predict, an unknown CLIP model or weights) stops before any model
+    loads."""
+    if missing_data_folder(args):
+        raise UserError(missing_data_folder(args))
+    split, split_dir = classes.resolve_split_dir(args.data, split)
+    clip = args.model == "clip"
+    described = classes.dataset_classes(split_dir, args.class_names, args.class_names_file,
+                                        args.templates if clip else None,
+                                        args.prompts if clip else None)
+    if args.model == "debiaspl" and described.imagenet_indices is None:
+        raise UserError(f"--model debiaspl predicts ImageNet-1k's 1,000 classes, but the class "
+                        f"folders of {split_dir} ({described.folders[0]}, ...) are not ImageNet "
+                        "wnids; run --model clip on this dataset instead.")
+    analysis.reference_order(out_dir, args.model, list(described.folders), where=args.where)
+    import inference  # torch and the models load only when a model runs
+    if clip:
+        models.check_clip_choice(args.clip_model, args.clip_weights, args.trust_checkpoint)
+    return inference.predict(InferenceConfig.from_args(args, split, described), described, args,
+                             split_dir, run_dir)
+
+
 def run(args):
     """Make or read the --model run and analyse it: (the terminal's text of its answers, its
     metrics.json summary, its folder); None in the other processes of a torchrun job."""
     split = chosen_split(args)
     out_dir = split_out_dir(args.out, split)
-    run_dir = out_dir / args.model
+    run_dir = out_dir / run_folder(args, split)
     cache = run_dir / "predictions.npz"
     if args.from_cache:
         predictions = load_predictions(cache, starter_command(args.model, args.where))
@@ -91,16 +134,10 @@ def run(args):
         import concept_alignment  # scikit-learn, and CLIP's text encoder for the new names
         predictions = concept_alignment.align_clip_concepts(args, out_dir, run_dir)
     else:
-        # A wrong setup (no data, no clip run, other classes) stops here, before any model loads.
-        if missing_data_folder(args):
-            raise UserError(missing_data_folder(args))
-        split, split_dir = classes.resolve_split_dir(args.data, split)
-        analysis.reference_order(out_dir, args.model, classes.find_class_folders(split_dir),
-                                 where=args.where)
-        import inference  # torch and the models load only when a model runs
-        predictions = inference.predict(InferenceConfig.from_args(args, split), args, split_dir, run_dir)
+        predictions = infer(args, split, out_dir, run_dir)
         if predictions is None:  # another process of a torchrun job: the main one analyses
             return None
+    write_descriptor(run_dir, predictions.meta)
     summary, centroids, selection = analysis.analyze(predictions, run_dir, out_dir)
     return analysis.format_report(summary, centroids, selection), summary, run_dir
 
@@ -114,8 +151,8 @@ def print_run(args):
 
 
 def run_briefly(argv, verbose):
-    """run() of a demo step, in one line unless `verbose`: what it printed is held back, and shown
-    only when it fails. Returns the line."""
+    """run() of a demo step, quiet unless `verbose`: what it printed is held back, and shown only
+    when it fails. Returns (its metrics.json summary, its folder, seconds taken)."""
     start = time.perf_counter()
     held = io.StringIO()
     try:
@@ -126,9 +163,7 @@ def run_briefly(argv, verbose):
         raise
     if verbose:
         print(f"{held.getvalue()}{text}")
-    return (f"{summary['model']}: {plural(summary['num_images'], 'image')}, accuracy "
-            f"{summary['accuracy']:.3f}, balanced accuracy {summary['balanced_accuracy']:.3f}, "
-            f"{time.perf_counter() - start:.1f} s; outputs in {run_dir}")
+    return summary, run_dir, time.perf_counter() - start
 
 
 def run_demo(args):
@@ -157,8 +192,9 @@ def check_install(args, out_dir):
         common += [] if args.workers is None else ["--workers", str(args.workers)]
         for model, weights in (("clip", ["--clip-weights", str(files.clip_weights), "--prompts", "single"]),
                                ("debiaspl", ["--checkpoint", str(files.debiaspl_checkpoint)])):
-            line = run_briefly(["--model", model, *weights, *common], args.verbose)
-            print(f"install check: OK, {RANDOM_WEIGHTS}: {line}")
+            summary, run_dir, seconds = run_briefly(["--model", model, *weights, *common], args.verbose)
+            print(f"install check: {model} OK, {plural(summary['num_images'], 'image')}, "
+                  f"{RANDOM_WEIGHTS}, {seconds:.1f} s; outputs in {run_dir}")
 
 
 def analyse_simulated_runs(args, out_dir):
@@ -172,7 +208,10 @@ def analyse_simulated_runs(args, out_dir):
         save_predictions(Path(out_dir) / model / "predictions.npz", predictions)
     for model, options in (("clip", ["--from-cache"]), ("debiaspl", ["--from-cache"]),
                            (LOGIT_ADJUSTED_MODEL, []), (PRIOR_MATCHED_MODEL, [])):
-        print(f"{SIMULATED} {run_briefly(['--model', model, *options, '--out', str(out_dir)], args.verbose)}")
+        summary, run_dir, seconds = run_briefly(["--model", model, *options, "--out", str(out_dir)],
+                                                args.verbose)
+        print(f"{SIMULATED} {model}: accuracy {summary['accuracy']:.3f}, balanced accuracy "
+              f"{summary['balanced_accuracy']:.3f}, {seconds:.1f} s; outputs in {run_dir}")
     write_report(out_dir, args)
     write_explorer(out_dir, args)
 
@@ -216,7 +255,7 @@ def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
     if not (args.demo or args.model or args.report or args.explore or args.bundle):
-        parser.error(f"choose --model {'|'.join(MODEL_TITLES)}, --demo, --report, --explore or --bundle")
+        parser.error(f"choose --model {'|'.join(MODELS)}, --demo, --report, --explore or --bundle")
     if args.thumbnails < 0:
         parser.error("--thumbnails must be at least 0")
     if args.batch_size < 1 or (args.workers or 0) < 0 or args.la_passes < 1 or (args.threads or 1) < 1:

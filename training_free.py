@@ -18,22 +18,32 @@ import metrics
 import plotting
 from cache import load_predictions, write_predictions
 from outputs import UserError, plural, read_json, write_figure, write_json
-from runs import (LOGIT_ADJUSTED_MODEL, PRIOR_MATCHED_MODEL, REFERENCE_MODEL, model_title,
+from runs import (LOGIT_ADJUSTED_MODEL, PRIOR_MATCHED_MODEL, REFERENCE_MODEL, RUN_FILE, model_title,
                   starter_command)
 
 LAMBDA_SWEEP = np.linspace(0.0, 2.0, 21)  # λ values of la_sweep.png
 TARGET_SUM_TOLERANCE = 1e-6
 
 
-def load_clip_cache(out_dir, model, where=()):
-    """clip's cached predictions, which `model` debiases. Stops before anything is written when
-    they are missing or clip's class order cannot be used; `where` as for runs.starter_command."""
-    path = Path(out_dir) / REFERENCE_MODEL / "predictions.npz"
+def load_clip_cache(out_dir, model, where=(), source=REFERENCE_MODEL):
+    """The cached predictions of the run `source` (default clip), which `model` debiases. Stops
+    before anything is written when they are missing or their class order cannot be used;
+    `where` as for runs.starter_command."""
+    path = Path(out_dir) / source / "predictions.npz"
     if not path.is_file():
-        raise UserError(f"--model {model} debiases clip's cached logits but {path} does not exist: "
-                        f"run `{starter_command(REFERENCE_MODEL, where)}` first.")
-    clip = load_predictions(path, starter_command(REFERENCE_MODEL, where))
-    analysis.reference_order(out_dir, model, [str(wnid) for wnid in clip.wnids], where=where)
+        present = sorted(folder.name for folder in Path(out_dir).glob("*")
+                         if (folder / "predictions.npz").is_file())
+        fix = (f"run `{starter_command(REFERENCE_MODEL, where)}` first" if source == REFERENCE_MODEL
+               else f"pass --source with one of {', '.join(present)}" if present
+               else f"make the run {source} first")
+        raise UserError(f"--model {model} debiases the cached logits of the run {source}, but "
+                        f"{path} does not exist; {fix}.")
+    descriptor = Path(out_dir) / source / RUN_FILE
+    made_by = read_json(descriptor, "the run descriptor")["model"] if descriptor.is_file() else REFERENCE_MODEL
+    clip = load_predictions(path, starter_command(made_by, where, *(
+        () if source == REFERENCE_MODEL else ("--run-name", source))))
+    analysis.reference_order(out_dir, model, [str(wnid) for wnid in clip.wnids],
+                             derived_meta(model, clip, source), where)
     return clip
 
 
@@ -44,14 +54,14 @@ def describe_prior(prior, names):
             f"{prior[ranked[-1]]:.4f} ({names[ranked[-1]]}), uniform {1 / len(prior):.4f}")
 
 
-def derived_meta(model, clip):
-    """The meta every run derived from clip's cache starts from: it carries clip's own meta (so a
-    SIMULATED clip makes a SIMULATED clip-la)."""
-    return {"model": model, REFERENCE_MODEL: clip.meta}
+def derived_meta(model, clip, source=REFERENCE_MODEL):
+    """The meta every run derived from a run's cache starts from: it names that run and carries
+    its meta (so a SIMULATED clip makes a SIMULATED clip-la)."""
+    return {"model": model, "source_run": source, "source_meta": clip.meta}
 
 
-def debiased_predictions(clip, model, method, settings, class_columns, logits_blocks, run_dir,
-                         out_dir, **tables):
+def debiased_predictions(clip, source, model, method, settings, class_columns, logits_blocks,
+                         run_dir, out_dir, **tables):
     """Write prior.json and the run's predictions.npz, its logits from `logits_blocks` (row blocks
     in order, each written and dropped), and return its Predictions (as read back: memory-mapped).
 
@@ -67,8 +77,8 @@ def debiased_predictions(clip, model, method, settings, class_columns, logits_bl
                     for index, (wnid, name) in enumerate(zip(clip.wnids, clip.names))],
         **tables,
     })
-    meta = {**derived_meta(model, clip), method: settings,
-            "adjusted_cache": str(Path(out_dir) / REFERENCE_MODEL / "predictions.npz")}
+    meta = {**derived_meta(model, clip, source), method: settings,
+            "adjusted_cache": str(Path(out_dir) / source / "predictions.npz")}
     cache = run_dir / "predictions.npz"
     write_predictions(cache, logits_blocks, clip.logits.shape, clip.labels, clip.paths, clip.wnids,
                       clip.names, meta)
@@ -104,7 +114,7 @@ def log_priors(estimate, mode):
 
 def adjust_clip_predictions(args, out_dir, run_dir):
     """clip-la's Predictions (clip's cached logits − λ·log p̂); writes prior.json and la_sweep.png."""
-    clip = load_clip_cache(out_dir, LOGIT_ADJUSTED_MODEL, args.where)
+    clip = load_clip_cache(out_dir, LOGIT_ADJUSTED_MODEL, args.where, args.source)
     batches = logit_adjustment.shuffled_batches(len(clip.labels), args.batch_size, args.la_seed,
                                                 args.la_passes)
     estimate = logit_adjustment.estimate_prior(clip.logits, batches, args.la_momentum,
@@ -119,7 +129,7 @@ def adjust_clip_predictions(args, out_dir, run_dir):
     accuracy, balanced = lambda_sweep(clip.logits, clip.labels, log_priors_of, strengths)
     write_figure(run_dir / "la_sweep.png", plotting.lambda_sweep_figure(
         strengths, accuracy, balanced, args.la_lambda,
-        title=f"{model_title(derived_meta(LOGIT_ADJUSTED_MODEL, clip))}: {args.la_mode} p̂ "
+        title=f"{model_title(derived_meta(LOGIT_ADJUSTED_MODEL, clip, args.source))}: {args.la_mode} p̂ "
               f"(m = {args.la_momentum:g}, τ = {args.la_threshold:g})"))
     if estimate.num_updating_batches == 0:
         print(f"warning: no image reached softmax confidence τ = {args.la_threshold:g}, so p̂ stayed "
@@ -130,7 +140,7 @@ def adjust_clip_predictions(args, out_dir, run_dir):
     sweep = [{"lambda": float(strength), "accuracy": float(a), "balanced_accuracy": float(b)}
              for strength, a, b in zip(strengths, accuracy, balanced)]
     return debiased_predictions(
-        clip, LOGIT_ADJUSTED_MODEL, "logit_adjustment", settings, {"prior": estimate.prior},
+        clip, args.source, LOGIT_ADJUSTED_MODEL, "logit_adjustment", settings, {"prior": estimate.prior},
         (logit_adjustment.shift_logits(clip.logits[rows], log_priors_of(rows), args.la_lambda)
          for rows in analysis.blocks_of(clip.logits)), run_dir, out_dir, lambda_sweep=sweep)
 
@@ -186,7 +196,7 @@ def read_target(path, wnids, names):
 def match_clip_prior(args, out_dir, run_dir):
     """clip-pm's Predictions (clip's cached logits − b, with b from prior matching); writes
     prior.json (b, the target and the implied prior softmax(b + log target))."""
-    clip = load_clip_cache(out_dir, PRIOR_MATCHED_MODEL, args.where)
+    clip = load_clip_cache(out_dir, PRIOR_MATCHED_MODEL, args.where, args.source)
     wnids = [str(wnid) for wnid in clip.wnids]
     target = (read_target(args.pm_target, wnids, [str(name) for name in clip.names]) if args.pm_target
               else np.full(len(wnids), 1.0 / len(wnids)))
@@ -207,7 +217,7 @@ def match_clip_prior(args, out_dir, run_dir):
               f"debiased probability of some class still differs from its target by "
               f"{match.deviation:.3g}; clip-pm uses the last bias.", file=sys.stderr)
     return debiased_predictions(
-        clip, PRIOR_MATCHED_MODEL, "prior_matching", settings,
+        clip, args.source, PRIOR_MATCHED_MODEL, "prior_matching", settings,
         {"prior": prior, "target": target, "bias": match.bias},
         (np.asarray(clip.logits[rows], dtype=np.float64) - match.bias
          for rows in analysis.blocks_of(clip.logits)), run_dir, out_dir)
