@@ -124,12 +124,12 @@ class JobProgress:
     """One bar for the whole job, shown by the main process: its own images batch by batch, the
     other processes' as their parts appear; and the closing rate line."""
 
-    def __init__(self, store, place):
+    def __init__(self, store, place, label):
         from tqdm import tqdm
         self.store, self.place = store, place
         self.done_before = self.finished_images()
         self.bar = tqdm(total=store.num_images, initial=self.done_before, unit="img", smoothing=0.05,
-                        desc=f"inference ({place.world_size} process{'es' * (place.world_size > 1)})",
+                        desc=f"{label}, images ({plural(place.world_size, 'process', 'processes')})",
                         dynamic_ncols=True, **({} if place.is_main else {"disable": True}))
         self.chunk_images = 0  # this process's images in its chunk in progress
         self.start = self.last_look = time.perf_counter()
@@ -230,7 +230,7 @@ def predict(config, described, args, split_dir, run_dir):
         missing = store.missing()
         distributed.wait_for_all(place)  # everyone has the same list before any part is written
         own = missing[place.rank::place.world_size]
-        with JobProgress(store, place) as progress:
+        with JobProgress(store, place, f"{config.model} on {described.dataset}") as progress:
             compute_chunks(model, IndexedImages(folder.samples, transform), device, config.precision,
                            config.batch_size, place.cpus if args.workers is None else args.workers,
                            args.skip_bad_images, store, own, progress)

@@ -128,6 +128,7 @@ def run(args):
         for difference in cache_differences(predictions.meta, args, split):
             print(f"note: {cache} was made with {difference}; its results are shown as cached.",
                   file=sys.stderr)
+        classes.warn_if_not_imagenet100([str(wnid) for wnid in predictions.wnids])
     elif args.model in training_free.TRAINING_FREE_RUNS:
         predictions = training_free.TRAINING_FREE_RUNS[args.model](args, out_dir, run_dir)  # cached by it
     elif args.model == CONCEPT_ALIGNED_MODEL:
