@@ -24,26 +24,38 @@ from .pdf import (CELL_PADDING, COMPACT_COLUMN_INCHES, FONT, paragraph_styles, r
                   render_pdf, table_flowable)
 from .questions import SUBQUESTION_TOPICS
 from .run_folders import Run, load_runs
-from .sections import build_sections
+from .hand_in import HAND_IN_FILE, HandIn, resolve_hand_in
+from .sections import HOMEWORK_TITLE, build_sections
 
 
-def write_report(out_dir, name="", student_id="", appendix=False):
-    """Write OUT/comparison.png (when clip has run), OUT/report.pdf and OUT/report.md."""
+def write_report(out_dir, name=None, student_id=None, date=None, notes=None, appendix=False):
+    """Write OUT/comparison.png (when clip has run), OUT/report.pdf and OUT/report.md.
+
+    name, student_id, date (a datetime.date, of submission; default today) and notes (the path
+    of a plain-text or Markdown file): None or "" means not given this time, and the ones given
+    before, remembered in OUT/hand-in.json, are kept."""
     out_dir = Path(out_dir)
     runs = load_runs(out_dir)
+    hand_in = resolve_hand_in(out_dir, name, student_id, date, notes)
     comparison = comparison_data(runs)
     if comparison is not None:
         write_figure(out_dir / COMPARISON_FIGURE, draw_comparison(comparison))
     generated = datetime.now().astimezone()
-    sections = build_sections(runs, comparison, out_dir, generated, name, student_id, appendix)
+    sections = build_sections(runs, comparison, out_dir, hand_in, generated, appendix)
     simulated = any(run.simulated for run in runs.values())
-    footer = (f"{SIMULATED} " if simulated else "") + f"Homework 3 report, generated {generated:%Y-%m-%d %H:%M}"
-    write_atomic(out_dir / "report.pdf", lambda f: render_pdf(sections, out_dir, f, footer, simulated))
+    footer = ((f"{SIMULATED} " if simulated else "") + "Homework 3 report"
+              + (f" of {hand_in.name}" if hand_in.name else "")
+              + f", submitted {hand_in.submission_date:%Y-%m-%d} (generated {generated:%Y-%m-%d %H:%M})")
+    title = (f"{SIMULATED}: " if simulated else "") + HOMEWORK_TITLE
+    write_atomic(out_dir / "report.pdf",
+                 lambda f: render_pdf(sections, out_dir, f, title, footer, simulated))
     write_atomic(out_dir / "report.md", lambda f: f.write(render_markdown(sections).encode()))
     return out_dir / "report.pdf", out_dir / "report.md"
 
+
 # What starter.py and the tests use.
-__all__ = ["CELL_PADDING", "COMPACT_COLUMN_INCHES", "COMPARISON_FIGURE", "FONT", "Image",
-           "PSEUDO_LABEL_THRESHOLDS", "Run", "SUBQUESTION_TOPICS", "SUMMARY_COLUMNS", "Section",
-           "Table", "Text", "comparison_data", "draw_comparison", "load_runs", "paragraph_styles",
-           "register_fonts", "run_measures", "table_flowable", "write_report"]
+__all__ = ["CELL_PADDING", "COMPACT_COLUMN_INCHES", "COMPARISON_FIGURE", "FONT", "HAND_IN_FILE",
+           "HandIn", "Image", "PSEUDO_LABEL_THRESHOLDS", "Run", "SUBQUESTION_TOPICS",
+           "SUMMARY_COLUMNS", "Section", "Table", "Text", "comparison_data", "draw_comparison",
+           "load_runs", "paragraph_styles", "register_fonts", "run_measures", "table_flowable",
+           "write_report"]

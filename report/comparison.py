@@ -99,13 +99,16 @@ def training_free_share(runs, model):
     clip, debiaspl, free_run = (run_measures(runs[m].metrics) for m in models)
     sentences = []
     for key, label in (("accuracy", "accuracy"), ("balanced_accuracy", "balanced accuracy"),
-                       ("macro_f1", "macro-F1"), ("kl_from_uniform", "KL divergence from uniform")):
+                       ("macro_f1", "macro-F1"), ("kl_from_uniform", "KL to uniform")):
         trained, free = debiaspl[key] - clip[key], free_run[key] - clip[key]
-        share = f" ({free / trained:.0%} of DebiasPL's change)" if abs(trained) > 1e-12 else ""
-        sentences.append(f"{label}: DebiasPL {trained:+.4f}, {model} {free:+.4f}{share}")
-    return Text(f"Change against clip, DebiasPL (trained) vs {model} (training-free, on clip's own "
-                "logits). " + "; ".join(sentences) + ". DebiasPL is a separately trained ResNet-50, "
-                "so its change mixes debiasing with everything else training does.")
+        share = f"{free / trained:.0%} of " if abs(trained) > 1e-12 else ""
+        sentences.append(f"{label} {free:+.4f} ({share}DebiasPL's {trained:+.4f})")
+    return Text(f"{model}, change against clip: " + ", ".join(sentences) + ".")
+
+
+TRAINING_FREE_NOTE = ("Training-free runs change clip's cached logits and train nothing; DebiasPL is "
+                      "a separately trained ResNet-50, so its change mixes debiasing with "
+                      "everything else training does.")
 
 
 def comparison_section(runs, comparison, out_dir):
@@ -115,8 +118,8 @@ def comparison_section(runs, comparison, out_dir):
         return section
     section.blocks.append(measures_table(runs, COMPARISON_COLUMNS,
                                          "Accuracy and prediction-count imbalance"))
-    section.blocks += [text for text in (training_free_share(runs, m) for m in extra_models(runs))
-                       if text is not None]
+    shares = [text for text in (training_free_share(runs, m) for m in extra_models(runs)) if text]
+    section.blocks += shares + ([Text(TRAINING_FREE_NOTE, "note")] if shares else [])
     selection = pseudo_label_table(runs)
     if selection.rows:
         section.blocks.append(selection)

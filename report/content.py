@@ -15,7 +15,8 @@ NOT_AVAILABLE = "n/a"
 @dataclass
 class Text:
     text: str
-    style: str = "body"  # body | subheading | note
+    style: str = "body"  # body | small | subheading | note | bullet
+    emphasis: bool = False  # the student's Markdown: **bold** and *italic* are rendered
 
 
 @dataclass
@@ -23,7 +24,7 @@ class Table:
     columns: list
     rows: list  # lists of already formatted cells (str)
     caption: str = ""
-    footer: str = ""
+    footer: str = ""  # lines separated by "\n"
     compact: bool = False  # small: the PDF may set it beside the next compact tables
 
 
@@ -32,6 +33,8 @@ class Image:
     path: str  # relative to OUT
     caption: str
     own_page: bool = False
+    orientation: str = None  # "portrait" | "landscape"; None: whichever prints it larger
+    fit_page: bool = False  # shrunk so that the blocks after it, to the next page break, fit its page
 
 
 @dataclass
@@ -40,6 +43,13 @@ class Section:
     subtitle: str = ""
     blocks: list = field(default_factory=list)
     new_page: bool = False
+
+
+def plural(count, word, plural_word=None):
+    """"1 class", "2 classes": the count and the word in the form the count needs."""
+    if count == 1:
+        return f"{count} {word}"
+    return f"{count} {plural_word or (word + 'es' if word.endswith(('s', 'sh', 'ch', 'x')) else word + 's')}"
 
 
 def missing_run_note(model, out_dir):
@@ -63,6 +73,6 @@ def format_number(value, digits=4):
 def format_ratio(ratio, classes_without_predictions):
     """The max/min count ratio, saying why it is infinite instead of dividing by zero."""
     if np.isinf(ratio):
-        return (f"inf: {classes_without_predictions} "
-                + ("class has" if classes_without_predictions == 1 else "classes have") + " 0 predictions")
+        verb = "has" if classes_without_predictions == 1 else "have"
+        return f"inf: {plural(classes_without_predictions, 'class')} {verb} 0 predictions"
     return format_number(ratio, 2)

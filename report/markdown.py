@@ -12,7 +12,7 @@ def markdown_table(table):
     lines.append("|" + "---|" * len(table.columns))
     lines += ["| " + " | ".join(markdown_cell(c) for c in row) + " |" for row in table.rows]
     if table.footer:
-        lines += ["", f"*{table.footer}*"]
+        lines += ["", "  \n".join(f"*{line}*" for line in table.footer.split("\n"))]
     return "\n".join(lines)
 
 
@@ -29,6 +29,8 @@ def render_markdown(sections):
                 parts.append(f"![{block.caption}]({block.path})\n\n*{block.caption}* (`{block.path}`)")
             elif block.style == "subheading":
                 parts.append(f"### {block.text}")
+            elif block.style == "bullet":
+                parts.append(f"- {block.text}")
             elif block.style == "note":
                 parts.append(f"*{block.text}*")
             else:

@@ -46,6 +46,7 @@ TABLE_GAP = 10  # points between side-by-side tables
 
 
 CELL_PADDING = 3  # points
+FIT_SLACK = 12  # points a page sharing a fitted figure keeps spare, for spacing not measured
 
 
 FONT = "DejaVuSans"  # ships with matplotlib; has λ, τ, −, ≈, p̂ and the arrows, unlike Helvetica
@@ -68,6 +69,8 @@ def paragraph_styles():
         "body": body,
         "note": ParagraphStyle("note", body, fontName=f"{FONT}-Oblique", fontSize=8, leading=10,
                                textColor=colors.HexColor("#404040")),
+        "small": ParagraphStyle("small", body, fontSize=8, leading=10, spaceAfter=3),
+        "bullet": ParagraphStyle("bullet", body, leftIndent=12, bulletIndent=3, spaceAfter=2),
         "subheading": ParagraphStyle("subheading", body, fontName=bold, fontSize=9.5, leading=12,
                                      spaceBefore=3, keepWithNext=1),
         "caption": ParagraphStyle("caption", body, fontName=bold, fontSize=8.5, leading=10.5,
@@ -76,14 +79,25 @@ def paragraph_styles():
                                  spaceAfter=TABLE_GAP),
         "section": ParagraphStyle("section", body, fontName=bold, fontSize=13, leading=16,
                                   spaceAfter=6, keepWithNext=1),
-        "title": ParagraphStyle("title", body, fontName=bold, fontSize=16, leading=20,
+        "title": ParagraphStyle("title", body, fontName=bold, fontSize=10.5, leading=13,
                                 spaceAfter=8, keepWithNext=1),
     }
 
 
-def markup(text):
-    """Text as reportlab paragraph markup: escaped, `code` in the monospaced font."""
-    return re.sub(r"`([^`]+)`", rf'<font face="{FONT}Mono">\1</font>', escape(str(text)))
+def markup(text, emphasis=False):
+    """Text as reportlab paragraph markup: escaped, `code` in the monospaced font, and with
+    `emphasis` (the student's Markdown) **bold** and *italic*."""
+    text = re.sub(r"`([^`]+)`", rf'<font face="{FONT}Mono">\1</font>', escape(str(text)))
+    if emphasis:
+        text = re.sub(r"\*\*(.+?)\*\*", r"<b>\1</b>", text)
+        text = re.sub(r"(?<![\w*])[*_](?![\s*])(.+?)(?<![\s*])[*_](?![\w*])", r"<i>\1</i>", text)
+    return text
+
+
+def text_flowable(block, styles):
+    """A Text block as a Paragraph; a bullet item with its bullet."""
+    return Paragraph(markup(block.text, block.emphasis), styles[block.style],
+                     bulletText="•" if block.style == "bullet" else None)
 
 
 def page_geometry(orientation):
@@ -91,6 +105,10 @@ def page_geometry(orientation):
     size = A4 if orientation == PORTRAIT else landscape(A4)
     width = (plotting.PORTRAIT_WIDTH if orientation == PORTRAIT else plotting.LANDSCAPE_WIDTH) * inch
     return size, width, size[1] - 2 * VERTICAL_MARGIN * inch
+
+
+def footer_markup(footer):
+    return "<br/>".join(markup(line) for line in footer.split("\n"))
 
 
 def table_flowable(table, styles, max_width):
@@ -141,7 +159,7 @@ def table_flowables(tables, styles, frame_width):
                 flowables.append(Paragraph(markup(table.caption), styles["caption"]))
             flowables.append(flowable)
             if table.footer:
-                flowables.append(Paragraph(markup(table.footer), styles["footer"]))
+                flowables.append(Paragraph(footer_markup(table.footer), styles["footer"]))
             else:
                 flowable.spaceAfter = TABLE_GAP
         return flowables
@@ -156,7 +174,7 @@ def table_flowables(tables, styles, frame_width):
     flowables = []
     for row in rows:
         cells = [[Paragraph(markup(table.caption), styles["caption"]), flowable]
-                 + ([Paragraph(markup(table.footer), styles["footer"])] if table.footer else [])
+                 + ([Paragraph(footer_markup(table.footer), styles["footer"])] if table.footer else [])
                  for table, flowable, _ in row]
         # The row's spare width is shared out, so that captions wrap less.
         spare = (frame_width - sum(width + TABLE_GAP for _, _, width in row)) / len(row)
@@ -214,18 +232,21 @@ def block_groups(blocks):
 def pdf_story(sections, out_dir, styles):
     """The flowables of the whole report, with page breaks and page templates switched where
     a figure needs another orientation or a page of its own."""
-    story, orientation = [], PORTRAIT
+    story, orientation, fitted = [], PORTRAIT, []
     for index, section in enumerate(sections):
         heading = Paragraph(markup(section.title + (f": {section.subtitle}" if section.subtitle else "")),
                             styles["title" if index == 0 else "section"])
-        heading.section_title = section.title  # read by ReportDocument.afterFlowable
+        # Read by ReportDocument.afterFlowable; the first section's title is the student's
+        # details, not a section to find.
+        heading.section_title = section.title if index else None
         if section.new_page:
             story.append(PageBreakIfNotEmpty(PORTRAIT))
             orientation = PORTRAIT
         pending = [heading]  # placed with the first block, after any page break it needs
         for group in block_groups(section.blocks):
             if isinstance(group, Image):
-                wanted = image_orientation(group, out_dir) or (PORTRAIT if group.own_page else orientation)
+                wanted = (group.orientation or image_orientation(group, out_dir)
+                          or (PORTRAIT if group.own_page else orientation))
                 if wanted != orientation or group.own_page:
                     story.append(PageBreakIfNotEmpty(wanted))
                     orientation = wanted
@@ -234,14 +255,31 @@ def pdf_story(sections, out_dir, styles):
             pending = []
             if isinstance(group, Image):
                 story += image_flowables(group, out_dir, styles, frame_width, frame_height)
+                if group.fit_page:
+                    fitted.append((story[-1], frame_width, frame_height))
                 if group.own_page:
                     story.append(PageBreakIfNotEmpty(orientation))
             elif isinstance(group, list):
                 story += table_flowables(group, styles, frame_width)
             else:
-                story.append(Paragraph(markup(group.text), styles[group.style]))
+                story.append(text_flowable(group, styles))
         story += pending
+    for image, frame_width, frame_height in fitted:
+        fit_to_page(image, story, frame_width, frame_height)
     return story
+
+
+def fit_to_page(image, story, frame_width, frame_height):
+    """Shrink a figure so that it shares its page with everything from the page break before it
+    to the page break after it (the story must start that page with a break)."""
+    position = story.index(image)
+    breaks = [index for index, flowable in enumerate(story) if isinstance(flowable, PageBreak)]
+    start = max([index for index in breaks if index < position], default=-1) + 1
+    end = min([index for index in breaks if index > position], default=len(story))
+    others = sum(flowable.wrap(frame_width, frame_height)[1] + flowable.getSpaceBefore()
+                 + flowable.getSpaceAfter() for flowable in story[start:end] if flowable is not image)
+    scale = min(1.0, (frame_height - others - FIT_SLACK) / image.drawHeight)
+    image.drawWidth, image.drawHeight = image.drawWidth * scale, image.drawHeight * scale
 
 
 class ReportDocument(BaseDocTemplate):
@@ -264,7 +302,7 @@ class ReportDocument(BaseDocTemplate):
         if isinstance(flowable, (ActionFlowable, PageBreak)):  # layout actions, not content
             return
         title = getattr(flowable, "section_title", None)
-        if not self.page_sections and not title:  # the page goes on with the section before
+        if not self.page_sections and not title and self.current_section:  # goes on with the section before
             self.page_sections.append(f"{self.current_section} (continued)")
         if title:
             self.current_section = title
@@ -286,9 +324,9 @@ class ReportDocument(BaseDocTemplate):
         self.page_sections = []
 
 
-def render_pdf(sections, out_dir, file, footer, simulated):
+def render_pdf(sections, out_dir, file, title, footer, simulated):
     """Write the sections as a PDF to the binary `file`."""
     register_fonts()
-    document = ReportDocument(file, sections[0].title, footer, simulated, title=sections[0].title,
-                              subject=sections[0].subtitle, author="python starter.py --report")
+    document = ReportDocument(file, None, footer, simulated, title=title,
+                              author="python starter.py --report")
     document.build(pdf_story(sections, out_dir, paragraph_styles()))

@@ -3,7 +3,7 @@ the nearest class centroids."""
 import analysis
 from runs import MODEL_TITLES, QUESTION_OF_MODEL, REFERENCE_MODEL
 
-from .content import Image, Section, Table, Text, missing_run_note, outdated_note
+from .content import Image, Section, Table, Text, missing_run_note, outdated_note, plural
 from .run_folders import run_command
 
 
@@ -19,20 +19,21 @@ SUBQUESTION_TOPICS = {"a": "prediction histograms", "b": "confusion matrix",
                       "c": "nearest class centroids"}
 
 
-CENTERING_NOTE = (
-    "Literal: cosine of the classes' mean logit vectors, as the homework asks; these crowd near 1 "
-    "because CLIP's logits are 100 × a cosine, so every class scores about 20 to 30 on every image "
-    "and that large offset, shared by all logits, dominates every centroid. Centered: the same "
-    "after subtracting each image's mean logit over the classes, a shift that leaves the softmax "
-    "and every prediction unchanged, so these compare the part of the logits that decides.")
+CLIP_MODELS = ("clip", "clip-la", "clip-pm", "clip-ca")  # runs whose logits are CLIP's (100 × a cosine)
+CROWDED_COSINE = 0.9  # literal cosines all above this "crowd near 1"
+CENTERED_NOTE = ("Easier to read, not the homework's quantity: centered cosines, the same after "
+                 "subtracting each image's mean logit over the classes, a shift that leaves the "
+                 "softmax and every prediction unchanged, so they compare the part of the logits "
+                 "that decides.")
 
 
-def figure_blocks(run, names_and_captions, out_dir, label, own_page=False):
-    """An Image per existing PNG, or a note with the command that draws it."""
+def figure_blocks(run, names_and_captions, out_dir, label, **layout):
+    """An Image per existing PNG (laid out as `layout`: Image's fields), or a note with the
+    command that draws it."""
     blocks = []
     for name, caption in names_and_captions:
         if (run.directory / name).is_file():
-            blocks.append(Image(f"{run.model}/{name}", f"{label}: {run.title}, {caption}", own_page))
+            blocks.append(Image(f"{run.model}/{name}", f"{label}: {run.title}, {caption}", **layout))
         else:
             blocks.append(Text(f"{run.model}/{name} is missing: run "
                                f"`{run_command(run.model, out_dir, from_cache=True)}`.", "note"))
@@ -72,54 +73,87 @@ def top_confusion_table(run, label, out_dir):
                   "(off-diagonal cells of the confusion matrix)")]
 
 
-def neighbour_cells(neighbours, rank, decimals):
-    """(class name, cosine) of the rank-th neighbour, or blanks past the end of the list."""
-    if rank >= len(neighbours):
-        return ["", ""]
-    return [neighbours[rank]["name"], f"{neighbours[rank]['cosine']:.{decimals}f}"]
+def cosine_decimals(kind):
+    """Decimals shown for the literal (kind None) or centered cosines, as in the terminal."""
+    return {part: shown for part, _, shown in analysis.CENTROID_KINDS}[kind]
 
 
-def neighbour_table(literal, centered, class_entries, label):
-    """One class's 10 nearest centroids, literal and centered side by side, most similar first;
-    the footer repeats both cosine vectors."""
-    entry = class_entries[literal["wnid"]]
-    caption = (f"{label} {literal['role']}: {literal['name']} ({literal['wnid']}), "
-               f"{entry['predicted_count']} predictions, {entry['true_count']} images")
-    decimals = {kind: shown for kind, _, shown in analysis.CENTROID_KINDS}  # as in the terminal
-    kinds = [("literal", literal["neighbors"], decimals[None]),
-             ("centered", centered["neighbors"] if centered else [], decimals[analysis.CENTERED])]
-    rows = [[str(rank + 1), *(cell for _, neighbours, decimals in kinds
-                              for cell in neighbour_cells(neighbours, rank, decimals))]
-            for rank in range(max(len(neighbours) for _, neighbours, _ in kinds))]
-    footer = "; ".join(f"{kind} vector: ["
-                       + ", ".join(f"{n['cosine']:.{decimals}f}" for n in neighbours) + "]"
-                       for kind, neighbours, decimals in kinds if neighbours)
-    return Table(["#", "literal: class", "cosine", "centered: class", "cosine"], rows, caption,
-                 footer, compact=True)
+def centroid_queries(run, kind, grouping):
+    """centroids.json's queries of one grouping, literal (kind None) or centered; [] when absent."""
+    part = run.centroids if kind is None else run.centroids.get(kind, {})
+    return part.get(grouping, {}).get("queries", [])
 
 
-def centroid_blocks(run, out_dir, label, groupings):
-    """Per grouping, each role's neighbour table (literal and centered)."""
+def vector_text(neighbours, decimals):
+    return "[" + ", ".join(f"{n['cosine']:.{decimals}f}" for n in neighbours) + "]"
+
+
+def grouping_words(grouping):
+    return f"the images {'predicted as' if grouping == 'by_predicted' else 'labelled'} the class"
+
+
+def answer_table(queries, class_entries, label, grouping):
+    """The answer to hand in: each queried class's 10 nearest class centroids by literal cosine,
+    highest first, one class/cosine column pair per queried class; the footer gives each vector."""
+    answered = [query for query in queries if query["neighbors"]]
+    decimals = cosine_decimals(None)
+    columns = ["#"]
+    for query in answered:
+        columns += [query["name"], "cosine"]
+    rows = [[str(rank + 1), *(cell for query in answered for cell in (
+        (query["neighbors"][rank]["name"], f"{query['neighbors'][rank]['cosine']:.{decimals}f}")
+        if rank < len(query["neighbors"]) else ("", "")))]
+        for rank in range(max(len(query["neighbors"]) for query in answered))]
+    footer = "\n".join(
+        f"{query['role']}, {query['name']} "
+        f"({plural(class_entries[query['wnid']]['predicted_count'], 'prediction')}): "
+        + vector_text(query["neighbors"], decimals) for query in answered)
+    return Table(columns, rows, f"{label}: the 10 nearest class centroids by cosine, highest first",
+                 footer)
+
+
+def literal_note(run, label, grouping="by_predicted"):
+    """What (c)'s literal cosines are; why they crowd near 1, only for CLIP's logits and only
+    where they do."""
+    queries = centroid_queries(run, None, grouping)
+    cosines = [n["cosine"] for query in queries for n in query["neighbors"]]
+    note = (f"{label}: literal cosines, as the homework asks, of the class centroids (a class's "
+            f"centroid: the mean logit vector of {grouping_words(grouping)}).")
+    if (run.metrics.get("settings", {}).get("model", run.model) in CLIP_MODELS and cosines
+            and min(cosines) > CROWDED_COSINE):
+        note += (" They crowd near 1 because CLIP's logits are 100 × a cosine: every class scores "
+                 "about 20 to 30 on every image, and that offset, shared by all logits, dominates "
+                 "every centroid.")
+    return Text(note, "note")
+
+
+def centroid_answer(run, out_dir, label, grouping="by_predicted"):
+    """(c)'s answer: the literal nearest-centroid table, notes for classes without a centroid,
+    and what the cosines are."""
     if run.centroids is None:
         return [Text(f"{run.model}/centroids.json is missing: run "
                      f"`{run_command(run.model, out_dir, from_cache=True)}`.", "note")]
     class_entries = {entry["wnid"]: entry for entry in run.metrics["classes"]}
-    blocks = [Text(CENTERING_NOTE, "note")]
-    if analysis.CENTERED not in run.centroids:
-        blocks.append(outdated_note(run, "centroids.json (centered neighbours)", out_dir))
-    for grouping in groupings:
-        grouped_by = analysis.GROUPINGS[grouping][0]
-        blocks.append(Text(f"Images grouped by {grouped_by} ({grouping}); a class's centroid is "
-                           "the mean logit vector of its images", "subheading"))
-        centered = run.centroids.get(analysis.CENTERED, {}).get(grouping, {}).get("queries", [])
-        for index, query in enumerate(run.centroids.get(grouping, {}).get("queries", [])):
-            if query["neighbors"]:
-                blocks.append(neighbour_table(query, centered[index] if centered else None,
-                                              class_entries, label))
-            else:
-                blocks.append(Text(f"{label} {query['role']}: {query['name']} ({query['wnid']}): "
-                                   f"{query.get('note', 'no neighbours')}.", "note"))
+    queries = centroid_queries(run, None, grouping)
+    blocks = [answer_table(queries, class_entries, label, grouping)] if any(
+        query["neighbors"] for query in queries) else []
+    blocks += [Text(f"{label} {query['role']}: {query['name']} ({query['wnid']}): "
+                    f"{query.get('note', 'no neighbours')}.", "note")
+               for query in queries if not query["neighbors"]]
     return blocks
+
+
+def centered_view(run, out_dir, label, grouping="by_predicted"):
+    """The secondary view: each queried class's 10 nearest centered centroids, one line each."""
+    if run.centroids is None:
+        return []
+    if analysis.CENTERED not in run.centroids:
+        return [outdated_note(run, "centroids.json (centered neighbours)", out_dir)]
+    decimals = cosine_decimals(analysis.CENTERED)
+    return [Text(f"{label} {query['role']}: {query['name']}, centered: "
+                 + ", ".join(f"{n['name']} {n['cosine']:.{decimals}f}" for n in query["neighbors"]),
+                 "note")
+            for query in centroid_queries(run, analysis.CENTERED, grouping) if query["neighbors"]]
 
 
 def stale_order_notes(run, runs, out_dir):
@@ -134,29 +168,47 @@ def stale_order_notes(run, runs, out_dir):
                  f"`{run_command(run.model, out_dir, from_cache=True)}`.", "note")]
 
 
-def subquestion_blocks(run, runs, out_dir, letter, label, groupings=("by_predicted",)):
-    """The blocks answering (a), (b) or (c) for one run."""
+def subquestion_blocks(run, runs, out_dir, letter, label, hand_in=False):
+    """The blocks answering (a), (b) or (c) for one run. hand_in: as the homework's pages print
+    them: the figures portrait, a confusion matrix shrunk to share its page with (c), and
+    without the who-steals-from-whom tables and (c)'s centered view, shown elsewhere."""
     if letter == "c":
-        return centroid_blocks(run, out_dir, label, groupings)
+        return centroid_answer(run, out_dir, label) + ([] if hand_in else [
+            literal_note(run, label), Text(CENTERED_NOTE, "note"), *centered_view(run, out_dir, label)])
     blocks = stale_order_notes(run, runs, out_dir)
+    layout = {"orientation": "portrait"} if hand_in else {}
     if letter == "a":
-        return (blocks + figure_blocks(run, HISTOGRAM_FIGURES, out_dir, label)
-                + class_confusion_tables(run, label, out_dir))
+        return (blocks + figure_blocks(run, HISTOGRAM_FIGURES, out_dir, label, **layout)
+                + ([] if hand_in else class_confusion_tables(run, label, out_dir)))
+    if hand_in:
+        return blocks + figure_blocks(run, (CONFUSION_FIGURE,), out_dir, label, fit_page=True, **layout)
     return (blocks + figure_blocks(run, (CONFUSION_FIGURE,), out_dir, label, own_page=True)
             + top_confusion_table(run, label, out_dir))
 
 
 def question_sections(model, runs, out_dir):
-    """Sections Q?(a), Q?(b), Q?(c) of one question; notes with the command when not run."""
+    """Sections Q?(a), Q?(b), Q?(c) of one question as handed in, (b) and (c) on a page of their
+    own; notes with the command when not run."""
     question = QUESTION_OF_MODEL[model]
     run = runs.get(model)
     sections = []
     for letter, topic in SUBQUESTION_TOPICS.items():
         label = f"{question}({letter})"
-        section = Section(label, f"{MODEL_TITLES.get(model, model)}: {topic}")
+        section = Section(label, f"{MODEL_TITLES.get(model, model)}: {topic}", new_page=letter == "b")
         if run is None or run.metrics is None:
             section.blocks.append(missing_run_note(model, out_dir))
         else:
-            section.blocks += subquestion_blocks(run, runs, out_dir, letter, label)
+            section.blocks += subquestion_blocks(run, runs, out_dir, letter, label, hand_in=True)
         sections.append(section)
     return sections
+
+
+def confusion_tables_section(runs, out_dir):
+    """The homework's runs' who-steals-from-whom tables, (a)'s and (b)'s."""
+    section = Section("Who steals from whom", "the classes behind Q1(a), Q1(b), Q2(a) and Q2(b)")
+    for model, question in QUESTION_OF_MODEL.items():
+        run = runs.get(model)
+        if run is not None and run.metrics is not None:
+            section.blocks += (class_confusion_tables(run, f"{question}(a)", out_dir)
+                               + top_confusion_table(run, f"{question}(b)", out_dir))
+    return section

@@ -1,148 +1,94 @@
-"""The whole report as Sections: the title page, Q1(a) to Q2(c), the training-free runs, the
-comparison, the Why section and, with --appendix, the appendix."""
+"""The report as handed in: page 1 the student's details and Q1(a), then Q1(b)-Q1(c), Q2(a),
+Q2(b)-Q2(c), each on its page, and page 5 the additional explanations (summary, training-free
+runs, why, the student's notes); with --appendix, the appendix after them."""
 import numpy as np
 
-from runs import QUESTION_OF_MODEL, REFERENCE_MODEL, SIMULATED
+from runs import MODEL_TITLES, QUESTION_OF_MODEL, REFERENCE_MODEL, SIMULATED
 
-from .comparison import comparison_section, per_class_table
-from .content import Section, Table, Text, missing_run_note, outdated_note
-from .measures import MEASURE_NOTE, SUMMARY_COLUMNS, measures_table, provenance_table, true_positives
-from .questions import SUBQUESTION_TOPICS, centroid_blocks, figure_blocks, question_sections, subquestion_blocks
+from .appendix import appendix_sections
+from .comparison import TRAINING_FREE_NOTE, training_free_share
+from .content import Section, Text, missing_run_note, outdated_note
+from .hand_in import NOTES_HEADING, notes_blocks
+from .measures import SUMMARY_COLUMNS, measures_table, true_positives, weights_cell
+from .questions import CENTERED_NOTE, centered_view, literal_note, question_sections
 from .run_folders import extra_models
-from .why_section import why_section
+from .why_section import why_in_brief
+
+HOMEWORK_TITLE = "Homework 3: classification with imbalanced pseudo-labels"
+SUMMARY_NOTE = ("max/min count: most over least predicted class's count; KL to uniform: of the "
+                "predicted-class distribution, in nats (0 = balanced); the appendix defines them all.")
 
 
-# What a training-free run (one beyond the homework's questions) adds to its section: figures
-# beside the standard ones, and JSON files shown in the appendix.
-EXTRA_RUN_FIGURES = {"clip-la": (("la_sweep.png", "accuracy and balanced accuracy against the "
-                                                  "adjustment strength λ"),)}
-
-
-PSEUDO_LABEL_FIGURE = "pseudo_labels.png"
-
-
-def title_section(runs, out_dir, generated, name, student_id):
-    missing = [model for model in QUESTION_OF_MODEL if runs.get(model) is None
-               or runs[model].metrics is None]
+def hand_in_line(hand_in):
+    """Name, student ID and date of submission, or lines to write on."""
     gap = " " + "\u00a0" * 4  # no-break spaces: paragraphs collapse runs of ordinary spaces
-    blocks = [Text(f"Name: {name or '_' * 26}{gap}Student ID: {student_id or '_' * 14}{gap}"
-                   f"Date of submission: {generated:%Y-%m-%d}", "subheading")]
+    return (f"Name: {hand_in.name or '_' * 20}{gap}Student ID: {hand_in.student_id or '_' * 10}"
+            f"{gap}Date of submission: {hand_in.submission_date:%Y-%m-%d}")
+
+
+def title_section(runs, out_dir, hand_in):
+    """Page 1's top: the student's details, the homework, and what is missing or outdated."""
     simulated = any(run.simulated for run in runs.values())
+    blocks = [Text((f"{SIMULATED}: " if simulated else "") + HOMEWORK_TITLE + f", "
+                   f"{MODEL_TITLES['clip']} (Q1) and {MODEL_TITLES['debiaspl']} (Q2) on ImageNet100",
+                   "subheading")]
     if simulated:
         blocks.append(Text(f"{SIMULATED}: these results come from simulated logits shaped like "
                            "real runs (`python starter.py --demo`), not from CLIP or DebiasPL: "
-                           "they show what the report looks like, nothing about the models.",
-                           "subheading"))
-    blocks += [measures_table(runs, SUMMARY_COLUMNS, "Summary"),
-               provenance_table(runs),
-               Text(f"Generated {generated:%Y-%m-%d %H:%M %Z} by `python starter.py --report` from "
-                    f"the runs in {out_dir}. Sub-questions Q1(a) to Q2(c) follow in order; "
-                    + MEASURE_NOTE, "note")]
-    blocks += [missing_run_note(model, out_dir) for model in missing]
+                           "they show what the report looks like, nothing about the models.", "note"))
+    blocks += [missing_run_note(model, out_dir) for model in QUESTION_OF_MODEL
+               if runs.get(model) is None or runs[model].metrics is None]
     blocks += [outdated_note(run, "metrics.json (true positives, for macro-F1)", out_dir)
                for run in runs.values()
                if run.metrics is not None and np.isnan(true_positives(run.metrics)).any()]
-    return Section((f"{SIMULATED}: " if simulated else "")
-                   + "Homework 3: classification with imbalanced pseudo-labels",
-                   "CLIP RN50 zero-shot vs DebiasPL on ImageNet100", blocks)
+    return Section(hand_in_line(hand_in), blocks=blocks)
 
 
-def settings_text(run):
-    """A training-free run's own settings in one line (those of clip's cache are left out)."""
-    settings = run.metrics.get("settings", {})
-    parts = [f"{key} {value}" for name, group in settings.items()
-             if isinstance(group, dict) and name != REFERENCE_MODEL for key, value in group.items()]
-    return Text(f"{run.title}, training-free: it runs no model and changes {REFERENCE_MODEL}'s "
-                "cached logits. Settings: " + (", ".join(parts) or "none recorded") + ".")
+def sources_text(runs):
+    """Where each run's logits came from, in one line."""
+    return Text("Runs: " + "; ".join(
+        f"{model} on {REFERENCE_MODEL}'s cached logits" if REFERENCE_MODEL in run.metrics.get("settings", {})
+        else f"{model} from {weights_cell(run.metrics.get('settings', {}))}"
+        for model, run in runs.items() if run.metrics is not None) + ".", "note")
 
 
-def extra_section(model, runs, out_dir):
-    """A training-free run: its settings and its own figures; the standard ones, its tables and
-    its files are in the appendix."""
-    run = runs[model]
-    section = Section(model, f"{run.title} (training-free)")
-    if run.metrics is None:
-        section.blocks.append(missing_run_note(model, out_dir))
-        return section
-    section.blocks.append(settings_text(run))
-    section.blocks += figure_blocks(run, EXTRA_RUN_FIGURES.get(model, ()), out_dir, model)
-    return section
+def explanations_section(runs, out_dir, hand_in):
+    """Page 5: the spec's optional additional explanations, and the student's notes."""
+    blocks = [measures_table(runs, SUMMARY_COLUMNS, "Summary: accuracy and prediction-count "
+                             "imbalance of every run"), Text(SUMMARY_NOTE, "note"), sources_text(runs)]
+    extras = extra_models(runs)
+    if extras:
+        blocks.append(Text("Training-free runs", "subheading"))
+        blocks += [Text((training_free_share(runs, model) or Text(
+            f"{model} ({runs[model].title}): its measures are in the summary table.")).text, "small")
+            for model in extras] + [Text(TRAINING_FREE_NOTE, "note")]
+    blocks.append(Text("Q1(c) and Q2(c): what the cosines are, and the centered ones", "subheading"))
+    answered = {question: runs[model] for model, question in QUESTION_OF_MODEL.items()
+                if runs.get(model) is not None and runs[model].metrics is not None
+                and runs[model].centroids is not None}
+    blocks += [literal_note(run, f"{question}(c)") for question, run in answered.items()]
+    if answered:
+        blocks.append(Text(CENTERED_NOTE, "note"))
+    for question, run in answered.items():
+        blocks += centered_view(run, out_dir, f"{question}(c)")
+    blocks.append(Text("Why the pseudo-labels are imbalanced, in brief", "subheading"))
+    blocks += [Text(block.text, "small") if isinstance(block, Text) and block.style == "body" else block
+               for block in why_in_brief(runs, out_dir)]
+    blocks.append(Text(NOTES_HEADING, "subheading"))
+    blocks += (notes_blocks(hand_in.notes) if hand_in.notes else [Text(
+        "No statement given: write one in a plain-text or Markdown file and pass it with "
+        "--notes FILE.", "note")])
+    return Section("Additional explanations", "the runs in brief, and what might be wrong",
+                   blocks, new_page=True)
 
 
-def format_json_value(value):
-    """A JSON value in a cell: floats to 4 significant digits, long number lists as their range."""
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    if isinstance(value, list) and value and all(isinstance(item, (int, float)) for item in value):
-        if len(value) <= 6:
-            return ", ".join(format_json_value(item) for item in value)
-        return f"{len(value)} values from {min(value):.4g} to {max(value):.4g}"
-    if isinstance(value, list):
-        return f"{len(value)} entries"
-    return str(value)
-
-
-def json_tables(value, caption):
-    """A JSON object as tables whatever its layout (prior.json is another engineer's format): one
-    of its fields (nested keys joined by '.'), then one per list of objects, a row per object."""
-    fields, tables = [], []
-
-    def visit(item, key):
-        if isinstance(item, dict):
-            for child_key, child in item.items():
-                visit(child, f"{key}.{child_key}" if key else str(child_key))
-        elif isinstance(item, list) and item and all(isinstance(entry, dict) for entry in item):
-            columns = list(dict.fromkeys(column for entry in item for column in entry))
-            tables.append(Table(columns, [[format_json_value(entry.get(column, "")) for column in columns]
-                                          for entry in item], f"{caption}: {key}"))
-        else:
-            fields.append([key, format_json_value(item)])
-
-    visit(value, "")
-    return ([Table(["field", "value"], fields, caption)] if fields else []) + tables
-
-
-def appendix_sections(runs, comparison, out_dir):
-    """Per-class numbers, the by-true-label neighbours, the runs' pseudo-label figures and the
-    training-free runs' full answers and files: with --appendix only."""
-    sections = []
-    if comparison is not None:
-        sections.append(Section("Appendix A", "per-class predicted counts and recall",
-                                [per_class_table(comparison)], new_page=True))
-    by_true = Section("Appendix B", "nearest class centroids, images grouped by true label",
-                      new_page=not sections)
-    for model, run in runs.items():
-        if run.metrics is not None:
-            label = f"{QUESTION_OF_MODEL.get(model, model)}(c)"
-            by_true.blocks += centroid_blocks(run, out_dir, label, ("by_true",))[1:]
-    sections.append(by_true)
-    selection = Section("Appendix C", "pseudo-label selection of every run")
-    for model, run in runs.items():
-        if run.pseudo_labels is not None:
-            selection.blocks += figure_blocks(run, ((PSEUDO_LABEL_FIGURE, "pseudo-label selection"),),
-                                              out_dir, model)
-    sections.append(selection)
-    for letter, model in zip("DEFGHI", extra_models(runs)):
-        run = runs[model]
-        section = Section(f"Appendix {letter}", f"{run.title}: the homework's (a), (b), (c) and "
-                                                "its files")
-        if run.metrics is not None:
-            for subquestion in SUBQUESTION_TOPICS:
-                section.blocks += subquestion_blocks(run, runs, out_dir, subquestion,
-                                                     f"{model} ({subquestion})")
-        for name, content in run.files.items():
-            section.blocks += json_tables(content, f"{model}/{name}")
-        sections.append(section)
-    return sections
-
-
-def build_sections(runs, comparison, out_dir, generated, name="", student_id="", appendix=False):
-    """The whole report as data: title page, Q1(a)..Q2(c), training-free runs, comparison and,
+def build_sections(runs, comparison, out_dir, hand_in, generated, appendix=False):
+    """The whole report as data: Q1(a) to Q2(c) on pages 1-4, the explanations on page 5 and,
     when asked for, the appendix."""
-    sections = [title_section(runs, out_dir, generated, name, student_id)]
-    for model in QUESTION_OF_MODEL:
-        sections += question_sections(model, runs, out_dir)
-    sections += [extra_section(model, runs, out_dir) for model in extra_models(runs)]
-    sections.append(comparison_section(runs, comparison, out_dir))
-    sections.append(why_section(runs, out_dir))
-    return sections + (appendix_sections(runs, comparison, out_dir) if appendix else [])
+    sections = [title_section(runs, out_dir, hand_in)]
+    for number, model in enumerate(QUESTION_OF_MODEL):
+        questions = question_sections(model, runs, out_dir)
+        questions[0].new_page = number > 0
+        sections += questions
+    sections.append(explanations_section(runs, out_dir, hand_in))
+    return sections + (appendix_sections(runs, comparison, out_dir, generated) if appendix else [])

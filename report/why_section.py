@@ -6,7 +6,7 @@ import why
 from outputs import read_json
 from runs import CONCEPT_ALIGNED_MODEL, REFERENCE_MODEL
 
-from .content import Section, Table, Text, format_number
+from .content import Section, Table, Text, format_number, plural
 from .run_folders import run_command
 
 
@@ -31,22 +31,26 @@ def figure4_table(runs):
                  "when ρ < 0 with p < 0.05", compact=True)
 
 
-def concept_blocks(diagnosis):
-    """clip's widest concept gaps and CAP's margin against the largest confusions."""
+def gap_table(diagnosis):
+    """clip's widest concept gaps."""
     gaps = why.widest_gaps(diagnosis)
+    return Table(["class", "text-image cosine", "nearest text, if not its own"],
+                 [[f"{entry['name']} ({entry['wnid']})", format_number(entry["cosine"], 3),
+                   "" if entry["own_text_nearest"] else entry["nearest_text"]["name"]]
+                  for entry in gaps],
+                 f"Concept mismatch: the {plural(len(gaps), 'class')} whose text embedding is "
+                 "farthest from their images (cosine of the text embedding and the normalised mean "
+                 "image embedding, images grouped by true label)", compact=True)
+
+
+def margin_text(diagnosis):
+    """CAP's confusion-aware margin against clip's largest confusions, in one sentence."""
     margin = diagnosis["concepts"]["margin"]
-    return [
-        Table(["class", "text-image cosine", "nearest text, if not its own"],
-              [[f"{entry['name']} ({entry['wnid']})", format_number(entry["cosine"], 3),
-                "" if entry["own_text_nearest"] else entry["nearest_text"]["name"]]
-               for entry in gaps],
-              f"Concept mismatch: the {len(gaps)} classes whose text embedding is farthest from "
-              "their images (cosine of the text embedding and the normalised mean image embedding, "
-              "images grouped by true label)", compact=True),
-        Text(f"Concept confusion: {margin['coinciding_with_top_confusions']} of the "
-             f"{len(margin['pairs'])} class pairs that CAP's confusion-aware margin would push "
-             f"apart most are among {REFERENCE_MODEL}'s {margin['top_confusions_compared']} largest "
-             f"confusions (similarity: {margin['similarity']}).")]
+    return Text(f"Concept confusion: {margin['coinciding_with_top_confusions']} of the "
+                f"{plural(len(margin['pairs']), 'class pair')} that CAP's confusion-aware margin "
+                f"would push apart most are among {REFERENCE_MODEL}'s "
+                f"{margin['top_confusions_compared']} largest confusions (similarity: "
+                f"{margin['similarity']}).")
 
 
 def alignment_block(runs, out_dir):
@@ -69,17 +73,42 @@ def alignment_block(runs, out_dir):
                  f"features, and {CONCEPT_ALIGNED_MODEL}'s WordNet synonym for each", compact=True)
 
 
+def clip_diagnosis(out_dir):
+    """clip's why.json, None when it has none."""
+    path = Path(out_dir) / REFERENCE_MODEL / WHY_FILE
+    return read_json(path, f"{REFERENCE_MODEL}'s {WHY_FILE}") if path.is_file() else None
+
+
+def no_concepts_note(diagnosis):
+    """The note that replaces the concept analysis, None when clip's why.json has one."""
+    if diagnosis is None or diagnosis["concepts"] is None:
+        return Text(f"No concept analysis: {why.CONCEPT_NOTE}.", "note")
+    return None
+
+
 def why_section(runs, out_dir):
     """Why the pseudo-labels are imbalanced: Figure 4's claim on every run, then the CAP paper's
     two causes in clip's features."""
     section = Section("Why", "the causes of imbalance (Figure 4's claim; concept mismatch and "
-                             "confusion, CAP)")
-    section.blocks.append(figure4_table(runs))
-    path = Path(out_dir) / REFERENCE_MODEL / WHY_FILE
-    diagnosis = read_json(path, f"{REFERENCE_MODEL}'s {WHY_FILE}") if path.is_file() else None
-    if diagnosis is None or diagnosis["concepts"] is None:
-        section.blocks.append(Text(f"No concept analysis: {why.CONCEPT_NOTE}.", "note"))
-        return section
-    section.blocks += concept_blocks(diagnosis)
-    section.blocks.append(alignment_block(runs, out_dir))
+                             "confusion, CAP)", [figure4_table(runs)])
+    diagnosis = clip_diagnosis(out_dir)
+    note = no_concepts_note(diagnosis)
+    section.blocks += ([note] if note else
+                       [gap_table(diagnosis), margin_text(diagnosis), alignment_block(runs, out_dir)])
     return section
+
+
+def why_in_brief(runs, out_dir):
+    """Page 5's Why: Figure 4's claim on every run and one sentence per cause."""
+    blocks = [figure4_table(runs)]
+    diagnosis = clip_diagnosis(out_dir)
+    note = no_concepts_note(diagnosis)
+    if note:
+        return blocks + [note]
+    gaps = why.widest_gaps(diagnosis)
+    return blocks + [
+        Text(f"Concept mismatch: the {plural(len(gaps), 'class')} whose text embedding is farthest "
+             f"from their images ({REFERENCE_MODEL}): "
+             + ", ".join(f"{entry['name']} ({format_number(entry['cosine'], 3)})" for entry in gaps)
+             + "."),
+        margin_text(diagnosis)]

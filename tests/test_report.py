@@ -9,7 +9,7 @@ import shutil
 import subprocess
 import sys
 from collections import Counter
-from datetime import datetime
+from datetime import date, datetime
 from pathlib import Path
 
 import numpy as np
@@ -28,9 +28,11 @@ import report
 import runs
 import starter
 from conftest import synthetic_predictions
+from report.hand_in import NOTES_HEADING
 
-SECTION_TITLES = ["Q1(a)", "Q1(b)", "Q1(c)", "Q2(a)", "Q2(b)", "Q2(c)", "Comparison", "Why"]
-APPENDIX_TITLES = ["Appendix A", "Appendix B", "Appendix C"]
+SECTION_TITLES = ["Q1(a)", "Q1(b)", "Q1(c)", "Q2(a)", "Q2(b)", "Q2(c)", "Additional explanations"]
+# comparison, who steals from whom, per class, by true label, pseudo-labels, why, provenance
+APPENDIX_TITLES = [f"Appendix {letter}" for letter in "ABCDEFG"]
 NAME, STUDENT_ID = "Grace Hopper", "31415926"
 
 
@@ -44,7 +46,7 @@ def built_report(tmp_path_factory, analysed_synthetic_runs):
     """(OUT, report.pdf, report.md) built once for the tests that only read them."""
     out = tmp_path_factory.mktemp("report")
     shutil.copytree(analysed_synthetic_runs, out, dirs_exist_ok=True)
-    return (out, *make_report(out, "--name", NAME, "--student-id", STUDENT_ID))
+    return (out, *make_report(out, "--name", NAME, "--student-id", STUDENT_ID, "--appendix"))
 
 
 def pdf_page_texts(path):
@@ -209,24 +211,29 @@ def assert_headings_in_order(pdf_path, titles):
 def test_report_has_every_section_in_order(built_report):
     out, pdf_path, markdown = built_report
     assert (out / "comparison.png").is_file()
-    lines = assert_headings_in_order(pdf_path, SECTION_TITLES)
+    lines = assert_headings_in_order(pdf_path, SECTION_TITLES + APPENDIX_TITLES)
     for heading in section_headings(SECTION_TITLES[:6]):
         assert heading in lines
     first_page = pdf_page_texts(pdf_path)[0]
-    for expected in (f"Name: {NAME}", f"Student ID: {STUDENT_ID}",
-                     f"Date of submission: {datetime.now():%Y-%m-%d}", "Summary", "macro-F1",
-                     "KL to uniform", "What produced the results", "clip-synthetic",
-                     "debiaspl-synthetic", "synthetic", "Generated"):
+    assert first_page.strip().startswith(f"Name: {NAME}")  # the spec: at the top of page 1
+    for expected in (f"Student ID: {STUDENT_ID}", f"Date of submission: {datetime.now():%Y-%m-%d}",
+                     "Q1(a)"):
         assert expected in first_page
     assert "{" not in first_page  # no JSON dumps
-    assert list(markdown_sections(markdown)) == SECTION_TITLES
+    assert list(markdown_sections(markdown)) == SECTION_TITLES + APPENDIX_TITLES
     assert f"Name: {NAME}" in markdown and f"Student ID: {STUDENT_ID}" in markdown
+    sections = markdown_sections(markdown)
     for title in ("Q1(c)", "Q2(c)"):  # the pseudo-label grouping (Figure 4's); by_true: appendix
-        body = markdown_sections(markdown)[title]
-        assert "(by_predicted)" in body and "(by_true)" not in body
+        assert "by true label" not in sections[title]
+    assert "by true label" in sections["Appendix D"]
+    for expected in ("Summary", "macro-F1", "KL to uniform", "clip-synthetic"):
+        assert expected in sections["Additional explanations"]
+    for expected in ("What produced the results", "debiaspl-synthetic", "Generated"):
+        assert expected in sections["Appendix G"]
     for page in pdf_page_texts(pdf_path)[1:]:  # the running header names the page's sections
         header = page.strip().split("\n")[-2]  # drawn last, before the footer
-        assert {part.removesuffix(" (continued)") for part in header.split(" · ")} <= set(SECTION_TITLES), page
+        assert ({part.removesuffix(" (continued)") for part in header.split(" · ")}
+                <= set(SECTION_TITLES + APPENDIX_TITLES)), page
     assert "SIMULATED" not in pdf_text(pdf_path) + markdown  # only simulated runs say so
 
 
@@ -249,7 +256,8 @@ def test_pdf_pages_are_not_blank(built_report):
             pixels = np.asarray(image.image.convert("L"), dtype=float)
             assert pixels.std() > 1, f"page {number}: image {image.name} is uniform"
             figures += 1
-    assert figures == 2 * 3 + 1  # 2 histograms and a confusion matrix per run, comparison.png
+    # 2 histograms and a confusion matrix per run, comparison.png and 2 pseudo-label figures
+    assert figures == 2 * 3 + 1 + 2
     assert_pages_have_ink(pdf_path)
 
 
@@ -295,31 +303,37 @@ def test_markdown_and_pdf_tables_match_the_json(built_report):
         literal, centered = (centroids["by_predicted"]["queries"],
                              centroids["centered"]["by_predicted"]["queries"])
         assert len(literal) == (2 if model == "clip" else 4)
-        for query, shifted in zip(literal, centered):
-            caption = f"{question}(c) {query['role']}: {query['name']} ({query['wnid']})"
+        answered = [query for query in literal if query["neighbors"]]
+        for query in literal:
             if not query["neighbors"]:
-                assert caption in body and query["note"] in body
-                continue
-            _, columns, rows = table_with_caption(body, caption)
-            assert columns == ["#", "literal: class", "cosine", "centered: class", "cosine"]
-            assert [row[1] for row in rows] == [n["name"] for n in query["neighbors"]]
-            assert [row[3] for row in rows] == [n["name"] for n in shifted["neighbors"]]
-            assert [float(row[2]) for row in rows] == pytest.approx(
+                assert f"{question}(c) {query['role']}: {query['name']}" in body and query["note"] in body
+        # (c) leads with the answer: the literal cosines by predicted label, one column pair per class.
+        caption, columns, rows = markdown_tables(body)[0]
+        assert caption.startswith(f"{question}(c): the 10 nearest class centroids by cosine")
+        assert columns == ["#", *(cell for query in answered for cell in (query["name"], "cosine"))]
+        for index, query in enumerate(answered):
+            assert [row[1 + 2 * index] for row in rows] == [n["name"] for n in query["neighbors"]]
+            assert [float(row[2 + 2 * index]) for row in rows] == pytest.approx(
                 [n["cosine"] for n in query["neighbors"]], abs=0.5e-6)  # 6 decimals
-            assert [float(row[4]) for row in rows] == pytest.approx(
-                [n["cosine"] for n in shifted["neighbors"]], abs=0.5e-4)
-            for kind, neighbours, digits in (("literal", query, 6), ("centered", shifted, 4)):
-                vector = f"{kind} vector: " + cosine_list([n["cosine"] for n in neighbours["neighbors"]], digits)
-                assert vector in body and vector in text
+            vector = f"{query['role']}, {query['name']} ("
+            line = next(line for line in body.split("\n") if line.startswith("*" + vector))
+            assert line.rstrip().endswith(cosine_list([n["cosine"] for n in query["neighbors"]], 6) + "*")
+            assert cosine_list([n["cosine"] for n in query["neighbors"]], 6) in text
+        assert "centered" not in body  # the secondary view is on page 5
+        explanations = sections["Additional explanations"]
+        for shifted in centered:
+            if shifted["neighbors"]:
+                listed = ", ".join(f"{n['name']} {n['cosine']:.4f}" for n in shifted["neighbors"])
+                assert f"{question}(c) {shifted['role']}: {shifted['name']}, centered: {listed}" in explanations
         # (a): who feeds the most predicted classes, where the least predicted ones' images go.
-        body = sections[f"{question}(a)"]
+        body = sections["Appendix B"]
         for entry in summary["class_confusions"]:
             _, columns, rows = table_with_caption(body, f"{question}(a) {entry['role']}: {entry['name']} (")
             other = "true" if entry["direction"] == "incoming" else "predicted"
             assert rows == ([[cell[other]["name"], str(cell["count"]), f"{cell['share_of_true']:.0%}"]
                              for cell in entry["confusions"]] or [["none", "", ""]])
         # (b): the largest confusions.
-        _, columns, rows = table_with_caption(sections[f"{question}(b)"], f"{question}(b) who steals")
+        _, columns, rows = table_with_caption(sections["Appendix B"], f"{question}(b) who steals")
         assert columns == ["#", "true class", "predicted as", "images", "of true class"]
         assert [row[1:4] for row in rows] == [[cell["true"]["name"], cell["predicted"]["name"],
                                                str(cell["count"])] for cell in summary["top_confusions"]]
@@ -366,7 +380,7 @@ def test_only_clip_present_and_blank_lines_to_write_on(synthetic_runs):
         assert command in sections[title]
     text = "\n".join(pdf_page_texts(pdf_path))
     assert text.count("python starter.py --model debiaspl") >= 3
-    _, _, rows = table_with_caption(markdown, "Accuracy and prediction-count imbalance")
+    _, _, rows = table_with_caption(markdown, "Summary")
     assert [row[0] for row in rows] == ["clip"]
     assert (synthetic_runs / "comparison.png").is_file()
     first_page = pdf_page_texts(pdf_path)[0]
@@ -388,12 +402,12 @@ def test_outputs_of_an_older_version_name_the_command(synthetic_runs):
     for name, keys in (("metrics.json", ("top_confusions", "class_confusions")), ("centroids.json", ("centered",))):
         saved = read_json(synthetic_runs / "clip" / name)
         outputs.write_json(synthetic_runs / "clip" / name, {k: v for k, v in saved.items() if k not in keys})
-    _, markdown = make_report(synthetic_runs)
+    _, markdown = make_report(synthetic_runs, "--appendix")
     sections = markdown_sections(markdown)
     command = f"python starter.py --model clip --from-cache --out {synthetic_runs}"
-    for title in ("Q1(a)", "Q1(b)", "Q1(c)"):
+    for title in ("Appendix B", "Additional explanations"):  # who steals from whom; centered
         assert "predates this version" in sections[title] and command in sections[title]
-    assert "literal vector" in sections["Q1(c)"] and "centered vector" not in sections["Q1(c)"]
+    assert "most predicted, " in sections["Q1(c)"] and not re.search(r"Q1\(c\) [^\n]*, centered:", markdown)
 
 
 def test_figures_in_an_outdated_clip_order_are_flagged(synthetic_runs):
@@ -423,34 +437,31 @@ def test_clip_la_section_after_q2_and_its_appendix(synthetic_runs):
     shutil.copy(synthetic_runs / "clip" / "histogram_recall.png", la_dir / "la_sweep.png")
     pdf_path, markdown = make_report(synthetic_runs)
     titles = list(markdown_sections(markdown))
-    assert titles == SECTION_TITLES[:6] + ["clip-la", "Comparison", "Why"]
-    body = markdown_sections(markdown)["clip-la"]
-    assert "clip-la/la_sweep.png" in body and "Settings: momentum 0.99, threshold 0.95." in body
-    assert "clip-la/histogram_precision.png" not in markdown  # the appendix's
-    _, _, rows = table_with_caption(markdown, "Accuracy and prediction-count imbalance")
+    assert titles == SECTION_TITLES
+    assert "clip-la/" not in markdown  # its figures and files are the appendix's
+    _, _, rows = table_with_caption(markdown, "Summary")
     assert [row[0] for row in rows] == ["clip", "debiaspl", "clip-la"]
-    assert_headings_in_order(pdf_path, SECTION_TITLES[:6] + ["clip-la", "Comparison", "Why"])
-    # The comparison says how much of DebiasPL's change clip-la reaches without training.
+    # Page 5 says how much of DebiasPL's change clip-la reaches without training.
     accuracy = {model: read_json(synthetic_runs / model / "metrics.json")["accuracy"]
                 for model in ("clip", "debiaspl", "clip-la")}
     trained, free = accuracy["debiaspl"] - accuracy["clip"], accuracy["clip-la"] - accuracy["clip"]
-    assert (f"accuracy: DebiasPL {trained:+.4f}, clip-la {free:+.4f} ({free / trained:.0%} of "
-            "DebiasPL's change)") in markdown_sections(markdown)["Comparison"]
+    assert (f"clip-la, change against clip: accuracy {free:+.4f} ({free / trained:.0%} of "
+            f"DebiasPL's {trained:+.4f})") in markdown_sections(markdown)["Additional explanations"]
 
     pdf_path, markdown = make_report(synthetic_runs, "--appendix")
     titles = list(markdown_sections(markdown))
-    assert titles == SECTION_TITLES[:6] + ["clip-la", "Comparison", "Why", *APPENDIX_TITLES,
-                                              "Appendix D"]
-    assert "clip-la/pseudo_labels.png" in markdown_sections(markdown)["Appendix C"]
-    body = markdown_sections(markdown)["Appendix D"]
-    for expected in ("clip-la/histogram_precision.png", "clip-la/confusion_matrix.png",
-                     "(by_predicted)", "| settings.momentum | 0.99 |", "| prior | 7 values from 0 to 0.3 |",
-                     "clip-la (b) who steals from whom"):
+    assert titles == SECTION_TITLES + APPENDIX_TITLES + ["Appendix H"]
+    assert "clip-la/pseudo_labels.png" in markdown_sections(markdown)["Appendix E"]
+    body = markdown_sections(markdown)["Appendix H"]
+    for expected in ("clip-la/la_sweep.png", "Settings: momentum 0.99, threshold 0.95.",
+                     "clip-la/histogram_precision.png", "clip-la/confusion_matrix.png",
+                     "clip-la (c): the 10 nearest class centroids", "| settings.momentum | 0.99 |",
+                     "| prior | 7 values from 0 to 0.3 |", "clip-la (b) who steals from whom"):
         assert expected in body
     _, columns, rows = table_with_caption(body, "clip-la/prior.json: classes")
     assert columns == ["wnid", "name", "prior"]
     assert rows == [[c["wnid"], c["name"], "0.1667"] for c in prior["classes"]]
-    assert "(by_true)" in markdown_sections(markdown)["Appendix B"]
+    assert "by true label" in markdown_sections(markdown)["Appendix D"]
     assert_headings_in_order(pdf_path, titles)
 
 
@@ -459,39 +470,97 @@ def test_long_tables_split_over_pages(tmp_path):
     analysis.analyze(predictions, tmp_path / "clip", tmp_path)
     pdf_path, markdown = make_report(tmp_path, "--appendix")
     texts = pdf_page_texts(pdf_path)
-    appendix = [text for text in texts if "Appendix A" in text]
+    appendix = [text for text in texts if "Appendix C" in text]
     assert len(appendix) >= 2  # 70 rows do not fit one page; the header says "(continued)"
-    assert all("Appendix A (continued)" in text for text in appendix[1:])
+    assert all("Appendix C (continued)" in text for text in appendix[1:])
     wnids_shown = {w for text in appendix for w in re.findall(r"n\d{8}", text)}
     assert wnids_shown == {str(w) for w in predictions.wnids}
     _, _, rows = table_with_caption(markdown, "Per class")
     assert [row[2] for row in rows] == read_json(tmp_path / "clip" / "metrics.json")["own_order"]
 
 
+def pdfium_page_texts(path):
+    """Each page's text as pdfium reads it."""
+    import pypdfium2
+    return [page.get_textpage().get_text_range() for page in pypdfium2.PdfDocument(path)]
+
+
 def test_simulated_report_fits_the_homework_format(simulated_demo):
-    """The demo's report of clip, debiaspl, clip-la and clip-pm on ImageNet100-sized simulated runs."""
+    """The demo's report of clip, debiaspl, clip-la and clip-pm on ImageNet100-sized simulated
+    runs: the homework's 4 pages and the 5th of additional explanations."""
     pdf_path, markdown = simulated_demo / "report.pdf", (simulated_demo / "report.md").read_text()
     reader = pypdf.PdfReader(pdf_path)
-    assert len(reader.pages) <= 13  # 12, and the Why section
+    assert len(reader.pages) <= 5
     texts = pdf_page_texts(pdf_path)
     assert all("SIMULATED" in text for text in texts)
-    assert "Name: Ada Lovelace" in texts[0] and "Student ID: 12345678" in texts[0]
-    assert_headings_in_order(pdf_path, SECTION_TITLES[:6] + ["clip-la", "clip-pm", "Comparison", "Why"])
-    comparison = markdown_sections(markdown)["Comparison"]
+    first_page = pdfium_page_texts(pdf_path)[0]
+    assert first_page.lstrip().startswith("Name: Ada Lovelace")  # the spec: at the top of page 1
+    assert "Student ID: 12345678" in texts[0] and f"Date of submission: {datetime.now():%Y-%m-%d}" in texts[0]
+    assert_headings_in_order(pdf_path, SECTION_TITLES)
+    headings = dict(zip(SECTION_TITLES, section_headings(SECTION_TITLES[:6]) + ["Additional explanations: "]))
+    pages = {title: [number for number, text in enumerate(texts, start=1)
+                     if any(line.strip().startswith(heading) for line in text.split("\n"))]
+             for title, heading in headings.items()}
+    assert pages == {"Q1(a)": [1], "Q1(b)": [2], "Q1(c)": [2], "Q2(a)": [3], "Q2(b)": [4],
+                     "Q2(c)": [4], "Additional explanations": [5]}
+    # Every figure is labelled by its sub-question, on its page, and printed portrait.
+    for number, (page, text) in enumerate(zip(reader.pages, texts), start=1):
+        figures = re.findall(r"\((?:clip|debiaspl)/\w+\.png\)", text)
+        assert len(figures) == {1: 2, 3: 2, 2: 1, 4: 1}.get(number, 0)
+        assert page.mediabox.width < page.mediabox.height
+    explanations = markdown_sections(markdown)["Additional explanations"]
     for model in ("clip-la", "clip-pm"):
-        assert f"DebiasPL (trained) vs {model} (training-free" in comparison
-    assert "Settings: target uniform" in markdown_sections(markdown)["clip-pm"]
-    orientation = {}
-    for page, text in zip(reader.pages, texts):
-        for figure in re.findall(r"\((?:clip|debiaspl)/(\w+\.png)\)", text) + re.findall(r"\((comparison\.png)\)", text):
-            orientation.setdefault(figure, set()).add(page.mediabox.width > page.mediabox.height)
-    assert orientation == {"histogram_precision.png": {True}, "histogram_recall.png": {True},
-                           "confusion_matrix.png": {False}, "comparison.png": {True}}
-    for name in ("confusion_matrix.png",):  # a page of its own: its heading, caption and figure only
-        pages = [text for text in texts if f"/{name})" in text]
-        assert all(text.count(".png)") == 1 and "who steals" not in text for text in pages)
+        assert f"{model}, change against clip: accuracy" in explanations
+    assert "Concept mismatch: the 10 classes" in explanations
+    assert "crowd near 1 because CLIP's logits" in explanations  # clip's literal cosines do
+    assert NOTES_HEADING in texts[4]
     assert_pages_have_ink(pdf_path)
-    assert markdown.startswith("# SIMULATED: Homework 3")
+    assert markdown.startswith("# Name: Ada Lovelace")
+
+
+def test_literal_cosines_of_other_logits_are_not_said_to_crowd(built_report):
+    """The synthetic runs' literal cosines run from about -0.3 to 0.1: no "crowd near 1"."""
+    _, _, markdown = built_report
+    assert "literal cosines, as the homework asks" in markdown and "crowd near 1" not in markdown
+
+
+def test_hand_in_details_are_remembered_and_replaced(synthetic_runs, tmp_path, capsys):
+    notes = tmp_path / "notes.md"
+    notes.write_text("My **prompt** may be *wrong*.\n\n- it affects Q1\n- and Q2\n")
+    report.write_report(synthetic_runs, name="Ada L.", student_id="1234", date=date(2025, 10, 8),
+                        notes=notes)
+    texts = pdfium_page_texts(synthetic_runs / "report.pdf")
+    assert len(texts) <= 5
+    assert "Name: Ada L." in texts[0] and "Student ID: 1234" in texts[0]
+    assert "Date of submission: 2025-10-08" in texts[0] and "submitted 2025-10-08" in texts[0]
+    assert NOTES_HEADING in texts[-1] and "My prompt may be wrong." in " ".join(texts[-1].split())
+    assert "• it affects Q1" in texts[-1]
+    assert capsys.readouterr().err == ""
+    notes.unlink()  # remembered: the text, not the path
+    report.write_report(synthetic_runs, name="")  # starter's default: not given
+    texts = pdfium_page_texts(synthetic_runs / "report.pdf")
+    assert "Name: Ada L." in texts[0] and "2025-10-08" in texts[0] and "My prompt" in texts[-1]
+    hand_in = synthetic_runs / report.HAND_IN_FILE
+    error = capsys.readouterr().err
+    assert error == (f'note: kept name "Ada L.", student ID 1234, date 2025-10-08 and notes from '
+                     f"{hand_in}; pass --name/--student-id/--date/--notes to change them\n")
+    report.write_report(synthetic_runs, name="Grace H.")
+    texts = pdfium_page_texts(synthetic_runs / "report.pdf")
+    assert "Name: Grace H." in texts[0] and "Ada" not in texts[0]
+    assert 'name "' not in capsys.readouterr().err
+    assert read_json(hand_in) == {"name": "Grace H.", "student_id": "1234", "date": "2025-10-08",
+                                  "notes": "My **prompt** may be *wrong*.\n\n- it affects Q1\n- and Q2\n"}
+
+
+def test_notes_that_cannot_be_read_are_one_sentence(synthetic_runs, tmp_path):
+    missing = tmp_path / "missing.md"
+    with pytest.raises(outputs.UserError, match=f"{missing} does not exist: pass --notes"):
+        report.write_report(synthetic_runs, notes=missing)
+    latin1 = tmp_path / "notes.txt"
+    latin1.write_bytes("caf\xe9".encode("latin-1"))
+    with pytest.raises(outputs.UserError, match=f"{latin1} is not UTF-8 text"):
+        report.write_report(synthetic_runs, notes=latin1)
+    assert not (synthetic_runs / "report.pdf").exists() and not (synthetic_runs / report.HAND_IN_FILE).exists()
 
 
 def test_no_runs_or_damaged_json_is_one_sentence(tmp_path, capsys):
