@@ -53,8 +53,47 @@ def debiaspl_args(checkpoint, data, out, *extra):
 
 def test_missing_data_folder(tmp_path, capsys):
     assert run_cli("--model", "clip", "--data", tmp_path / "nowhere", "--out", tmp_path / "out") == 2
-    assert_one_line_error(capsys, "nowhere", "does not exist")
+    assert_one_line_error(capsys, f"the data folder {tmp_path / 'nowhere'} (--data) does not exist",
+                          "check the path")
     assert not (tmp_path / "out").exists()
+
+
+def test_missing_default_data_folder_names_the_course_copy_and_the_demo(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("IMAGENET100_ROOT", raising=False)
+    assert run_cli("--model", "clip", "--out", tmp_path / "out") == 2
+    assert_one_line_error(capsys, "the course's ImageNet100 copy", "pass --data PATH",
+                          "python starter.py --demo")
+
+
+def test_mistyped_model_is_one_line_naming_the_nearest(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        run_cli("--model", "clpi")
+    stderr = capsys.readouterr().err
+    assert exit_.value.code == 2 and len(stderr.strip().splitlines()) == 1
+    assert "did you mean --model clip?" in stderr and "--help" in stderr
+
+
+def test_help_opens_with_the_workflow(capsys):
+    with pytest.raises(SystemExit):
+        run_cli("--help")
+    help_text = capsys.readouterr().out
+    workflow = help_text[:help_text.index("options:")]
+    assert all(step in workflow for step in ("--model clip", "--model debiaspl", "--report --name"))
+    assert "(default: None)" not in help_text and "(default: False)" not in help_text
+
+
+def test_an_option_the_mode_does_not_use_gets_a_note(tmp_path, capsys, clip_out):
+    assert run_cli("--model", "clip", "--from-cache", "--out", clip_out, "--name", "Ada",
+                   "--pm-target", tmp_path / "target.json") == 0
+    stderr = capsys.readouterr().err
+    assert "note: --name applies to --report or --demo only" in stderr
+    assert "note: --pm-target applies to --model clip-pm only" in stderr
+
+
+def test_report_on_an_empty_folder_points_to_the_demo(tmp_path, capsys, synthetic_runs):
+    shutil.copytree(synthetic_runs, tmp_path / "figures" / "demo")
+    assert run_cli("--report", "--out", tmp_path / "figures") == 2
+    assert_one_line_error(capsys, f"--report --out {tmp_path / 'figures' / 'demo'}")
 
 
 def test_folder_without_class_folders(tmp_path, capsys):
@@ -150,8 +189,9 @@ def test_cuda_without_cuda(tmp_path, capsys, demo_inputs, out_with_clip):
 
 
 def test_from_cache_without_a_cache(tmp_path, capsys):
-    assert run_cli("--model", "clip", "--from-cache", "--out", tmp_path) == 2
-    assert_one_line_error(capsys, "no cache", "without --from-cache")
+    out = tmp_path / "my-runs"
+    assert run_cli("--model", "clip", "--from-cache", "--out", out) == 2
+    assert_one_line_error(capsys, "no cache", f"run `python starter.py --model clip --out {out}` first")
 
 
 def test_from_cache_with_a_damaged_cache(tmp_path, capsys, real_runs):
@@ -316,3 +356,19 @@ def test_run_on_other_images_than_clips_says_so(synthetic_runs, capsys):
     predictions.meta["file_list_sha256"] = "a" * 64
     analysis.analyze(predictions, synthetic_runs / "debiaspl", synthetic_runs)
     assert "saw other image files" not in capsys.readouterr().err
+
+
+def test_install_check_is_a_few_lines(tmp_path, capfd, monkeypatch):
+    """The demo's install check: one line per model (stdout and stderr, progress bars included),
+    its runs titled as random weights."""
+    import starter
+    monkeypatch.setattr(starter, "DEMO_CLASSES", 2)
+    args = starter.build_parser().parse_args(["--demo", "--device", "cpu", "--workers", "0"])
+    starter.check_install(args, tmp_path)
+    captured = capfd.readouterr()
+    lines = (captured.out + captured.err).strip().splitlines()
+    assert len(lines) < 20, lines
+    assert [line.split(",")[0] for line in lines if line.startswith("install check:")] == [
+        "install check: clip OK", "install check: debiaspl OK"]
+    descriptor = json.loads((tmp_path / "clip" / "run.json").read_text())
+    assert descriptor["title"].endswith("(random weights)")
