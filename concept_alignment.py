@@ -16,6 +16,7 @@ import numpy as np
 
 import classes
 import concepts
+import why
 from cache import in_blocks, load_predictions, write_predictions
 from outputs import UserError, write_json
 from runs import CONCEPT_ALIGNED_MODEL, REFERENCE_MODEL
@@ -31,12 +32,12 @@ def alternative_names(wnid, current_name):
 def clip_text_embedder(clip_meta, args):
     """names -> [len(names), D] unit text embeddings from the CLIP that made clip's cache (its
     weights, prompts and precision), each name averaged over the prompt templates as the
-    zero-shot classifier is."""
+    zero-shot classifier is; for the demo's SIMULATED clip, the simulation's (see
+    simulation.simulated_name_embedder)."""
+    if clip_meta.get("simulated"):  # the demo's: made by no CLIP, so its names' stand-ins
+        import simulation
+        return simulation.simulated_name_embedder(clip_meta["seed"], clip_meta["dimension"])
     import models  # torch and open_clip: only for the alternative names' embeddings
-    if clip_meta.get("simulated"):
-        raise UserError(f"--model {CONCEPT_ALIGNED_MODEL} embeds the alternative names with the CLIP "
-                        "that made clip's cache, and a SIMULATED cache has none: run it on a real "
-                        "clip run.")
     weights = clip_meta.get("weights", "openai")
     device = models.resolve_device(args.device)
     models.set_precision(device, clip_meta.get("precision", "fp32"))
@@ -94,7 +95,7 @@ def align_clip_concepts(args, out_dir, run_dir, embed=None):
     settings = {"seed": args.ca_seed,
                 "images_used": detection.num_images_used, "sampled": detection.sampled,
                 "stop_at": len(detection.remaining_classes), "n_init": concepts.DETECTION_N_INIT}
-    write_json(run_dir / "alignment.json", {
+    write_json(run_dir / why.ALIGNMENT_FILE, {
         "model": CONCEPT_ALIGNED_MODEL, "settings": settings, "mismatched": choices,
         "remaining_classes": [str(clip.wnids[index]) for index in detection.remaining_classes],
         "matched_order": [str(clip.wnids[index]) for index in detection.matched_order]})
