@@ -16,6 +16,7 @@ import plotting
 import pseudo_labels
 import why
 from cache import row_blocks
+from explorer.tables import TABLES_FILE, explorer_tables, write_tables
 from figure_workers import start_figure_processes, write_figures
 from outputs import UserError, none_if_nan, plural, read_json, write_json
 from runs import (MODEL_KINDS, QUESTION_OF_MODEL, REFERENCE_MODEL, SIMULATED, is_simulated, model_title,
@@ -203,26 +204,55 @@ def centroid_neighbours(predictions, passed, roles):
     return {**literal, CENTERED: centered}
 
 
-def draw_figures(summary, confusion, title):
-    """{file name: Figure} of Q(a) and Q(b), classes in summary['order']."""
-    index_of = {entry["wnid"]: index for index, entry in enumerate(summary["classes"])}
-    order = [index_of[wnid] for wnid in summary["order"]]
-    ordered = [summary["classes"][index] for index in order]
+MISMATCH_LABEL = "concept-mismatched (CAP Algorithm 1)"
+
+
+def draw_histograms(summary, title, mismatched=()):
+    """{file name: Figure} of Q(a)'s histograms, classes in summary['order'], the `mismatched`
+    classes (wnids) marked."""
+    by_wnid = {entry["wnid"]: entry for entry in summary["classes"]}
+    ordered = [by_wnid[wnid] for wnid in summary["order"]]
     names = [entry["name"] for entry in ordered]
     counts = np.array([entry["predicted_count"] for entry in ordered])
-    balanced = summary["num_images"] / len(ordered)
     own = summary["order"] == summary["own_order"]
     order_note = "" if own else f", in {REFERENCE_MODEL}'s order"
     by = "" if own else f" by {REFERENCE_MODEL}"
+    marked = [position for position, wnid in enumerate(summary["order"]) if wnid in set(mismatched)]
     figures = {}
     for quantity in ("precision", "recall"):
         values = np.array([np.nan if entry[quantity] is None else entry[quantity] for entry in ordered])
         figures[f"histogram_{quantity}.png"] = plotting.prediction_histogram(
-            counts, values, names, quantity, balanced,
+            counts, values, names, quantity, summary["num_images"] / len(ordered),
             title=f"{title}: predictions per class{order_note}, with {quantity}",
-            end_roles=(f"most predicted{by}", f"least predicted{by}"))
+            end_roles=(f"most predicted{by}", f"least predicted{by}"),
+            marked=(MISMATCH_LABEL, marked) if marked else None)
+    return figures
+
+
+def draw_figures(summary, confusion, title, mismatched=()):
+    """{file name: Figure} of Q(a) and Q(b), classes in summary['order'], the `mismatched`
+    classes (wnids) marked on the histograms."""
+    index_of = {entry["wnid"]: index for index, entry in enumerate(summary["classes"])}
+    order = [index_of[wnid] for wnid in summary["order"]]
+    names = [summary["classes"][index]["name"] for index in order]
+    order_note = "" if summary["order"] == summary["own_order"] else f", in {REFERENCE_MODEL}'s order"
+    figures = draw_histograms(summary, title, mismatched)
     figures["confusion_matrix.png"] = plotting.confusion_matrix_figure(
         confusion[np.ix_(order, order)], names, title=f"{title}: confusion matrix{order_note}")
+    return figures
+
+
+def redrawn_histograms(marks, run_dir):
+    """{path: Figure}: the histograms of the other runs in `marks` (why.mismatch_marks), from their
+    metrics.json."""
+    figures = {}
+    for folder, mismatched in marks.items():
+        path = folder / "metrics.json"
+        if folder == Path(run_dir) or not path.is_file():
+            continue
+        summary = read_json(path, f"{folder.name}'s metrics")
+        figures.update({folder / name: figure for name, figure in draw_histograms(
+            summary, model_title(summary["settings"]), mismatched).items()})
     return figures
 
 
@@ -243,8 +273,9 @@ def draw_pseudo_labels(selection, model_title):
 
 
 def analyze(predictions, run_dir, out_dir):
-    """Write metrics.json, centroids.json, pseudo_labels.json and the figures of one run; return
-    the three JSONs."""
+    """Write metrics.json, centroids.json, pseudo_labels.json, why.json, explorer.npz (what the
+    explorer shows that no JSON holds, so that it never reads the logits) and the figures of one
+    run; return the first three JSONs."""
     start_figure_processes()  # they start while the numbers are computed and the figures drawn
     model = predictions.meta["model"]
     order_wnids = reference_order(out_dir, model, [str(w) for w in predictions.wnids],
@@ -254,19 +285,25 @@ def analyze(predictions, run_dir, out_dir):
     centroids = centroid_neighbours(predictions, passed, class_roles(summary["own_order"], order_wnids))
     selection = pseudo_labels.summarize(passed.confidence, passed.predicted, predictions.labels,
                                         predictions.wnids, predictions.names, summary["order"], model)
-    diagnosis = why.diagnose(predictions, passed.predicted, passed.confidence,
-                             metrics.group_means(passed.group_sums["by_predicted"],
-                                                 passed.confusion.sum(axis=0)), summary)
+    cosines = why.centroid_cosines(metrics.group_means(passed.group_sums["by_predicted"],
+                                                       passed.confusion.sum(axis=0)))
+    diagnosis = why.diagnose(predictions, passed.predicted, passed.confidence, cosines, summary)
     summary["figure4_claim"] = diagnosis["figure4"]
+    tables = explorer_tables(passed.predicted, predictions.labels, passed.confidence,
+                             passed.confusion, cosines, predictions.paths, NEIGHBOR_COUNT)
     # Everything is computed and drawn before the first file is written.
     title = model_title(predictions.meta)
-    figures = draw_figures(summary, passed.confusion, title)
+    marks = why.mismatch_marks(model, run_dir, out_dir)
+    figures = draw_figures(summary, passed.confusion, title, marks.get(Path(run_dir), ()))
     figures["pseudo_labels.png"] = draw_pseudo_labels(selection, title)
+    figures = {run_dir / name: figure for name, figure in figures.items()}
+    figures.update(redrawn_histograms(marks, run_dir))
     write_json(run_dir / "metrics.json", summary)
     write_json(run_dir / "centroids.json", centroids)
     write_json(run_dir / "pseudo_labels.json", selection)
     write_json(run_dir / "why.json", diagnosis)
-    write_figures({run_dir / name: figure for name, figure in figures.items()})
+    write_tables(run_dir / TABLES_FILE, tables)
+    write_figures(figures)
     return summary, centroids, selection
 
 

@@ -20,6 +20,7 @@ OVERLAY_COLOR = "#DD8452"
 BALANCED_COLOR = "#C44E52"
 TAKER_COLOR = "#8C1C13"  # marks a class taking images in a large confusion
 LOSER_COLOR = "#8172B3"  # ... and one losing them
+MARKED_COLOR = "#2CA02C"  # a histogram's marked classes (concept-mismatched ones)
 # Figures are drawn at the size report.pdf prints them (the text frames of A4 pages), so their
 # font sizes are the printed ones; past ~100 classes they grow, to be zoomed into on screen.
 LANDSCAPE_WIDTH = 10.8  # inches: an A4 landscape page less its margins
@@ -86,17 +87,22 @@ def _figure_and_axes(ax, size):
 
 
 def prediction_histogram(predicted_counts, overlay, names, overlay_label, balanced_count,
-                         title="", ax=None, end_roles=("most predicted", "least predicted")):
+                         title="", ax=None, end_roles=("most predicted", "least predicted"),
+                         marked=None):
     """Bars: predictions per class, in the given order; line: `overlay` (precision or recall).
 
     predicted_counts, overlay and names are already in display order (Figure 2 of the homework:
     most to least predicted under the reference model). NaN overlay values (undefined precision
     or recall) leave gaps. balanced_count is N/K, the count every class would get if balanced.
+    marked is an optional pair (label, [positions]): classes whose bars are coloured and marked
+    under the axis (a bar of 0 predictions shows only its mark), under `label` in the legend.
     Past MAX_TICK_LABELS classes (and without `ax`), two panels below show the END_CLASSES at
     each end of the order by name, under `end_roles`.
     """
     num_classes = len(predicted_counts)
     predicted_counts, overlay = np.asarray(predicted_counts), np.asarray(overlay, dtype=np.float64)
+    label, positions = marked if marked is not None else ("", [])
+    is_marked = np.isin(np.arange(num_classes), positions)
     if ax is not None or _named(num_classes):
         figure, ax = _figure_and_axes(ax, (LANDSCAPE_WIDTH, HISTOGRAM_HEIGHT))
         ends = ()
@@ -108,31 +114,41 @@ def prediction_histogram(predicted_counts, overlay, names, overlay_label, balanc
         ends = ((axes["first"], first, end_roles[0]), (axes["last"], last, end_roles[1]))
     # Two y axes, each with its label, take ~1.2 inches of the width.
     overlay_ax = _histogram_axes(ax, predicted_counts, overlay, names, overlay_label,
-                                 balanced_count, figure.get_figwidth() - 1.2)
+                                 balanced_count, figure.get_figwidth() - 1.2, is_marked, label)
     for end_ax, classes, role in ends:
         _histogram_axes(end_ax, predicted_counts[classes], overlay[classes],
                         [names[i] for i in classes], overlay_label, balanced_count,
-                        figure.get_figwidth() / 2 - 1.2)
+                        figure.get_figwidth() / 2 - 1.2, is_marked[classes], label)
         end_ax.set_title(f"the {len(classes)} {role} (ranks {classes[0] + 1}-{classes[-1] + 1})",
                          loc="left", fontsize="medium")
     handles, labels = ax.get_legend_handles_labels()
     overlay_handles, overlay_labels = overlay_ax.get_legend_handles_labels()
-    # Legend in a row just above the axes and the title above it: inside the axes, the legend
-    # would hide the tallest bars.
-    ax.legend(handles + overlay_handles, labels + overlay_labels, loc="lower right",
-              bbox_to_anchor=(1.0, 1.0), ncols=3, frameon=False)
-    ax.set_title(title, loc="left", pad=24)
+    _legend_under_title(figure, ax, handles + overlay_handles, labels + overlay_labels, title)
     return figure
 
 
+def _legend_under_title(figure, ax, handles, labels, title, **legend_options):
+    """The legend in rows just above the axes, the title above it at the top left of the figure.
+    Inside the axes, the legend would hide the tallest bars or points; as the axes' title (a
+    fixed distance above the axes), the title would run into the legend's second row, which the
+    figure's title never does: constrained layout puts it above everything."""
+    ax.legend(handles, labels, loc="lower right", bbox_to_anchor=(1.0, 1.0), ncols=3,
+              frameon=False, **legend_options)
+    figure.suptitle(title, x=0.01, ha="left")
+
+
 def _histogram_axes(ax, predicted_counts, overlay, names, overlay_label, balanced_count,
-                    axis_inches):
-    """Bars of predicted counts, the balanced line and the overlay on a twin axis; returns the
-    twin axis."""
+                    axis_inches, is_marked, marked_label):
+    """Bars of predicted counts (the `is_marked` ones coloured and marked under the axis), the
+    balanced line and the overlay on a twin axis; returns the twin axis."""
     num_classes = len(predicted_counts)
     positions = np.arange(num_classes)
-    ax.bar(positions, predicted_counts, width=_bar_width(num_classes), color=BAR_COLOR,
-           label="predictions")
+    ax.bar(positions, predicted_counts, width=_bar_width(num_classes),
+           color=np.where(is_marked, MARKED_COLOR, BAR_COLOR), label="predictions")
+    if is_marked.any():
+        ax.plot(positions[is_marked], np.zeros(is_marked.sum()), transform=ax.get_xaxis_transform(),
+                linestyle="none", marker="^", markersize=7, color=MARKED_COLOR, clip_on=False,
+                label=marked_label)
     _balanced_line(ax, balanced_count)
     ax.set_xlim(-0.6, num_classes - 0.4)
     ax.set_ylabel("number of predictions")
@@ -283,10 +299,8 @@ def comparison_figure(names, predicted_counts, recall_changes, balanced_count, r
                           label=f"{role} of {label}")
     count_ax.set_ylabel("number of predictions")
     count_ax.set_xlim(-0.6, num_classes - 0.4)
-    # Legend and title above the axes: inside, they would hide points and marks.
-    count_ax.legend(loc="lower right", bbox_to_anchor=(1.0, 1.03), ncols=3, frameon=False,
-                    fontsize="small")
-    count_ax.set_title(title, loc="left", pad=40 if confused is not None else 24)
+    _legend_under_title(figure, count_ax, *count_ax.get_legend_handles_labels(), title,
+                        fontsize="small")
     width = 0.8 / max(len(recall_changes), 1)
     for index, (run, change) in enumerate(recall_changes.items()):
         offset = (index - (len(recall_changes) - 1) / 2) * width

@@ -12,13 +12,17 @@
   costs tens of seconds, too much for every analysis.
 numpy and scipy.special only (through concepts.py), like the rest of the analysis.
 """
+from pathlib import Path
+
 import numpy as np
 
 import concepts
 import metrics
-from outputs import none_if_nan
+from outputs import none_if_nan, read_json
+from runs import CONCEPT_ALIGNED_MODEL, REFERENCE_MODEL
 
 GAP_LISTED = 10  # classes listed with the widest concept gap
+ALIGNMENT_FILE = "alignment.json"  # clip-ca's: the mismatched classes and their new names
 
 
 def claim_json(claim):
@@ -27,11 +31,41 @@ def claim_json(claim):
             "sentence": claim.sentence}
 
 
-def figure4_tests(predicted_counts, centroids):
-    """{"literal", "centered"}: Figure 4's claim on the centroids by pseudo-label [K, K'] and on
-    the centered ones."""
-    return {kind: claim_json(concepts.figure4_claim(predicted_counts, concepts.cosine_matrix(c, c)))
-            for kind, c in (("literal", centroids), ("centered", metrics.centered_centroids(centroids)))}
+def centroid_cosines(centroids):
+    """{"literal", "centered"}: the [K, K] cosines between the centroids by pseudo-label [K, K'] and
+    between the centered ones (NaN where a centroid is undefined): Figure 4's test and the
+    explorer's nearest centroids both read them."""
+    return {"literal": concepts.cosine_matrix(centroids, centroids),
+            "centered": concepts.cosine_matrix(*[metrics.centered_centroids(centroids)] * 2)}
+
+
+def figure4_tests(predicted_counts, cosines):
+    """{"literal", "centered"}: Figure 4's claim on each of centroid_cosines."""
+    return {kind: claim_json(concepts.figure4_claim(predicted_counts, cosine))
+            for kind, cosine in cosines.items()}
+
+
+def mismatched_wnids(out_dir):
+    """The classes (wnids) Algorithm 1 found concept-mismatched in clip's features: those of
+    OUT/clip-ca/alignment.json, which clip-ca writes; None before clip-ca has run."""
+    path = Path(out_dir) / CONCEPT_ALIGNED_MODEL / ALIGNMENT_FILE
+    if not path.is_file():
+        return None
+    alignment = read_json(path, f"{CONCEPT_ALIGNED_MODEL}'s {ALIGNMENT_FILE}")
+    return [entry["wnid"] for entry in alignment["mismatched"]]
+
+
+def mismatch_marks(model, run_dir, out_dir):
+    """{run folder: mismatched wnids} whose histograms mark the classes Algorithm 1 found
+    concept-mismatched in clip's features (clip-ca's alignment.json): clip's and clip-ca's, the
+    runs whose text embeddings they are about. clip's analysis marks them once clip-ca has run;
+    clip-ca's marks its own and redraws clip's, analysed before clip-ca ran."""
+    if model not in (REFERENCE_MODEL, CONCEPT_ALIGNED_MODEL):
+        return {}
+    mismatched = mismatched_wnids(out_dir) or []
+    if model == REFERENCE_MODEL or not mismatched:
+        return {Path(run_dir): mismatched}
+    return {Path(run_dir): mismatched, Path(out_dir) / REFERENCE_MODEL: mismatched}
 
 
 def class_entry(wnids, names, index):
@@ -79,10 +113,11 @@ def margin_pairs(predictions, predicted, confidence, prototypes, top_confusions)
             "top_confusions_compared": len(confusion_pairs)}
 
 
-def diagnose(predictions, predicted, confidence, centroids_by_predicted, summary):
-    """why.json's content for one run (`predicted`, `confidence` [N] from the analysis's pass)."""
+def diagnose(predictions, predicted, confidence, cosines, summary):
+    """why.json's content for one run (`predicted`, `confidence` [N] from the analysis's pass,
+    `cosines` its centroid_cosines)."""
     counts = np.array([entry["predicted_count"] for entry in summary["classes"]])
-    why = {"model": summary["model"], "figure4": figure4_tests(counts, centroids_by_predicted)}
+    why = {"model": summary["model"], "figure4": figure4_tests(counts, cosines)}
     if predictions.image_features is None:
         why["concepts"] = None  # the logits alone cannot tell: see concept_note
         return why

@@ -2,10 +2,11 @@
 in it (the PDF report stays what is handed in).
 
 The page opens offline from disk: plotly.js is inlined from plotly's Python package, and the data
-(the run folders' JSON files and, from each predictions.npz, what no JSON holds for every class)
-sits in the page as JSON. Its views: predictions per class, the confusion matrix, one class
-across the runs, the runs against clip, pseudo-label selection, and the images of a class or a
-confusion cell where the image folder is readable.
+(the run folders' JSON files and each explorer.npz, what the analysis wrote for it beside them;
+never the logits) sits in the page as JSON. Its views: predictions per class, the confusion
+matrix, one class across the runs (with its concept gap and Algorithm 1's verdict where the run
+keeps CLIP's features), the runs against clip, pseudo-label selection, and the images of a class
+or a confusion cell where the image folder is readable.
 
     python starter.py --explore [--thumbnails N]   # also written by --report and --demo
 

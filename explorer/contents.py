@@ -4,22 +4,25 @@ plotly figures. Strings stay as the files hold them: the page shows them as text
 """
 from pathlib import Path
 
+import numpy as np
+
 import metrics
 import pseudo_labels
+import why
 from explorer import figures
 from explorer.images import image_folder, read_thumbnails, unavailable_reason
-from explorer.run_data import (cell_images, confusion_cells, find_runs, kept_per_class,
-                               nearest_centroid_table, read_cache, top_k_per_class)
+from explorer.run_data import concept_columns, find_runs, tables_in_order
+from explorer.tables import MAX_EMBEDDED_IMAGES
 from runs import is_simulated, model_title
 
-# Images embedded in one page at most, whatever --thumbnails asks per cell: at ~3 KB each, 30 MB.
-# Every cell's most confident image comes before any cell's second, larger cells first.
-MAX_EMBEDDED_IMAGES = 10_000
 NEIGHBOUR_DECIMALS = {"literal": 7, "centered": 5}  # one more than the report shows (6 and 4)
 
 
-def rounded_neighbours(table, decimals):
-    return [[[neighbour, round(cosine, decimals)] for neighbour, cosine in row] for row in table]
+def rounded_neighbours(neighbours, cosines, decimals):
+    """Per class, [[neighbour, cosine], ...] of its defined nearest centroids."""
+    return [[[int(neighbour), round(float(cosine), decimals)]
+             for neighbour, cosine in zip(row, row_cosines) if neighbour >= 0]
+            for row, row_cosines in zip(neighbours, cosines)]
 
 
 def finite_or_none(value):
@@ -39,16 +42,15 @@ def run_summary(run, predicted_counts):
             "kept_accuracy": kept["accuracy"]}
 
 
-def run_entry(run, passed, order):
-    """One run's numbers per class (in `order`), confusion cells and nearest centroids."""
+def run_entry(run, tables, order, mismatched):
+    """One run's numbers per class (in `order`), confusion cells, nearest centroids and concept
+    gaps (`tables` in order; `mismatched`: the wnids of clip-ca's alignment.json, or None)."""
     by_wnid = {entry["wnid"]: entry for entry in run.metrics["classes"]}
     position_of = {wnid: position for position, wnid in enumerate(order)}
     kept = {entry["wnid"]: entry for entry in run.pseudo_labels["kept_per_class"]["classes"]}
     column = {key: [by_wnid[wnid][field] for wnid in order] for key, field in (
         ("predicted", "predicted_count"), ("true", "true_count"), ("precision", "precision"),
         ("recall", "recall"))}
-    centroids = {"literal": passed.centroids,
-                 "centered": metrics.centered_centroids(passed.centroids)}
     return {
         "model": run.model, "title": model_title(run.metrics["settings"]),
         "simulated": is_simulated(run.metrics["settings"]),
@@ -56,59 +58,62 @@ def run_entry(run, passed, order):
         "kept": [kept[wnid]["kept"] for wnid in order],
         "kept_correct": [kept[wnid]["kept_correct"] for wnid in order],
         "kept_threshold": run.pseudo_labels["kept_per_class"]["threshold"],
-        "cells": [cells.tolist() for cells in confusion_cells(passed)],
+        "cells": tables.cells.tolist(),
         "top_confusions": [[position_of[cell["true"]["wnid"]], position_of[cell["predicted"]["wnid"]],
                             cell["count"], cell["share_of_true"]]
                            for cell in run.metrics["top_confusions"]],
-        "neighbours": {kind: rounded_neighbours(nearest_centroid_table(values), NEIGHBOUR_DECIMALS[kind])
-                       for kind, values in centroids.items()},
+        "neighbours": {kind: rounded_neighbours(tables.neighbours[kind], tables.neighbour_cosines[kind],
+                                                NEIGHBOUR_DECIMALS[kind])
+                       for kind in tables.neighbours},
+        "concepts": concept_columns(run, order, mismatched),
     }
 
 
-def image_candidates(passes, per_cell):
-    """[(rank in cell, -cell size, run, image)] of every cell's `per_cell` most confident images,
-    for the runs whose image folder can be read, and each run's note (None when it can)."""
+def image_candidates(runs, tables, per_cell):
+    """[(rank in cell, -cell size, run, entry)] of every cell's `per_cell` most confident images
+    (entries of the run's tables), for the runs whose image folder can be read, and each run's
+    note (None when it can)."""
     candidates, notes = [], []
-    for run_index, passed in enumerate(passes):
-        notes.append(unavailable_reason(passed.meta, per_cell))
+    for run_index, (run, run_tables) in enumerate(zip(runs, tables)):
+        notes.append(unavailable_reason(run.metrics["settings"], per_cell))
         if notes[-1] is not None:
             continue
-        chosen, ranks, cell_sizes = cell_images(passed, per_cell)
-        candidates += zip(ranks.tolist(), (-cell_sizes).tolist(), [run_index] * len(chosen),
-                          chosen.tolist())
+        chosen = np.flatnonzero(run_tables.image_rank < per_cell)
+        candidates += zip(run_tables.image_rank[chosen].tolist(),
+                          (-run_tables.image_cell_size[chosen]).tolist(),
+                          [run_index] * len(chosen), chosen.tolist())
     return sorted(candidates), notes
 
 
-def embedded_images(passes, per_cell, limit=MAX_EMBEDDED_IMAGES):
+def embedded_images(runs, tables, per_cell, limit=MAX_EMBEDDED_IMAGES):
     """The images the page embeds, [[path, base64 JPEG or None, why not or None]], and per run
     {"true predicted": [[image, probability], ...]} in each cell's confidence order; whether
-    `limit` left images out."""
-    candidates, notes = image_candidates(passes, per_cell)
-    folders = [None if note else Path(image_folder(passed.meta)).resolve()
-               for passed, note in zip(passes, notes)]
-    index_of, cells, limited = {}, [{} for _ in passes], False
-    for _, _, run_index, image in candidates:
-        passed = passes[run_index]
-        key = (folders[run_index], str(passed.paths[image]))
+    `limit` left images out. `tables` are the runs' RunTables in the page's order: each holds
+    one image more than a page embeds, so a run with more than `limit` candidates is seen."""
+    candidates, notes = image_candidates(runs, tables, per_cell)
+    folders = [None if note else Path(image_folder(run.metrics["settings"])).resolve()
+               for run, note in zip(runs, notes)]
+    index_of, cells, limited = {}, [{} for _ in runs], False
+    for _, _, run_index, entry in candidates:
+        run_tables = tables[run_index]
+        key = (folders[run_index], str(run_tables.image_paths[entry]))
         if key not in index_of:
             if len(index_of) == limit:
                 limited = True
                 continue
             index_of[key] = len(index_of)
-        cell = f"{passed.labels[image]} {passed.predicted[image]}"
+        cell = f"{run_tables.image_true[entry]} {run_tables.image_predicted[entry]}"
         cells[run_index].setdefault(cell, []).append(
-            [index_of[key], round(float(passed.confidence[image]), 4)])
+            [index_of[key], round(float(run_tables.image_confidence[entry]), 4)])
     thumbnails = read_thumbnails(list(index_of))
     images = [[path, *thumbnail] for (_, path), thumbnail in zip(index_of, thumbnails)]
     return images, [{"note": note, "cells": run_cells} for note, run_cells in zip(notes, cells)], limited
 
 
-def selection_figure(run, passed, labels):
+def selection_figure(run, tables, labels):
     """View 5's figure: what each class keeps at every τ and k of the run's pseudo_labels.json."""
-    thresholds = [row["threshold"] for row in run.pseudo_labels["confidence_threshold"]["rows"]]
-    ks = [row["k"] for row in run.pseudo_labels["class_balanced_top_k"]["rows"]]
-    return figures.selection(labels, [kept_per_class(passed, thresholds), top_k_per_class(passed, ks)],
-                             run.pseudo_labels)
+    return figures.selection(labels, [(tables.kept, tables.kept_correct),
+                                      (tables.selected, tables.selected_correct)], run.pseudo_labels)
 
 
 def explorer_contents(out_dir, per_cell):
@@ -118,9 +123,10 @@ def explorer_contents(out_dir, per_cell):
     names = {entry["wnid"]: entry["name"] for entry in runs[0].metrics["classes"]}
     names = [names[wnid] for wnid in order]
     labels = figures.class_labels(names, order)
-    passes = [read_cache(run, order) for run in runs]
-    entries = [run_entry(run, passed, order) for run, passed in zip(runs, passes)]
-    images, run_images, limited = embedded_images(passes, per_cell)
+    tables = [tables_in_order(run, order) for run in runs]
+    mismatched = why.mismatched_wnids(out_dir)
+    entries = [run_entry(run, run_tables, order, mismatched) for run, run_tables in zip(runs, tables)]
+    images, run_images, limited = embedded_images(runs, tables, per_cell)
     for entry, entry_images in zip(entries, run_images):
         entry["images"] = entry_images
     return {
@@ -133,6 +139,6 @@ def explorer_contents(out_dir, per_cell):
         "figures": {"histogram": [figures.histogram(entry, labels, order) for entry in entries],
                     "confusion": figures.confusion_template(labels),
                     "compare": figures.comparison(entries, labels, entries[0]),
-                    "selection": [selection_figure(run, passed, labels)
-                                  for run, passed in zip(runs, passes)]},
+                    "selection": [selection_figure(run, run_tables, labels)
+                                  for run, run_tables in zip(runs, tables)]},
     }

@@ -36,6 +36,11 @@
     return value === null || value === undefined ? "undefined" : value.toFixed(digits);
   }
 
+  // "1 image", "2 images"
+  function plural(count, noun) {
+    return count + " " + noun + (count === 1 ? "" : "s");
+  }
+
   function percent(value) {
     return value === null || value === undefined ? "undefined" : (100 * value).toFixed(1) + "%";
   }
@@ -120,8 +125,8 @@
     const run = currentRun();
     const panel = byId("cell-images");
     panel.replaceChildren();
-    const heading = element("h3", run.model + ": " + cellSize(run, trueClass, predicted) +
-                            " images of ");
+    const heading = element("h3", run.model + ": " + plural(cellSize(run, trueClass, predicted), "image") +
+                            " of ");
     heading.append(classButton(trueClass));
     if (trueClass === predicted) heading.append(" predicted correctly");
     else heading.append(" predicted as ", classButton(predicted));
@@ -218,6 +223,18 @@
     return node;
   }
 
+  // CAP's concept mismatch, for a run that keeps CLIP's features (its why.json).
+  function conceptTable(concepts, position) {
+    const nearest = concepts.own_text_nearest[position] ? "its own" : concepts.nearest_text[position];
+    const flagged = concepts.mismatched === null
+      ? "not run (python starter.py --model clip-ca)"
+      : (concepts.mismatched[position] ? "concept-mismatched" : "not flagged");
+    return table("concept mismatch (CAP)", ["", ""], [
+      ["concept gap: cosine of its text and its images' mean", number(concepts.gap[position], 3)],
+      ["text nearest its images", nearest === null ? "none (no image)" : nearest],
+      ["Algorithm 1 (clip-ca)", flagged]]);
+  }
+
   function classColumn(run, position) {
     const column = element("div", null, "run-column");
     column.append(element("h3", run.title));
@@ -230,6 +247,7 @@
                         cellRows(run, position, "row")));
     column.append(table("who feeds it (its column)", ["true class", "images"],
                         cellRows(run, position, "column")));
+    if (run.concepts) column.append(conceptTable(run.concepts, position));
     column.append(neighbourTable(run, position, "literal",
                                  "10 nearest centroids, mean logits by predicted label", 6));
     column.append(neighbourTable(run, position, "centered",

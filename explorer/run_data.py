@@ -1,22 +1,19 @@
-"""What the explorer shows of each run, from the files the run wrote: metrics.json and
-pseudo_labels.json as written, and from predictions.npz what no JSON holds for every class (the
-whole confusion matrix, every class's nearest centroids, the pseudo-labels kept per class at
-every threshold and k, the most confident images of every confusion cell).
+"""What the explorer shows of each run, from the files the run's analysis wrote: metrics.json and
+pseudo_labels.json as written, explorer.npz for what no JSON holds for every class
+(explorer/tables.py), why.json's concept gaps, and the concept-mismatched classes of clip-ca's
+alignment.json. The logits (predictions.npz) are never read.
 
 Every class is named by its position in the reference run's (clip's) own order, the order of
-every view, as Q2 asks. The cache is read in row blocks (cache.row_blocks), so a training
-split's cache is never whole in memory.
+every view, as Q2 asks.
 """
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
-import metrics
-import pseudo_labels
-from analysis import NEIGHBOR_COUNT
-from cache import load_predictions, row_blocks
+import why
+from explorer.tables import TABLES_FILE, read_tables
 from outputs import UserError, read_json
 from runs import MODEL_TITLES, REFERENCE_MODEL
 
@@ -30,22 +27,13 @@ RUN_FILES = {"metrics": ("metrics.json", ("num_images", "accuracy", "balanced_ac
 
 @dataclass
 class RunFiles:
-    """One run folder's JSON files, as read."""
+    """One run folder's files, as read."""
     model: str
     folder: Path
     metrics: dict
     pseudo_labels: dict
-
-
-@dataclass
-class CachePass:
-    """What one pass over a run's logits gives, per image and per class, classes as positions."""
-    labels: np.ndarray  # [N] true class
-    predicted: np.ndarray  # [N] pseudo-label
-    confidence: np.ndarray  # [N] softmax probability of the pseudo-label
-    centroids: np.ndarray  # [K, K] mean logits by pseudo-label, rows by position; NaN when empty
-    paths: np.ndarray  # [N] relative to the run's image folder
-    meta: dict
+    tables: object  # explorer.tables.RunTables, the run's own class indices
+    why: dict  # why.json, or {} when the run has none
 
 
 def find_runs(out_dir):
@@ -74,93 +62,67 @@ def warn(problem):
     print(f"warning: {problem}; the explorer leaves that run out.", file=sys.stderr)
 
 
+def outdated(path, folder):
+    return (f"{path} is missing or predates this version: run `python starter.py --model "
+            f"{folder.name} --from-cache --out {folder.parent}`")
+
+
 def read_run(folder):
     """The run's RunFiles, or what keeps the explorer from showing it."""
-    if not (folder / "predictions.npz").is_file():
-        return f"{folder} has no predictions.npz, which the explorer reads"
     files = {}
     for key, (name, keys) in RUN_FILES.items():
         path = folder / name
         files[key] = read_json(path, f"{folder.name}'s {name}") if path.is_file() else {}
         if not all(required in files[key] for required in keys):
-            return (f"{path} is missing or predates this version: run `python starter.py --model "
-                    f"{folder.name} --from-cache --out {folder.parent}`")
-    return RunFiles(folder.name, folder, **files)
+            return outdated(path, folder)
+    if not (folder / TABLES_FILE).is_file():
+        return outdated(folder / TABLES_FILE, folder)
+    why_path = folder / "why.json"
+    return RunFiles(folder.name, folder, **files, tables=read_tables(folder / TABLES_FILE),
+                    why=read_json(why_path, f"{folder.name}'s why.json") if why_path.is_file() else {})
 
 
-def read_cache(run, order):
-    """One pass over the run's cached logits, classes as positions in `order` (wnids)."""
-    predictions = load_predictions(run.folder / "predictions.npz")
+def positions(run, order):
+    """[K] the position in `order` (wnids) of each of the run's own class indices."""
     position_of = {wnid: position for position, wnid in enumerate(order)}
-    position = np.array([position_of[str(wnid)] for wnid in predictions.wnids])
-    count, num_classes = predictions.logits.shape
-    predicted = np.empty(count, dtype=np.int64)
-    confidence = np.empty(count)
-    sums = np.zeros((num_classes, num_classes))
-    for rows in row_blocks(count, num_classes):
-        logits = predictions.logits[rows]
-        predicted[rows] = metrics.predicted_labels(logits)
-        confidence[rows] = pseudo_labels.top_probability(logits)
-        sums += metrics.group_sums(logits, predicted[rows], num_classes)
-    centroids = metrics.group_means(sums, metrics.class_counts(predicted, num_classes))
-    centroids_by_position = np.empty_like(centroids)
-    centroids_by_position[position] = centroids
-    return CachePass(labels=position[predictions.labels], predicted=position[predicted],
-                     confidence=confidence, centroids=centroids_by_position,
-                     paths=predictions.paths, meta=predictions.meta)
+    return np.array([position_of[entry["wnid"]] for entry in run.metrics["classes"]])
 
 
-def nearest_centroid_table(centroids, count=NEIGHBOR_COUNT):
-    """metrics.nearest_centroids for every class at once: [(neighbour, cosine), ...] per class,
-    the `count` most cosine-similar defined centroids, cosine descending, ties by class index;
-    empty for a class whose own centroid is undefined. One matrix product instead of K calls
-    (each K x K: minutes at 1,000 classes and four runs)."""
-    norms = np.linalg.norm(centroids, axis=1)
-    defined = np.isfinite(norms) & (norms > 0)
-    unit = np.zeros_like(centroids)
-    unit[defined] = centroids[defined] / norms[defined, None]
-    similarity = unit @ unit.T
-    similarity[:, ~defined] = -np.inf
-    np.fill_diagonal(similarity, -np.inf)
-    ranked = np.argsort(-similarity, axis=1, kind="stable")[:, :count]  # stable: ties by index
-    return [[(int(j), float(similarity[i, j])) for j in ranked[i] if np.isfinite(similarity[i, j])]
-            if defined[i] else [] for i in range(len(centroids))]
+def tables_in_order(run, order):
+    """The run's RunTables with classes as positions in `order`: per-class rows reordered, class
+    indices mapped."""
+    position = positions(run, order)
+    tables = run.tables
+
+    def by_position(rows):  # [..., K] in the run's order -> in `order`
+        reordered = np.empty_like(rows)
+        reordered[..., position] = rows
+        return reordered
+
+    def neighbour_rows(neighbours):
+        return by_position(np.where(neighbours >= 0, position[neighbours], -1).T).T
+
+    return replace(
+        tables, cells=np.vstack([position[tables.cells[:2]], tables.cells[2:]]),
+        neighbours={kind: neighbour_rows(rows) for kind, rows in tables.neighbours.items()},
+        neighbour_cosines={kind: by_position(rows.T).T for kind, rows in tables.neighbour_cosines.items()},
+        kept=by_position(tables.kept), kept_correct=by_position(tables.kept_correct),
+        selected=by_position(tables.selected), selected_correct=by_position(tables.selected_correct),
+        image_true=position[tables.image_true], image_predicted=position[tables.image_predicted])
 
 
-def kept_per_class(passed, thresholds):
-    """[T, K] images kept (top probability >= τ) and [T, K] of them correct, per threshold."""
-    num_classes = len(passed.centroids)
-    correct = passed.predicted == passed.labels
-    kept = [passed.confidence >= threshold for threshold in thresholds]
-    return (np.array([metrics.class_counts(passed.predicted[mask], num_classes) for mask in kept]),
-            np.array([metrics.class_counts(passed.predicted[mask & correct], num_classes)
-                      for mask in kept]))
-
-
-def top_k_per_class(passed, ks):
-    """[k, K] images selected (each class's k most confident pseudo-labels) and [k, K] of them
-    correct, per k."""
-    num_classes = len(passed.centroids)
-    ranks = pseudo_labels.class_ranks(passed.confidence, passed.predicted)
-    correct = passed.predicted == passed.labels
-    return (np.array([metrics.class_counts(passed.predicted[ranks < k], num_classes) for k in ks]),
-            np.array([metrics.class_counts(passed.predicted[(ranks < k) & correct], num_classes)
-                      for k in ks]))
-
-
-def confusion_cells(passed):
-    """The non-zero cells of the confusion matrix: (true positions, predicted positions, counts)."""
-    num_classes = len(passed.centroids)
-    cells, counts = np.unique(passed.labels * num_classes + passed.predicted, return_counts=True)
-    return cells // num_classes, cells % num_classes, counts
-
-
-def cell_images(passed, per_cell):
-    """Each confusion cell's `per_cell` most confident images: (image indices, their rank in
-    their cell, the size of their cell)."""
-    num_classes = len(passed.centroids)
-    cell = passed.labels * num_classes + passed.predicted
-    # class_ranks ranks images within any integer groups: here the cells instead of the classes.
-    ranks = pseudo_labels.class_ranks(passed.confidence, cell)
-    chosen = np.flatnonzero(ranks < per_cell)
-    return chosen, ranks[chosen], metrics.class_counts(cell, num_classes ** 2)[cell[chosen]]
+def concept_columns(run, order, mismatched):
+    """The class view's concept rows of a run whose why.json has concept gaps, in `order`: each
+    class's gap (text-prototype cosine, images grouped by true label), whether its own text is
+    nearest its images (else whose is), and whether Algorithm 1 flagged it (None before clip-ca
+    has run); None for a run without gaps."""
+    concepts = (run.why or {}).get("concepts")
+    if not concepts:
+        return None
+    by_wnid = {entry["wnid"]: entry for entry in concepts["gap"]["by_true"]}
+    entries = [by_wnid[wnid] for wnid in order]
+    return {"gap": [entry["cosine"] for entry in entries],
+            "own_text_nearest": [entry["own_text_nearest"] for entry in entries],
+            "nearest_text": [None if entry["nearest_text"] is None else entry["nearest_text"]["name"]
+                             for entry in entries],
+            "mismatched": None if mismatched is None else [wnid in mismatched for wnid in order]}

@@ -14,8 +14,10 @@ from PIL import Image
 
 import analysis
 import cache
+import concepts
 import metrics
 import pseudo_labels
+import why
 from conftest import run_cli, synthetic_predictions
 from explorer import EXPLORER_FILE, write_explorer
 from explorer.browser import (console_errors, headless_chromium, missing_browser, open_explorer,
@@ -23,7 +25,9 @@ from explorer.browser import (console_errors, headless_chromium, missing_browser
 from explorer.images import MISSING, OUTSIDE, contained_file
 from explorer.page import embedded_json
 from explorer.contents import embedded_images
-from explorer.run_data import confusion_cells, find_runs, nearest_centroid_table, read_cache
+from explorer.run_data import find_runs, tables_in_order
+from explorer.tables import nearest_table
+from outputs import write_json
 from runs import MODEL_TITLES
 
 VIEWS = ("histogram", "confusion", "class", "compare", "selection")
@@ -35,16 +39,17 @@ HOSTILE_NAMES = ["<script>window.pwned = 1</script>", '<img src=x onerror="windo
 
 # ---- without a browser
 
-def test_nearest_centroid_table_is_metrics_nearest_centroids_for_every_class():
+def test_nearest_table_is_metrics_nearest_centroids_for_every_class():
     rng = np.random.default_rng(0)
     centroids = rng.normal(size=(30, 12))
     centroids[[3, 17]] = np.nan  # empty groups
     centroids[8] = centroids[5] * 2.0  # a tie in cosine, broken by class index
-    table = nearest_centroid_table(centroids, count=10)
+    table, table_cosines = nearest_table(concepts.cosine_matrix(centroids, centroids), count=10)
     for query in range(len(centroids)):
         neighbours, cosines = metrics.nearest_centroids(centroids, query, 10)
-        assert [n for n, _ in table[query]] == neighbours.tolist()
-        np.testing.assert_allclose([c for _, c in table[query]], cosines, atol=1e-12)
+        defined = table[query] >= 0
+        assert table[query][defined].tolist() == neighbours.tolist()
+        np.testing.assert_allclose(table_cosines[query][defined], cosines, atol=1e-12)
 
 
 def test_paths_that_leave_the_image_folder_are_not_read(tmp_path):
@@ -88,6 +93,29 @@ def test_an_outdated_run_is_left_out_with_the_command(synthetic_runs, capsys):
     assert run_cli("--explore", "--out", synthetic_runs) == 0
     assert f"--model debiaspl --from-cache --out {synthetic_runs}" in capsys.readouterr().err
     assert [run["model"] for run in page_data(synthetic_runs / EXPLORER_FILE)["runs"]] == ["clip"]
+
+
+def test_the_explorer_never_reads_the_logits(synthetic_runs, monkeypatch):
+    """What it shows comes from the analysis' files (explorer.npz): no predictions.npz needed."""
+    page = write_explorer(synthetic_runs)
+    for model in ("clip", "debiaspl"):
+        (synthetic_runs / model / "predictions.npz").unlink()
+    monkeypatch.setattr(cache, "load_predictions", lambda *args: pytest.fail("read the logits"))
+    assert page_data(write_explorer(synthetic_runs)) == page_data(page)
+
+
+def test_the_class_view_holds_each_classs_concept_gap_and_algorithm_1s_verdict(real_runs, tmp_path):
+    shutil.copytree(real_runs / "clip", tmp_path / "clip")
+    gaps = {entry["wnid"]: entry for entry in
+            json.loads((tmp_path / "clip" / "why.json").read_text())["concepts"]["gap"]["by_true"]}
+    order = json.loads((tmp_path / "clip" / "metrics.json").read_text())["own_order"]
+    concept_rows = page_data(write_explorer(tmp_path))["runs"][0]["concepts"]
+    assert concept_rows["gap"] == [gaps[wnid]["cosine"] for wnid in order]
+    assert concept_rows["own_text_nearest"] == [gaps[wnid]["own_text_nearest"] for wnid in order]
+    assert concept_rows["mismatched"] is None  # clip-ca has not run
+    write_json(tmp_path / "clip-ca" / why.ALIGNMENT_FILE, {"mismatched": [{"wnid": order[2]}]})
+    assert page_data(write_explorer(tmp_path))["runs"][0]["concepts"]["mismatched"] == [
+        position == 2 for position in range(len(order))]
 
 
 def page_data(page):
@@ -178,9 +206,9 @@ def test_hostile_cache_reads_nothing_outside_and_escapes_every_string(hostile_ou
 
 def test_the_image_limit_keeps_each_cells_most_confident_image_first(hostile_out):
     run = find_runs(hostile_out[0])[0]
-    passed = read_cache(run, run.metrics["own_order"])
-    cells = len(confusion_cells(passed)[0])
-    images, runs, limited = embedded_images([passed], per_cell=100, limit=cells)
+    tables = tables_in_order(run, run.metrics["own_order"])
+    cells = tables.cells.shape[1]
+    images, runs, limited = embedded_images([run], [tables], per_cell=100, limit=cells)
     assert limited and len(images) == cells
     assert sorted(len(entries) for entries in runs[0]["cells"].values()) == [1] * cells
 
@@ -345,6 +373,8 @@ def test_a_confusion_cell_shows_its_most_confident_images(browser, real_page, sc
     heading = browser.find_element(By.CSS_SELECTOR, "#cell-images h3").text
     assert f"{cells[2][largest]} images of" in heading
     screenshot_views(browser, screenshots, "real")
+    show_view(browser, "class")
+    assert "concept mismatch (CAP)" in class_column_tables(browser, 0)  # clip keeps its features
     assert console_errors(browser) == []
 
 

@@ -4,10 +4,13 @@ import json
 
 import numpy as np
 
+import analysis
 import cache
 import concepts
+import plotting
 import why
 from conftest import SUBSET_WNIDS
+from outputs import write_json
 
 
 def read(path):
@@ -42,3 +45,29 @@ def test_the_demos_simulated_clip_keeps_features_and_gets_concept_analyses(simul
     diagnosis = read(simulated_demo / "clip" / "why.json")
     assert len(diagnosis["concepts"]["gap"]["by_true"]) == 100
     assert "Concept mismatch: the 10 classes" in (simulated_demo / "report.md").read_text()
+
+
+def test_histograms_mark_the_classes_clip_ca_found_mismatched(clip_out, monkeypatch):
+    """Once clip-ca's alignment.json exists, clip's analysis marks its classes on the histograms,
+    and clip-ca's marks its own and redraws clip's (analysed before clip-ca ran)."""
+    marks, written = [], []
+    draw = plotting.prediction_histogram
+    monkeypatch.setattr(plotting, "prediction_histogram",
+                        lambda *args, **options: marks.append(options["marked"]) or draw(*args, **options))
+    monkeypatch.setattr(analysis, "write_figures", lambda figures: written.extend(figures))
+    clip = cache.load_predictions(clip_out / "clip" / "predictions.npz")
+    analysis.analyze(clip, clip_out / "clip", clip_out)
+    assert marks == [None, None]  # before clip-ca has run
+    order = read(clip_out / "clip" / "metrics.json")["order"]
+    write_json(clip_out / "clip-ca" / why.ALIGNMENT_FILE, {"mismatched": [{"wnid": order[4]}]})
+    marks.clear()
+    analysis.analyze(clip, clip_out / "clip", clip_out)
+    assert marks == [(analysis.MISMATCH_LABEL, [4])] * 2
+    figure = draw([3, 0], [0.5, 0.0], ["a", "b"], "recall", 1.5, title="t",
+                  marked=(analysis.MISMATCH_LABEL, [1]))
+    assert analysis.MISMATCH_LABEL in [text.get_text() for text in figure.axes[0].get_legend().get_texts()]
+    marks.clear(), written.clear()
+    clip.meta = {"model": "clip-ca", "clip": clip.meta}
+    analysis.analyze(clip, clip_out / "clip-ca", clip_out)
+    assert marks == [(analysis.MISMATCH_LABEL, [4])] * 4
+    assert {clip_out / "clip" / f"histogram_{quantity}.png" for quantity in ("precision", "recall")} < set(written)
