@@ -1,20 +1,20 @@
-"""Models: the device, safe checkpoint reading, CLIP RN50 zero-shot and DebiasPL's ResNet-50.
+"""Models: the device, safe checkpoint reading, any open_clip CLIP zero-shot and DebiasPL's ResNet-50.
 
 Each builder returns (torch module mapping images to [B, K] logits, eval transform, identity of
-the weights file). torch, torchvision and open_clip are imported inside the functions that use
-them.
+the weights). torch, torchvision and open_clip are imported inside the functions that use them.
 """
 import contextlib
+import difflib
 import json
 import sys
 from pathlib import Path
 
 import numpy as np
 
+from classes import SINGLE_TEMPLATE as SINGLE_PROMPT, fill_template, openai_imagenet_templates
 from outputs import UserError, write_atomic
 
-SINGLE_PROMPT = "a photo of a {}."
-CLIP_ARCHITECTURE = "RN50-quickgelu"  # OpenAI trained RN50 with QuickGELU
+DEFAULT_CLIP_ARCHITECTURE = "RN50"
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -94,13 +94,17 @@ def read_checkpoint(path, what, trust=False):
     """torch.load that runs no code from the file unless the user trusts it (--trust-checkpoint)."""
     import pickle
     import re
+    import zipfile
     import torch
     path = Path(path).expanduser()
     if not path.is_file():
         raise UserError(f"the {what} {path} does not exist.")
     try:
         with torch.serialization.safe_globals(checkpoint_safe_globals()):
-            return torch.load(path, map_location="cpu", weights_only=not trust)
+            # Memory-mapped where torch can (its zip format): a file read only for its shapes
+            # (check_clip_choice) costs nothing, and a loaded one no second copy in memory.
+            return torch.load(path, map_location="cpu", weights_only=not trust,
+                              mmap=zipfile.is_zipfile(path))
     except pickle.UnpicklingError as error:
         refused = re.search(r"GLOBAL ([\w.]+)", str(error))
         if refused:
@@ -113,32 +117,49 @@ def read_checkpoint(path, what, trust=False):
         raise UserError(f"{path} is not a readable PyTorch {what} ({reason}).") from None
 
 
+def is_torchscript_archive(path):
+    """Whether `path` is a TorchScript archive (OpenAI's RN50.pt...): a zip holding compiled code."""
+    import zipfile
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as archive:
+        return any("/code/__torch__" in name for name in archive.namelist())
+
+
 def read_clip_state_dict(path, trust=False):
-    """An open_clip-layout state dict from OpenAI's TorchScript RN50.pt or a torch.save'd file."""
+    """An open_clip-layout state dict from OpenAI's TorchScript .pt, a .safetensors file or a
+    torch.save'd file (a bare state dict or {"state_dict": ...}, "module." prefixes removed)."""
     import torch
     import warnings
-    import zipfile
     path = Path(path).expanduser()
-    if path.is_file() and zipfile.is_zipfile(path) and any(
-            "/code/__torch__" in name for name in zipfile.ZipFile(path).namelist()):
-        # OpenAI's RN50.pt is a TorchScript archive: torch.jit.load reads it without unpickling
-        # Python objects. Its state dict has open_clip's key layout plus three int buffers;
-        # open_clip's own jit=True export adds the text attention mask, which open_clip rebuilds.
+    if path.is_file() and is_torchscript_archive(path):
+        # torch.jit.load reads OpenAI's archive without unpickling Python objects. Its state dict
+        # has open_clip's key layout plus three int buffers; open_clip's own jit=True export adds
+        # the text attention mask, which open_clip rebuilds.
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)  # jit is deprecated, yet OpenAI ships it
             state_dict = torch.jit.load(str(path), map_location="cpu").state_dict()
         for key in ("input_resolution", "context_length", "vocab_size", "attn_mask"):
             state_dict.pop(key, None)
         return state_dict
-    checkpoint = read_checkpoint(path, "CLIP weights file", trust)
-    state_dict = checkpoint.get("state_dict", checkpoint) if isinstance(checkpoint, dict) else None
-    if not isinstance(state_dict, dict):
-        raise UserError(f"{path} holds no state dict.")
+    if path.is_file() and path.suffix == ".safetensors":
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+        try:
+            state_dict = load_file(path)
+        except (SafetensorError, OSError) as error:
+            raise UserError(f"{path} is not a readable safetensors file ({error}).") from None
+    else:
+        checkpoint = read_checkpoint(path, "CLIP weights file", trust)
+        state_dict = checkpoint.get("state_dict", checkpoint) if isinstance(checkpoint, dict) else None
+        if not isinstance(state_dict, dict):
+            raise UserError(f"{path} holds no state dict.")
     return {key.removeprefix("module."): value for key, value in state_dict.items()}
 
 
-def check_state_dict(model, state_dict, source):
-    """Stop with the differing keys or shapes when `state_dict` does not fit `model` exactly."""
+def check_state_dict(model, state_dict, source, model_name=None, fix=None):
+    """Stop with the differing keys or shapes (the first three of each, and how many more) when
+    `state_dict` does not fit `model` exactly; the message names `fix` when given."""
     expected = model.state_dict()
     missing = [key for key in expected if key not in state_dict]
     unexpected = [key for key in state_dict if key not in expected]
@@ -149,36 +170,117 @@ def check_state_dict(model, state_dict, source):
                 for label, items in (("missing keys:", missing), ("unexpected keys:", unexpected),
                                      ("shapes differ:", reshaped)) if items]
     if problems:
-        raise UserError(f"{source} does not fit {type(model).__name__} ({'; '.join(problems)}).")
+        raise UserError(f"{source} does not fit {model_name or type(model).__name__} "
+                        f"({'; '.join(problems)}){f'; {fix}' if fix else ''}.")
 
 
-def load_clip_weights(weights, trust=False):
-    """OpenAI's RN50 in open_clip (QuickGELU), from the 'openai' tag or a local file."""
+def weights_are_a_tag(architecture, weights):
+    """True when `weights` is one of open_clip's weight tags for `architecture`, False when it is
+    a file; otherwise a UserError naming the valid model names, tags or the missing file."""
+    import open_clip
+    weights = str(weights)
+    architectures = open_clip.list_models()
+    if architecture not in architectures:
+        by_lower_case = {name.lower(): name for name in architectures}
+        close = [by_lower_case[name] for name in
+                 difflib.get_close_matches(architecture.lower(), by_lower_case, n=3, cutoff=0.5)]
+        examples = ", ".join(close or ["RN50", "ViT-B-32", "ViT-B-16"])
+        raise UserError(f"--clip-model {architecture} is not one of open_clip's {len(architectures)} "
+                        f"models; pass one of them, such as {examples}.")
+    if open_clip.pretrained.is_pretrained_cfg(architecture, weights):
+        return True
+    path = Path(weights).expanduser()
+    if path.is_file():
+        return False
+    tags = open_clip.list_pretrained_tags_by_model(architecture)
+    tag_choice = f"one of open_clip's tags for --clip-model {architecture} ({', '.join(tags)})"
+    if path.suffix or len(path.parts) > 1:  # meant as a file
+        raise UserError(f"--clip-weights {weights} does not exist; pass an existing weights file"
+                        + (f" or {tag_choice}" if tags else "") + ".")
+    if not tags:
+        raise UserError(f"--clip-weights {weights} is not a file and open_clip has no weights for "
+                        f"--clip-model {architecture}; pass a weights file of that model.")
+    raise UserError(f"--clip-weights {weights} is neither a file nor {tag_choice}; pass one of "
+                    "those tags or a weights file.")
+
+
+def uses_quick_gelu(architecture, weights, is_tag):
+    """Whether CLIP `architecture` runs QuickGELU with these weights.
+
+    OpenAI trained all its CLIPs with QuickGELU, yet open_clip 3.x builds "RN50" with its config's
+    nn.GELU even for pretrained="openai" (it only warns of the mismatch): every activation, hence
+    every logit, would differ. So: a tag as open_clip's table says it was trained; OpenAI's
+    TorchScript file always; a state dict when every tag of the architecture was trained with
+    QuickGELU (RN50's openai, yfcc15m and cc12m: RN50 files have always loaded so), else as the
+    architecture's config says (the "-quickgelu" names, e.g. ViT-B-32-quickgelu, for the others)."""
+    from open_clip.pretrained import get_pretrained_cfg, list_pretrained_tags_by_model
+    if is_tag:
+        return get_pretrained_cfg(architecture, weights).get("quick_gelu", False)
+    if is_torchscript_archive(Path(weights).expanduser()):
+        return True
+    tags = list_pretrained_tags_by_model(architecture)
+    return bool(tags) and all(get_pretrained_cfg(architecture, tag).get("quick_gelu", False)
+                              for tag in tags)
+
+
+def build_unloaded_clip(architecture, quick_gelu, device="cpu"):
+    """(model, eval transform) of `architecture` before a weights file fills it: no random draws,
+    no "initialized randomly" warning. On the meta device it is a skeleton of shapes only."""
     import logging
     import open_clip
-    if weights == "openai":
-        try:
-            model, _, transform = open_clip.create_model_and_transforms(CLIP_ARCHITECTURE, pretrained="openai")
-        except (OSError, RuntimeError) as error:  # open_clip wraps download failures in RuntimeError
-            raise UserError(f"open_clip could not fetch OpenAI's RN50 weights ({str(error).splitlines()[0]}); "
-                            "download RN50.pt elsewhere and pass --clip-weights PATH.") from None
-        return model, transform
-    # Build without weights (silencing open_clip's "initialized randomly") then load the file.
+    import torch
     logging.disable(logging.WARNING)
     try:
-        with without_random_init():
-            model, _, transform = open_clip.create_model_and_transforms(CLIP_ARCHITECTURE)
+        with without_random_init(), torch.device(device):
+            model, _, transform = open_clip.create_model_and_transforms(
+                architecture, force_quick_gelu=quick_gelu, device=device)
     finally:
         logging.disable(logging.NOTSET)
+    return model, transform
+
+
+def check_clip_state_dict(model, state_dict, architecture, weights):
+    check_state_dict(model, state_dict, f"--clip-weights {weights}", f"CLIP {architecture}",
+                     "pass the --clip-model it was saved from")
+
+
+def check_clip_choice(architecture, weights, trust=False):
+    """Stop early, before any image is read or model built, on an unknown --clip-model, a tag it
+    does not have, a missing file or a file of another architecture (read, but compared with a
+    skeleton on the meta device); downloads nothing."""
+    if weights_are_a_tag(architecture, weights):
+        return
     state_dict = read_clip_state_dict(weights, trust)
-    check_state_dict(model, state_dict, f"the CLIP weights {weights}")
+    quick_gelu = uses_quick_gelu(architecture, weights, is_tag=False)
+    skeleton, _ = build_unloaded_clip(architecture, quick_gelu, device="meta")
+    check_clip_state_dict(skeleton, state_dict, architecture, weights)
+
+
+def load_clip_weights(architecture, weights, trust=False):
+    """(open_clip CLIP `architecture` holding `weights`, its eval transform): a tag open_clip
+    downloads, or a local file."""
+    import open_clip
+    is_tag = weights_are_a_tag(architecture, weights)
+    quick_gelu = uses_quick_gelu(architecture, weights, is_tag)
+    if is_tag:
+        try:
+            model, _, transform = open_clip.create_model_and_transforms(
+                architecture, pretrained=weights, force_quick_gelu=quick_gelu)
+        except (OSError, RuntimeError) as error:  # open_clip wraps download failures in RuntimeError
+            raise UserError(f"open_clip could not fetch the {weights} weights of {architecture} "
+                            f"({str(error).splitlines()[0]}); download them elsewhere and pass "
+                            "--clip-weights PATH.") from None
+        return model, transform
+    model, transform = build_unloaded_clip(architecture, quick_gelu)
+    state_dict = read_clip_state_dict(weights, trust)
+    check_clip_state_dict(model, state_dict, architecture, weights)
     model.load_state_dict(state_dict)
     return model, transform
 
 
 def clip_prompt_templates(prompts):
-    from open_clip.zero_shot_metadata import OPENAI_IMAGENET_TEMPLATES
-    return OPENAI_IMAGENET_TEMPLATES if prompts == "ensemble" else (SINGLE_PROMPT,)
+    """The {c} templates of --prompts ensemble or single, for caches that record no templates."""
+    return openai_imagenet_templates() if prompts == "ensemble" else (SINGLE_PROMPT,)
 
 
 def file_identity(path):
@@ -201,25 +303,26 @@ def loaded_and_identified(load, identify):
         return load(), identity.result()
 
 
-def clip_weights_identity(weights):
-    if weights == "openai":
+def clip_weights_identity(architecture, weights):
+    """The architecture and what names the weights: open_clip's tag (and version) or the file."""
+    if weights_are_a_tag(architecture, weights):
         import open_clip
-        return {"tag": "openai", "open_clip": open_clip.__version__}
-    return file_identity(weights)
+        return {"architecture": architecture, "tag": weights, "open_clip": open_clip.__version__}
+    return {"architecture": architecture, **file_identity(weights)}
 
 
-def text_classifier_path(cache_dir, weights_identity, templates, class_names, precision):
+def text_classifier_path(cache_dir, architecture, weights_identity, templates, class_names, precision):
     """Cache file of CLIP's text classifier, keyed by everything it depends on."""
     import hashlib
-    prompt_texts = [t if isinstance(t, str) else t("{}") for t in templates]
-    key = json.dumps([CLIP_ARCHITECTURE, weights_identity, prompt_texts, list(class_names)]
-                     + ([] if precision == "fp32" else [precision]))  # fp32 keeps older keys
+    key = json.dumps([architecture, weights_identity, list(templates), list(class_names)]
+                     + ([] if precision == "fp32" else [precision]))
     return Path(cache_dir) / f"clip-text-classifier-{hashlib.sha256(key.encode()).hexdigest()[:16]}.npy"
 
 
-def clip_text_classifier(clip, templates, class_names, device, precision, cache_path):
-    """[D, K] unit text embeddings averaged over templates; read from / written to cache_path,
-    since the 8,000 ensemble prompts cost minutes on a CPU."""
+def clip_text_classifier(clip, architecture, templates, class_names, device, precision, cache_path):
+    """[D, K] unit text embeddings averaged over the {c} templates; read from / written to
+    cache_path, since the 8,000 ensemble prompts cost minutes on a CPU."""
+    import functools
     import open_clip
     import torch
     if cache_path.is_file():
@@ -227,20 +330,24 @@ def clip_text_classifier(clip, templates, class_names, device, precision, cache_
             return torch.from_numpy(np.load(cache_path, allow_pickle=False))
         except (OSError, ValueError):
             print(f"warning: ignoring the damaged text-classifier cache {cache_path}.", file=sys.stderr)
+    # open_clip would fill string templates positionally ("{}"): callables fill {c}.
+    fillers = [functools.partial(fill_template, template) for template in templates]
     with autocast(device, precision):
         classifier = open_clip.build_zero_shot_classifier(
-            clip, tokenizer=open_clip.get_tokenizer(CLIP_ARCHITECTURE), classnames=class_names,
-            templates=templates, device=device, use_tqdm=True).float().cpu()
+            clip, tokenizer=open_clip.get_tokenizer(architecture), classnames=class_names,
+            templates=fillers, device=device, use_tqdm=True).float().cpu()
     write_atomic(cache_path, lambda f: np.save(f, classifier.numpy()))
     return classifier
 
 
-def build_clip_zero_shot(weights, prompts, class_names, device, precision, cache_dir, trust=False,
-                         keep_features=False):
-    """CLIP RN50 as a classifier over `class_names`: logit_scale.exp() x cosine similarity.
-    Returns (module, transform, identity of the weights); with keep_features the module returns
-    (logits, unit image features) and has `text_features` [K, D] and `scale`, such that
-    logits = scale x image features @ text_features.T."""
+def build_clip_zero_shot(architecture, weights, templates, class_names, device, precision, cache_dir,
+                         trust=False, keep_features=False):
+    """open_clip CLIP `architecture` with `weights` (a tag or a file) as a classifier over
+    `class_names` through the {c} `templates`: logit_scale.exp() x cosine similarity (a SigLIP's
+    logit_bias, the same for every class, would change no prediction and is left out).
+    Returns (module, the model's own eval transform, identity of the architecture and weights);
+    with keep_features the module returns (logits, unit image features) and has
+    `text_features` [K, D] and `scale`, such that logits = scale x image features @ text_features.T."""
     import torch
 
     class ZeroShotCLIP(torch.nn.Module):
@@ -262,13 +369,13 @@ def build_clip_zero_shot(weights, prompts, class_names, device, precision, cache
             logits = self.clip.logit_scale.exp() * features @ self.classifier.to(features.dtype)
             return (logits, features) if keep_features else logits
 
-    (clip, transform), identity = loaded_and_identified(lambda: load_clip_weights(weights, trust),
-                                                        lambda: clip_weights_identity(weights))
+    (clip, transform), identity = loaded_and_identified(
+        lambda: load_clip_weights(architecture, weights, trust),
+        lambda: clip_weights_identity(architecture, weights))
     clip = clip.to(device).eval()
-    templates = clip_prompt_templates(prompts)
     classifier = clip_text_classifier(
-        clip, templates, class_names, device, precision,
-        text_classifier_path(cache_dir, identity, templates, class_names, precision))
+        clip, architecture, templates, class_names, device, precision,
+        text_classifier_path(cache_dir, architecture, identity, templates, class_names, precision))
     return ZeroShotCLIP(clip, classifier.to(device)), transform, identity
 
 

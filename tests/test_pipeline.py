@@ -219,9 +219,9 @@ def test_all_imagenet1k_wnids_are_described():
 
 def test_prompt_templates():
     from open_clip.zero_shot_metadata import OPENAI_IMAGENET_TEMPLATES
-    assert models.clip_prompt_templates("ensemble") is OPENAI_IMAGENET_TEMPLATES
+    assert models.clip_prompt_templates("ensemble") == tuple(t("{c}") for t in OPENAI_IMAGENET_TEMPLATES)
     assert len(OPENAI_IMAGENET_TEMPLATES) == 80
-    assert models.clip_prompt_templates("single") == ("a photo of a {}.",)
+    assert models.clip_prompt_templates("single") == ("a photo of a {c}.",)
 
 
 def test_openai_torchscript_weights_load_like_a_state_dict(tmp_path, demo_inputs):
@@ -229,7 +229,7 @@ def test_openai_torchscript_weights_load_like_a_state_dict(tmp_path, demo_inputs
     scripted = open_clip.create_model("RN50-quickgelu", jit=True)
     scripted.load_state_dict(torch.load(demo_inputs.clip_weights, weights_only=True), strict=False)
     scripted.save(str(tmp_path / "RN50.pt"))
-    model, _ = models.load_clip_weights(str(tmp_path / "RN50.pt"))
+    model, _ = models.load_clip_weights("RN50", str(tmp_path / "RN50.pt"))
     expected = torch.load(demo_inputs.clip_weights, weights_only=True)
     for key, value in model.state_dict().items():
         assert torch.equal(value, expected[key]), key

@@ -55,7 +55,7 @@ def test_half_precision_allows_tf32_and_fp32_restores_exact():
 
 
 def test_text_classifier_cache_key_has_half_precisions_only(tmp_path):
-    key = [tmp_path, {"tag": "x"}, ("a photo of a {}.",), ["robin"]]
+    key = [tmp_path, "RN50", {"tag": "x"}, ("a photo of a {c}.",), ["robin"]]
     paths = {precision: models.text_classifier_path(*key, precision) for precision in models.PRECISIONS}
     assert len(set(paths.values())) == 3
 
