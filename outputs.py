@@ -17,8 +17,11 @@ FIGURE_DPI = 200
 
 
 def plural(count, word, plural_form=None):
-    """'1 class', '3 classes': a count with its noun in the number it takes."""
-    return f"{count:,} {word if count == 1 else plural_form or word + 's'}"
+    """'1 class', '3 classes': a count with its noun in the number it takes ('es' after s, sh,
+    ch and x unless plural_form says otherwise)."""
+    if count == 1:
+        return f"{count:,} {word}"
+    return f"{count:,} {plural_form or word + ('es' if word.endswith(('s', 'sh', 'ch', 'x')) else 's')}"
 
 
 def write_atomic(path, write):

@@ -131,14 +131,19 @@ def default_run_name(model, architecture=None, weights=None, dataset=None, sourc
     return folder_safe(f"{dataset}-{name}" if dataset else name)
 
 
+def source_run(meta):
+    """The run a training-free run debiased (clip for caches from before --source), else None."""
+    if MODEL_KINDS.get(meta["model"]) != TRAINING_FREE:
+        return None
+    return meta.get("source_run", REFERENCE_MODEL)
+
+
 def order_reference(meta):
     """The run whose class order a run's figures keep, or None for its own: clip for debiaspl
     (Q2: "the same order of classes as in Q1"), the source for a training-free run."""
     if meta["model"] == "debiaspl":
         return REFERENCE_MODEL
-    if MODEL_KINDS.get(meta["model"]) == TRAINING_FREE:
-        return meta.get("source_run", REFERENCE_MODEL)
-    return None
+    return source_run(meta)
 
 
 def descriptor(run_id, meta):
@@ -146,7 +151,7 @@ def descriptor(run_id, meta):
     return {"id": run_id, "model": meta["model"], "kind": MODEL_KINDS.get(meta["model"]),
             "title": model_title(meta), "architecture": meta.get("architecture"),
             "weights": meta.get("weights"), "dataset": run_dataset(meta), "split": run_split(meta),
-            "source": meta.get("source_run"), "order_reference": order_reference(meta),
+            "source": source_run(meta), "order_reference": order_reference(meta),
             "question": question_of(run_id, meta), "clip": is_known_clip(meta),
             "simulated": is_simulated(meta)}
 

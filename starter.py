@@ -224,7 +224,7 @@ def write_report(out_dir, args):
                         f"them, or `{starter_command(REFERENCE_MODEL, args.where)}` first.")
     import report
     for path in report.write_report(out_dir, name=args.name, student_id=args.student_id,
-                                    appendix=args.appendix):
+                                    date=args.date, notes=args.notes, appendix=args.appendix):
         print(f"wrote {path}")
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from outputs import write_atomic, write_figure
 from runs import SIMULATED
 
-from .comparison import (COMPARISON_FIGURE, PSEUDO_LABEL_THRESHOLDS, comparison_data,
+from .comparison import (COMPARISON_FIGURE, PSEUDO_LABEL_THRESHOLDS, comparison_groups,
                          draw_comparison)
 from .content import Image, Section, Table, Text
 from .markdown import render_markdown
@@ -29,7 +29,8 @@ from .sections import HOMEWORK_TITLE, build_sections
 
 
 def write_report(out_dir, name=None, student_id=None, date=None, notes=None, appendix=False):
-    """Write OUT/comparison.png (when clip has run), OUT/report.pdf and OUT/report.md.
+    """Write OUT/comparison.png (clip's dataset) and a comparison-<run>.png for every other
+    dataset's runs, OUT/report.pdf and OUT/report.md.
 
     name, student_id, date (a datetime.date, of submission; default today) and notes (the path
     of a plain-text or Markdown file): None or "" means not given this time, and the ones given
@@ -37,11 +38,11 @@ def write_report(out_dir, name=None, student_id=None, date=None, notes=None, app
     out_dir = Path(out_dir)
     runs = load_runs(out_dir)
     hand_in = resolve_hand_in(out_dir, name, student_id, date, notes)
-    comparison = comparison_data(runs)
-    if comparison is not None:
-        write_figure(out_dir / COMPARISON_FIGURE, draw_comparison(comparison))
+    comparisons = comparison_groups(runs)
+    for comparison in comparisons:
+        write_figure(out_dir / comparison.figure, draw_comparison(comparison))
     generated = datetime.now().astimezone()
-    sections = build_sections(runs, comparison, out_dir, hand_in, generated, appendix)
+    sections = build_sections(runs, comparisons, out_dir, hand_in, generated, appendix)
     simulated = any(run.simulated for run in runs.values())
     footer = ((f"{SIMULATED} " if simulated else "") + "Homework 3 report"
               + (f" of {hand_in.name}" if hand_in.name else "")
@@ -56,6 +57,6 @@ def write_report(out_dir, name=None, student_id=None, date=None, notes=None, app
 # What starter.py and the tests use.
 __all__ = ["CELL_PADDING", "COMPACT_COLUMN_INCHES", "COMPARISON_FIGURE", "FONT", "HAND_IN_FILE",
            "HandIn", "Image", "PSEUDO_LABEL_THRESHOLDS", "Run", "SUBQUESTION_TOPICS",
-           "SUMMARY_COLUMNS", "Section", "Table", "Text", "comparison_data", "draw_comparison",
+           "SUMMARY_COLUMNS", "Section", "Table", "Text", "comparison_groups", "draw_comparison",
            "load_runs", "paragraph_styles", "register_fonts", "run_measures", "table_flowable",
            "write_report"]

@@ -3,7 +3,7 @@ numbers, the by-true-label centroids, the pseudo-label figures, the full Why sec
 produced each run, and the training-free runs' full answers and files."""
 from string import ascii_uppercase
 
-from runs import QUESTION_OF_MODEL, REFERENCE_MODEL
+from runs import QUESTION_OF_MODEL, REFERENCE_MODEL, TRAINING_FREE
 
 from .comparison import comparison_section, per_class_table
 from .content import Section, Table, Text
@@ -21,12 +21,14 @@ PSEUDO_LABEL_FIGURE = "pseudo_labels.png"
 
 
 def settings_text(run):
-    """A training-free run's own settings in one line (those of clip's cache are left out)."""
+    """A training-free run's own settings in one line (those of its source's cache are left out)."""
     settings = run.metrics.get("settings", {})
     parts = [f"{key} {value}" for name, group in settings.items()
-             if isinstance(group, dict) and name != REFERENCE_MODEL for key, value in group.items()]
-    return Text(f"{run.title}, training-free: it runs no model and changes {REFERENCE_MODEL}'s "
-                "cached logits. Settings: " + (", ".join(parts) or "none recorded") + ".")
+             if isinstance(group, dict) and name not in ("source_meta", REFERENCE_MODEL)
+             for key, value in group.items()]
+    source = settings.get("source_run", REFERENCE_MODEL)
+    return Text(f"{run.title}, training-free: it runs no model and changes {source}'s cached "
+                "logits. Settings: " + (", ".join(parts) or "none recorded") + ".")
 
 
 def format_json_value(value):
@@ -75,13 +77,14 @@ def by_true_section(runs, out_dir):
     return section
 
 
-def training_free_section(model, runs, out_dir):
-    """A training-free run's settings, own figures, (a), (b), (c) and files."""
+def run_section(model, runs, out_dir):
+    """A run beyond the homework's questions (training-free, another model or dataset): its
+    settings, own figures, (a), (b), (c) and files."""
     run = runs[model]
     section = Section(model, f"{run.title}: the homework's (a), (b), (c) and its files")
-    if run.metrics is not None:
+    if run.metrics is not None and run.descriptor["kind"] == TRAINING_FREE:
         section.blocks.append(settings_text(run))
-        section.blocks += figure_blocks(run, EXTRA_RUN_FIGURES.get(model, ()), out_dir, model)
+        section.blocks += figure_blocks(run, EXTRA_RUN_FIGURES.get(run.made_by, ()), out_dir, model)
         for subquestion in SUBQUESTION_TOPICS:
             section.blocks += subquestion_blocks(run, runs, out_dir, subquestion,
                                                  f"{model} ({subquestion})")
@@ -90,10 +93,10 @@ def training_free_section(model, runs, out_dir):
     return section
 
 
-def appendix_sections(runs, comparison, out_dir, generated):
+def appendix_sections(runs, comparisons, out_dir, generated):
     """The appendix's sections, titled Appendix A, B, ... in order, the first on a new page."""
-    comparison_part = comparison_section(runs, comparison, out_dir)
-    comparison_part.blocks.append(Text(MEASURE_NOTE, "note"))
+    comparison_parts = [comparison_section(runs, comparison, out_dir) for comparison in comparisons]
+    comparison_parts[-1].blocks.append(Text(MEASURE_NOTE, "note"))
     selection = Section("Pseudo-labels", "pseudo-label selection of every run")
     for model, run in runs.items():
         if run.pseudo_labels is not None:
@@ -102,12 +105,12 @@ def appendix_sections(runs, comparison, out_dir, generated):
     provenance = Section("Provenance", "what produced the results", [provenance_table(runs), Text(
         f"Generated {generated:%Y-%m-%d %H:%M %Z} by `python starter.py --report` from the runs "
         f"in {out_dir}.", "note")])
-    parts = [comparison_part, confusion_tables_section(runs, out_dir)]
-    if comparison is not None:
-        parts.append(Section("Per class", f"predicted counts and recall, in {REFERENCE_MODEL}'s "
-                                          "order", [per_class_table(comparison)]))
+    parts = [*comparison_parts, confusion_tables_section(runs, out_dir)]
+    parts += [Section("Per class", f"predicted counts and recall on {comparison.label}, in "
+                                   f"{comparison.reference}'s order", [per_class_table(comparison)])
+              for comparison in comparisons]
     parts += [by_true_section(runs, out_dir), selection, why_section(runs, out_dir), provenance]
-    parts += [training_free_section(model, runs, out_dir) for model in extra_models(runs)]
+    parts += [run_section(model, runs, out_dir) for model in extra_models(runs)]
     for letter, section in zip(ascii_uppercase, parts):
         section.subtitle = f"{section.title}: {section.subtitle}"
         section.title = f"Appendix {letter}"

@@ -6,10 +6,9 @@ import numpy as np
 
 import plotting
 import pseudo_labels
-from outputs import UserError
 from runs import REFERENCE_MODEL, SIMULATED
 
-from .content import Image, Section, Table, Text, format_number, missing_run_note
+from .content import Image, Section, Table, Text, format_number
 from .measures import COMPARISON_COLUMNS, class_arrays, measures_table, run_measures
 from .run_folders import extra_models
 
@@ -25,53 +24,68 @@ COMPARISON_FIGURE = "comparison.png"
 
 @dataclass
 class Comparison:
-    wnids: list  # clip's order: most to least predicted by clip
+    """The runs on one dataset, split and class set, in the order of their reference run: clip
+    where it is among them, else the first whose class order is its own."""
+    reference: str
+    label: str  # the dataset and split, for titles
+    figure: str  # the PNG under OUT
+    wnids: list  # the reference's order: most to least predicted by it
     names: list
     true_counts: np.ndarray
-    predicted_counts: dict  # {run: counts in clip's order}
-    recalls: dict  # {run: recall in clip's order, NaN where undefined}
+    predicted_counts: dict  # {run: counts in the reference's order}
+    recalls: dict  # {run: recall in the reference's order, NaN where undefined}
     balanced_count: float
-    confusions: list  # clip's top_confusions
+    confusions: list  # the reference's top_confusions
     simulated: bool
 
     @property
     def recall_changes(self):
-        """{run: recall − clip's recall} for the runs other than clip; NaN where either is undefined."""
-        reference = self.recalls[REFERENCE_MODEL]
+        """{run: recall − the reference's} for the other runs; NaN where either is undefined."""
+        reference = self.recalls[self.reference]
         return {run: recall - reference for run, recall in self.recalls.items()
-                if run != REFERENCE_MODEL}
+                if run != self.reference}
 
 
-def comparison_data(runs):
-    """Per-class counts and recall of every analysed run in clip's order; None without clip."""
-    reference = runs.get(REFERENCE_MODEL)
-    if reference is None or reference.metrics is None:
-        return None
-    order = reference.metrics["own_order"]
+def comparison_groups(runs):
+    """[Comparison] of the analysed runs, one per dataset, split and class set (runs on other
+    classes are never compared class by class), the homework's (clip's) first."""
+    groups = {}
+    for run_id, run in runs.items():
+        if run.metrics is not None:
+            groups.setdefault(run.group, []).append(run_id)
+    return [comparison_data(runs, members) for members in
+            sorted(groups.values(), key=lambda members: REFERENCE_MODEL not in members)]
+
+
+def comparison_data(runs, members):
+    """Per-class counts and recall of the runs `members` in their reference's order."""
+    reference = (REFERENCE_MODEL if REFERENCE_MODEL in members else
+                 next((m for m in members if runs[m].descriptor["order_reference"] is None), members[0]))
+    order = runs[reference].metrics["own_order"]
     predicted_counts, recalls = {}, {}
-    for model, run in runs.items():
-        if run.metrics is None:
-            continue
-        if sorted(entry["wnid"] for entry in run.metrics["classes"]) != sorted(order):
-            raise UserError(f"{run.directory} was made on other classes than "
-                            f"{reference.directory}; run both on the same dataset.")
-        _, _, _, predicted_counts[model], recalls[model] = class_arrays(run.metrics, order)
-    wnids, names, true_counts, counts, _ = class_arrays(reference.metrics, order)
-    return Comparison(wnids, names, true_counts, predicted_counts, recalls,
-                      float(counts.sum() / len(counts)), reference.metrics.get("top_confusions", []),
-                      any(run.simulated for run in runs.values()))
+    for model in members:
+        _, _, _, predicted_counts[model], recalls[model] = class_arrays(runs[model].metrics, order)
+    wnids, names, true_counts, counts, _ = class_arrays(runs[reference].metrics, order)
+    dataset, split, _ = runs[reference].group
+    label = f"{dataset or f'the classes of {reference}'}" + ("" if split == "val" else f", {split} split")
+    figure = COMPARISON_FIGURE if reference == REFERENCE_MODEL else f"comparison-{reference}.png"
+    return Comparison(reference, label, figure, wnids, names, true_counts, predicted_counts, recalls,
+                      float(counts.sum() / len(counts)),
+                      runs[reference].metrics.get("top_confusions", []),
+                      any(runs[model].simulated for model in members))
 
 
 def draw_comparison(comparison):
     position = {wnid: index for index, wnid in enumerate(comparison.wnids)}
     cells = [(position[cell["true"]["wnid"]], position[cell["predicted"]["wnid"]])
              for cell in comparison.confusions]
-    confused = (f"{REFERENCE_MODEL}'s {len(cells)} largest confusions", cells) if cells else None
+    confused = (f"{comparison.reference}'s {len(cells)} largest confusions", cells) if cells else None
     return plotting.comparison_figure(
         comparison.names, comparison.predicted_counts, comparison.recall_changes,
-        comparison.balanced_count, REFERENCE_MODEL, confused,
+        comparison.balanced_count, comparison.reference, confused,
         title=(f"{SIMULATED}: " if comparison.simulated else "")
-        + f"predictions per class and recall change, classes in {REFERENCE_MODEL}'s order")
+        + f"predictions per class and recall change on {comparison.label}, classes in "
+          f"{comparison.reference}'s order")
 
 
 def per_class_table(comparison):
@@ -86,15 +100,17 @@ def per_class_table(comparison):
         for run, counts in comparison.predicted_counts.items():
             row += [str(counts[index]), format_number(comparison.recalls[run][index])]
         rows.append(row)
-    return Table(columns, rows, f"Per class, in {REFERENCE_MODEL}'s order (most to least "
-                                "predicted by it)")
+    return Table(columns, rows, f"Per class on {comparison.label}, in {comparison.reference}'s "
+                                "order (most to least predicted by it)")
 
 
 def training_free_share(runs, model):
     """The homework's underlying question in one paragraph: how much of DebiasPL's change over
-    clip does a training-free run reach? None until clip, debiaspl and it have run."""
+    clip does a training-free run on clip's logits reach? None until clip, debiaspl and it have
+    run, and for any other run."""
     models = (REFERENCE_MODEL, "debiaspl", model)
-    if not all(runs.get(m) is not None and runs[m].metrics for m in models):
+    if not all(runs.get(m) is not None and runs[m].metrics for m in models) or \
+            runs[model].descriptor["source"] != REFERENCE_MODEL:
         return None
     clip, debiaspl, free_run = (run_measures(runs[m].metrics) for m in models)
     sentences = []
@@ -112,24 +128,27 @@ TRAINING_FREE_NOTE = ("Training-free runs change clip's cached logits and train 
 
 
 def comparison_section(runs, comparison, out_dir):
-    section = Section("Comparison", f"all runs, classes in {REFERENCE_MODEL}'s order")
-    if comparison is None:
-        section.blocks.append(missing_run_note(REFERENCE_MODEL, out_dir))
-        return section
-    section.blocks.append(measures_table(runs, COMPARISON_COLUMNS,
+    """One dataset's runs side by side: their measures, what the training-free ones reach of
+    DebiasPL's change, their pseudo-labels and the comparison figure."""
+    members = {model: runs[model] for model in comparison.predicted_counts}
+    section = Section("Comparison", f"the runs on {comparison.label}, classes in "
+                                    f"{comparison.reference}'s order")
+    section.blocks.append(measures_table(members, COMPARISON_COLUMNS,
                                          "Accuracy and prediction-count imbalance"))
-    shares = [text for text in (training_free_share(runs, m) for m in extra_models(runs)) if text]
+    shares = [text for text in (training_free_share(runs, m) for m in extra_models(members)) if text]
     section.blocks += shares + ([Text(TRAINING_FREE_NOTE, "note")] if shares else [])
-    selection = pseudo_label_table(runs)
+    selection = pseudo_label_table(members)
     if selection.rows:
         section.blocks.append(selection)
     if len(comparison.predicted_counts) == 1:
-        section.blocks.append(Text("Only clip has results: the other runs add their curves, "
-                                   "columns and recall changes once they exist.", "note"))
-    marks = (f"; ▼ and ▲ mark the predicted and true classes of {REFERENCE_MODEL}'s "
+        section.blocks.append(Text(f"Only {comparison.reference} has results on these classes: "
+                                   "other runs add their curves, columns and recall changes once "
+                                   "they exist.", "note"))
+    marks = (f"; ▼ and ▲ mark the predicted and true classes of {comparison.reference}'s "
              f"{len(comparison.confusions)} largest confusions" if comparison.confusions else "")
-    section.blocks.append(Image(COMPARISON_FIGURE, "Comparison: predictions per class of every run "
-                                f"(top) and recall change against {REFERENCE_MODEL} (bottom){marks}"))
+    section.blocks.append(Image(comparison.figure, "Comparison: predictions per class of every run "
+                                f"(top) and recall change against {comparison.reference} "
+                                f"(bottom){marks}"))
     return section
 
 

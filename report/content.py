@@ -6,6 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
+from outputs import plural
+
 from .run_folders import run_command
 
 
@@ -45,13 +47,6 @@ class Section:
     new_page: bool = False
 
 
-def plural(count, word, plural_word=None):
-    """"1 class", "2 classes": the count and the word in the form the count needs."""
-    if count == 1:
-        return f"{count} {word}"
-    return f"{count} {plural_word or (word + 'es' if word.endswith(('s', 'sh', 'ch', 'x')) else word + 's')}"
-
-
 def missing_run_note(model, out_dir):
     has_cache = (Path(out_dir) / model / "predictions.npz").is_file()
     return Text(f"No results for {model} yet: run `{run_command(model, out_dir, has_cache)}`, "
@@ -60,7 +55,7 @@ def missing_run_note(model, out_dir):
 
 def outdated_note(run, what, out_dir):
     return Text(f"{run.model}'s {what} predates this version: run "
-                f"`{run_command(run.model, out_dir, from_cache=True)}` to add it.", "note")
+                f"`{run_command(run.model, out_dir, True, run.made_by)}` to add it.", "note")
 
 
 def format_number(value, digits=4):

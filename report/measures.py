@@ -7,7 +7,7 @@ import numpy as np
 
 import metrics
 import pseudo_labels
-from runs import REFERENCE_MODEL
+from runs import REFERENCE_MODEL, source_meta
 
 from .content import Table, format_number, format_ratio
 
@@ -119,9 +119,10 @@ def provenance_table(runs):
             rows.append([model, run.title, "not analysed yet", "", "", "", "", ""])
             continue
         settings = run.metrics.get("settings", {})
-        # A training-free run carries the settings of clip's cache it started from.
-        source = settings.get(REFERENCE_MODEL, settings)
-        setting = (f"on {REFERENCE_MODEL}'s cached logits" if source is not settings else
+        # A training-free run carries the settings of the cache it started from.
+        source = source_meta(settings) or settings
+        setting = (f"on {settings.get('source_run', REFERENCE_MODEL)}'s cached logits"
+                   if source is not settings else
                    "; ".join(f"{label} {settings[key]}" for key, label in PROVENANCE_SETTINGS.items()
                              if key in settings))
         cache = run.directory / "predictions.npz"

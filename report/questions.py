@@ -1,9 +1,10 @@
 """The homework's sub-questions (a), (b), (c) for one run: its figures, who steals from whom, and
 the nearest class centroids."""
 import analysis
-from runs import MODEL_TITLES, QUESTION_OF_MODEL, REFERENCE_MODEL
+from outputs import plural
+from runs import MODEL_TITLES, QUESTION_OF_MODEL
 
-from .content import Image, Section, Table, Text, missing_run_note, outdated_note, plural
+from .content import Image, Section, Table, Text, missing_run_note, outdated_note
 from .run_folders import run_command
 
 
@@ -19,7 +20,6 @@ SUBQUESTION_TOPICS = {"a": "prediction histograms", "b": "confusion matrix",
                       "c": "nearest class centroids"}
 
 
-CLIP_MODELS = ("clip", "clip-la", "clip-pm", "clip-ca")  # runs whose logits are CLIP's (100 × a cosine)
 CROWDED_COSINE = 0.9  # literal cosines all above this "crowd near 1"
 CENTERED_NOTE = ("Easier to read, not the homework's quantity: centered cosines, the same after "
                  "subtracting each image's mean logit over the classes, a shift that leaves the "
@@ -36,7 +36,7 @@ def figure_blocks(run, names_and_captions, out_dir, label, **layout):
             blocks.append(Image(f"{run.model}/{name}", f"{label}: {run.title}, {caption}", **layout))
         else:
             blocks.append(Text(f"{run.model}/{name} is missing: run "
-                               f"`{run_command(run.model, out_dir, from_cache=True)}`.", "note"))
+                               f"`{run_command(run.model, out_dir, True, run.made_by)}`.", "note"))
     return blocks
 
 
@@ -119,7 +119,7 @@ def literal_note(run, label, grouping="by_predicted"):
     cosines = [n["cosine"] for query in queries for n in query["neighbors"]]
     note = (f"{label}: literal cosines, as the homework asks, of the class centroids (a class's "
             f"centroid: the mean logit vector of {grouping_words(grouping)}).")
-    if (run.metrics.get("settings", {}).get("model", run.model) in CLIP_MODELS and cosines
+    if (run.descriptor["clip"] and cosines
             and min(cosines) > CROWDED_COSINE):
         note += (" They crowd near 1 because CLIP's logits are 100 × a cosine: every class scores "
                  "about 20 to 30 on every image, and that offset, shared by all logits, dominates "
@@ -132,7 +132,7 @@ def centroid_answer(run, out_dir, label, grouping="by_predicted"):
     and what the cosines are."""
     if run.centroids is None:
         return [Text(f"{run.model}/centroids.json is missing: run "
-                     f"`{run_command(run.model, out_dir, from_cache=True)}`.", "note")]
+                     f"`{run_command(run.model, out_dir, True, run.made_by)}`.", "note")]
     class_entries = {entry["wnid"]: entry for entry in run.metrics["classes"]}
     queries = centroid_queries(run, None, grouping)
     blocks = [answer_table(queries, class_entries, label, grouping)] if any(
@@ -157,15 +157,15 @@ def centered_view(run, out_dir, label, grouping="by_predicted"):
 
 
 def stale_order_notes(run, runs, out_dir):
-    """A note when the run's figures follow another class order than clip's current one, which
-    happens when clip is rerun after the run was analysed."""
-    reference = runs.get(REFERENCE_MODEL)
-    if (run.model == REFERENCE_MODEL or reference is None or reference.metrics is None
-            or run.metrics["order"] == reference.metrics["own_order"]):
+    """A note when the run's figures follow another class order than its reference's current
+    one (clip's for debiaspl, the source's for a training-free run), which happens when the
+    reference is rerun after the run was analysed."""
+    reference = runs.get(run.descriptor["order_reference"] or "")
+    if reference is None or reference.metrics is None or run.metrics["order"] == reference.metrics["own_order"]:
         return []
-    return [Text(f"{run.model}'s figures are not in {REFERENCE_MODEL}'s current class order "
-                 f"({REFERENCE_MODEL} ran again after them): run "
-                 f"`{run_command(run.model, out_dir, from_cache=True)}`.", "note")]
+    return [Text(f"{run.model}'s figures are not in {reference.model}'s current class order "
+                 f"({reference.model} ran again after them): run "
+                 f"`{run_command(run.model, out_dir, True, run.made_by)}`.", "note")]
 
 
 def subquestion_blocks(run, runs, out_dir, letter, label, hand_in=False):
@@ -190,7 +190,7 @@ def question_sections(model, runs, out_dir):
     """Sections Q?(a), Q?(b), Q?(c) of one question as handed in, (b) and (c) on a page of their
     own; notes with the command when not run."""
     question = QUESTION_OF_MODEL[model]
-    run = runs.get(model)
+    run = runs.get(model) if runs.get(model) and runs[model].question == question else None
     sections = []
     for letter, topic in SUBQUESTION_TOPICS.items():
         label = f"{question}({letter})"

@@ -1,17 +1,13 @@
 """Loading the run folders under OUT that the report is built from (what `starter.py --model ...`
 wrote: metrics.json, centroids.json, pseudo_labels.json and the training-free runs' files)."""
-import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from outputs import UserError, read_json
-from runs import MODEL_TITLES, QUESTION_OF_MODEL, is_simulated
+from runs import REFERENCE_MODEL, find_runs, is_simulated, starter_command
 
 
-RUN_MODELS = tuple(MODEL_TITLES)  # report order: the homework's runs, then the training-free ones
-
-
-EXTRA_RUN_FILES = {"clip-la": ("prior.json",), "clip-pm": ("prior.json",)}
+EXTRA_RUN_FILES = {"clip-la": ("prior.json",), "clip-pm": ("prior.json",)}  # by --model
 
 
 PSEUDO_LABEL_FILE = "pseudo_labels.json"
@@ -19,9 +15,11 @@ PSEUDO_LABEL_FILE = "pseudo_labels.json"
 
 @dataclass
 class Run:
-    """One OUT/<model> folder; metrics is None until the run has been analysed."""
+    """One run folder under OUT (runs.find_runs); metrics is None until the run has been
+    analysed. `model` is the run's id, its folder's name."""
     model: str
     directory: Path
+    descriptor: dict
     metrics: dict = None
     centroids: dict = None
     pseudo_labels: dict = None  # pseudo_labels.json
@@ -29,42 +27,59 @@ class Run:
 
     @property
     def title(self):
-        return MODEL_TITLES.get(self.model, self.model)
+        return self.descriptor["title"]
+
+    @property
+    def made_by(self):
+        """The --model that made it."""
+        return self.descriptor["model"]
+
+    @property
+    def question(self):
+        """Q1 or Q2 for the homework's runs, else None."""
+        return self.descriptor["question"]
 
     @property
     def simulated(self):
         return self.metrics is not None and is_simulated(self.metrics.get("settings", {}))
 
+    @property
+    def group(self):
+        """What the run can be compared with class by class: its dataset, split and classes."""
+        classes = tuple(sorted(entry["wnid"] for entry in self.metrics["classes"])) if self.metrics else ()
+        return self.descriptor["dataset"], self.descriptor["split"], classes
+
 
 def load_runs(out_dir):
-    """{model: Run} for every folder among RUN_MODELS that exists under out_dir, in that order."""
+    """{run id: Run} of every run folder under out_dir, in runs.find_runs' order (the homework's
+    first)."""
     out_dir = Path(out_dir)
     runs = {}
-    for model in RUN_MODELS:
-        directory = out_dir / model
-        if not directory.is_dir():
-            continue
-        run = Run(model, directory)
+    for run_id, descriptor in find_runs(out_dir).items():
+        directory = out_dir / run_id
+        run = Run(run_id, directory, descriptor)
         for attribute, name in (("metrics", "metrics.json"), ("centroids", "centroids.json"),
                                 ("pseudo_labels", PSEUDO_LABEL_FILE)):
             if (directory / name).is_file():
-                setattr(run, attribute, read_json(directory / name, f"{model}'s {name}"))
-        run.files = {name: read_json(directory / name, f"{model}'s {name}")
-                     for name in EXTRA_RUN_FILES.get(model, ()) if (directory / name).is_file()}
-        runs[model] = run
+                setattr(run, attribute, read_json(directory / name, f"{run_id}'s {name}"))
+        run.files = {name: read_json(directory / name, f"{run_id}'s {name}")
+                     for name in EXTRA_RUN_FILES.get(run.made_by, ()) if (directory / name).is_file()}
+        runs[run_id] = run
     if not any(run.metrics for run in runs.values()):
-        raise UserError(f"{out_dir} holds no analysed run (none of "
-                        f"{', '.join(m + '/metrics.json' for m in RUN_MODELS)}); run "
-                        f"`python starter.py --model clip --out {shlex.quote(str(out_dir))}` first.")
+        raise UserError(f"{out_dir} holds no analysed run (no folder with metrics.json); run "
+                        f"`{starter_command(REFERENCE_MODEL, ('--out', str(out_dir)))}` first.")
     return runs
 
 
 def extra_models(runs):
-    """The training-free runs present: those beyond the homework's questions."""
-    return [model for model in runs if model not in QUESTION_OF_MODEL]
+    """The runs beyond the homework's questions: training-free runs, other models, other
+    datasets."""
+    return [run_id for run_id, run in runs.items() if run.question is None]
 
 
-def run_command(model, out_dir, from_cache=False):
-    """The command that (re)creates OUT/<model>'s outputs."""
-    return (f"python starter.py --model {model}" + (" --from-cache" if from_cache else "")
-            + f" --out {shlex.quote(str(out_dir))}")
+def run_command(run_id, out_dir, from_cache=False, made_by=None):
+    """The command that (re)creates OUT/<run_id>'s outputs; `made_by`, the --model that made it,
+    when the folder is not named by it."""
+    naming = () if made_by in (None, run_id) else ("--run-name", run_id)
+    return starter_command(made_by or run_id, (*(("--from-cache",) if from_cache else ()),
+                                                "--out", str(out_dir)), *naming)

@@ -3,7 +3,7 @@ Q2(b)-Q2(c), each on its page, and page 5 the additional explanations (summary, 
 runs, why, the student's notes); with --appendix, the appendix after them."""
 import numpy as np
 
-from runs import MODEL_TITLES, QUESTION_OF_MODEL, REFERENCE_MODEL, SIMULATED
+from runs import MODEL_TITLES, QUESTION_OF_MODEL, REFERENCE_MODEL, SIMULATED, TRAINING_FREE, source_meta
 
 from .appendix import appendix_sections
 from .comparison import TRAINING_FREE_NOTE, training_free_share
@@ -46,10 +46,13 @@ def title_section(runs, out_dir, hand_in):
 
 def sources_text(runs):
     """Where each run's logits came from, in one line."""
-    return Text("Runs: " + "; ".join(
-        f"{model} on {REFERENCE_MODEL}'s cached logits" if REFERENCE_MODEL in run.metrics.get("settings", {})
-        else f"{model} from {weights_cell(run.metrics.get('settings', {}))}"
-        for model, run in runs.items() if run.metrics is not None) + ".", "note")
+    def source(settings):
+        if source_meta(settings):
+            return f"on {settings.get('source_run', REFERENCE_MODEL)}'s cached logits"
+        return f"from {weights_cell(settings)}"
+    return Text("Runs: " + "; ".join(f"{model} {source(run.metrics.get('settings', {}))}"
+                                     for model, run in runs.items() if run.metrics is not None)
+                + ".", "note")
 
 
 def explanations_section(runs, out_dir, hand_in):
@@ -58,7 +61,8 @@ def explanations_section(runs, out_dir, hand_in):
                              "imbalance of every run"), Text(SUMMARY_NOTE, "note"), sources_text(runs)]
     extras = extra_models(runs)
     if extras:
-        blocks.append(Text("Training-free runs", "subheading"))
+        only_training_free = all(runs[model].descriptor["kind"] == TRAINING_FREE for model in extras)
+        blocks.append(Text("Training-free runs" if only_training_free else "Other runs", "subheading"))
         blocks += [Text((training_free_share(runs, model) or Text(
             f"{model} ({runs[model].title}): its measures are in the summary table.")).text, "small")
             for model in extras] + [Text(TRAINING_FREE_NOTE, "note")]
@@ -82,7 +86,7 @@ def explanations_section(runs, out_dir, hand_in):
                    blocks, new_page=True)
 
 
-def build_sections(runs, comparison, out_dir, hand_in, generated, appendix=False):
+def build_sections(runs, comparisons, out_dir, hand_in, generated, appendix=False):
     """The whole report as data: Q1(a) to Q2(c) on pages 1-4, the explanations on page 5 and,
     when asked for, the appendix."""
     sections = [title_section(runs, out_dir, hand_in)]
@@ -91,4 +95,4 @@ def build_sections(runs, comparison, out_dir, hand_in, generated, appendix=False
         questions[0].new_page = number > 0
         sections += questions
     sections.append(explanations_section(runs, out_dir, hand_in))
-    return sections + (appendix_sections(runs, comparison, out_dir, generated) if appendix else [])
+    return sections + (appendix_sections(runs, comparisons, out_dir, generated) if appendix else [])

@@ -3,10 +3,10 @@ confusion (the CAP paper's two causes) in clip's features, from why.json and ali
 from pathlib import Path
 
 import why
-from outputs import read_json
+from outputs import plural, read_json
 from runs import CONCEPT_ALIGNED_MODEL, REFERENCE_MODEL
 
-from .content import Section, Table, Text, format_number, plural
+from .content import Section, Table, Text, format_number
 from .run_folders import run_command
 
 

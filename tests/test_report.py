@@ -159,7 +159,7 @@ def direct_top_confusions(predictions, count=20):
 
 def test_comparison_data_and_figure(synthetic_runs):
     runs = report.load_runs(synthetic_runs)
-    comparison = report.comparison_data(runs)
+    comparison, = report.comparison_groups(runs)
     clip_metrics = read_json(synthetic_runs / "clip" / "metrics.json")
     assert comparison.wnids == clip_metrics["own_order"]
     by_wnid = {entry["wnid"]: entry for entry in read_json(synthetic_runs / "debiaspl" / "metrics.json")["classes"]}
@@ -595,3 +595,23 @@ def test_wide_tables_fit_the_frame():
     _, width = report.table_flowable(compact, styles, 500)
     rank_column = pdfmetrics.stringWidth("#", f"{report.FONT}-Bold", 7) + 2 * report.CELL_PADDING
     assert width <= rank_column + report.COMPACT_COLUMN_INCHES * 72 + 1e-6  # the name wraps
+
+
+def test_runs_on_another_dataset_are_compared_apart(synthetic_runs):
+    """A ViT-B-32 run on 8 other classes beside the homework's: the report takes it in, each
+    dataset gets its own comparison, and the homework's Q pages stay clip's and debiaspl's."""
+    other = synthetic_predictions("clip", 3, num_classes=8)
+    other.meta.update(architecture="ViT-B-32", weights="openai", dataset="resisc45")
+    run_dir = synthetic_runs / "resisc45-clip-ViT-B-32-openai"
+    cache.save_predictions(run_dir / "predictions.npz", other)
+    runs.write_descriptor(run_dir, other.meta)
+    analysis.analyze(other, run_dir, synthetic_runs)
+    _, markdown = make_report(synthetic_runs, "--appendix")
+    assert (synthetic_runs / "comparison.png").is_file()
+    assert (synthetic_runs / "comparison-resisc45-clip-ViT-B-32-openai.png").is_file()
+    sections = markdown_sections(markdown)
+    comparisons = [body for title, body in sections.items() if "Comparison: the runs on" in body]
+    assert len(comparisons) == 2
+    assert "resisc45-clip-ViT-B-32-openai" not in comparisons[0] and "debiaspl" not in comparisons[1]
+    assert "CLIP ViT-B-32 (openai) zero-shot on resisc45" in markdown
+    assert "Q1(a): CLIP RN50 zero-shot" in markdown
