@@ -293,7 +293,7 @@ def analyze(predictions, run_dir, out_dir):
                              passed.confusion, cosines, predictions.paths, NEIGHBOR_COUNT)
     # Everything is computed and drawn before the first file is written.
     title = model_title(predictions.meta)
-    marks = why.mismatch_marks(model, run_dir, out_dir)
+    marks = why.mismatch_marks(predictions.meta, run_dir, out_dir)
     figures = draw_figures(summary, passed.confusion, title, marks.get(Path(run_dir), ()))
     figures["pseudo_labels.png"] = draw_pseudo_labels(selection, title)
     figures = {run_dir / name: figure for name, figure in figures.items()}

@@ -18,15 +18,29 @@ import classes
 import concepts
 import why
 from cache import in_blocks, load_predictions, write_predictions
-from outputs import UserError, write_json
-from runs import CONCEPT_ALIGNED_MODEL, REFERENCE_MODEL
+from outputs import UserError, read_json, write_json
+from runs import CONCEPT_ALIGNED_MODEL, DEFAULT_CLIP_ARCHITECTURE, starter_command
 from training_free import derived_meta, load_clip_cache
 
 
-def alternative_names(wnid, current_name):
-    """The current name first, then the wnid's WordNet lemmas, without repeats."""
-    lemmas = classes.imagenet1k_table()[wnid]["wordnet_lemmas"].split(", ")
-    return list(dict.fromkeys([current_name, *lemmas]))
+def alternative_names(wnid, current_name, given=None):
+    """The current name first, then the wnid's WordNet lemmas (ImageNet classes) and the names
+    `given` for the class (--ca-names: by folder name or class name), without repeats."""
+    row = classes.imagenet1k_table().get(wnid)
+    lemmas = row["wordnet_lemmas"].split(", ") if row else []
+    given = given or {}
+    return list(dict.fromkeys([current_name, *lemmas, *given.get(wnid, given.get(current_name, []))]))
+
+
+def read_alternative_names(path):
+    """--ca-names: a JSON object {class folder or class name: [alternative names]}."""
+    names = read_json(path, "the --ca-names file")
+    if not (isinstance(names, dict) and all(isinstance(value, list) and all(
+            isinstance(name, str) and name.strip() for name in value) for value in names.values())):
+        raise UserError(f"the --ca-names file {path} must hold one JSON object of class (folder "
+                        "name or class name) to a list of alternative names, e.g. "
+                        '{"annual_crop": ["farmland", "crop field"]}.')
+    return names
 
 
 def clip_text_embedder(clip_meta, args):
@@ -38,33 +52,36 @@ def clip_text_embedder(clip_meta, args):
         import simulation
         return simulation.simulated_name_embedder(clip_meta["seed"], clip_meta["dimension"])
     import models  # torch and open_clip: only for the alternative names' embeddings
+    architecture = clip_meta.get("architecture", DEFAULT_CLIP_ARCHITECTURE)
     weights = clip_meta.get("weights", "openai")
+    precision = clip_meta.get("precision", "fp32")
     device = models.resolve_device(args.device)
-    models.set_precision(device, clip_meta.get("precision", "fp32"))
-    clip, _ = models.load_clip_weights(weights, args.trust_checkpoint)
+    models.set_precision(device, precision)
+    clip, _ = models.load_clip_weights(architecture, weights, args.trust_checkpoint)
     clip = clip.to(device).eval()
-    identity = models.clip_weights_identity(weights)
+    identity = models.clip_weights_identity(architecture, weights)
     if identity.get("sha256") and identity["sha256"] != clip_meta.get("weights_identity", {}).get("sha256"):
-        print(f"warning: {weights} is not the weights file clip's cache was made with; the "
+        print(f"warning: {weights} is not the weights file the source's cache was made with; the "
               "alternative names are embedded with it all the same.", file=sys.stderr)
-    templates = models.clip_prompt_templates(clip_meta.get("prompts", "ensemble"))
+    # The templates the cache was made with; caches from before they were recorded, by --prompts.
+    templates = tuple(clip_meta.get("templates") or models.clip_prompt_templates(clip_meta.get("prompts", "ensemble")))
 
     def embed(names):
-        path = models.text_classifier_path(Path(args.out) / "cache", identity, templates, names,
-                                           clip_meta.get("precision", "fp32"))
-        return models.clip_text_classifier(clip, templates, names, device,
-                                           clip_meta.get("precision", "fp32"), path).numpy().T
+        path = models.text_classifier_path(Path(args.out) / "cache", architecture, identity,
+                                           templates, names, precision)
+        return models.clip_text_classifier(clip, architecture, templates, names, device,
+                                           precision, path).numpy().T
     return embed
 
 
-def aligned_text_features(clip, detection, embed):
+def aligned_text_features(clip, detection, embed, given_names=None):
     """(text features [K, D] with each mismatched class's row replaced by its best alternative
     name's embedding, [{class, candidates, chosen}] for alignment.json)."""
     text_features = np.array(clip.text_features, dtype=np.float32)
     choices = []
     for index in detection.mismatched:
         wnid, name = str(clip.wnids[index]), str(clip.names[index])
-        candidates = alternative_names(wnid, name)
+        candidates = alternative_names(wnid, name, given_names)
         embeddings = np.asarray(embed(candidates), dtype=np.float32)
         chosen = concepts.best_candidate(embeddings, detection.remaining_centres)
         text_features[index] = embeddings[chosen]
@@ -76,11 +93,12 @@ def aligned_text_features(clip, detection, embed):
 def align_clip_concepts(args, out_dir, run_dir, embed=None):
     """clip-ca's Predictions, written to RUN/predictions.npz with alignment.json; `embed`
     (names -> unit text embeddings) defaults to clip's own CLIP text encoder."""
-    clip = load_clip_cache(out_dir, CONCEPT_ALIGNED_MODEL)
+    clip = load_clip_cache(out_dir, CONCEPT_ALIGNED_MODEL, args.where, args.source)
     if clip.image_features is None:
-        raise UserError(f"--model {CONCEPT_ALIGNED_MODEL} needs clip's image features, and "
-                        f"{Path(out_dir) / REFERENCE_MODEL / 'predictions.npz'} has none: run "
-                        "`python starter.py --model clip` again without --no-features.")
+        raise UserError(f"--model {CONCEPT_ALIGNED_MODEL} needs the image features of a CLIP run, "
+                        f"and {Path(out_dir) / args.source / 'predictions.npz'} has none: run "
+                        f"`{starter_command(clip.meta['model'], args.where)}` again without "
+                        "--no-features.")
     predicted, confidence = concepts.pseudo_labels_and_confidence(clip.logits)
     detection = concepts.detect_mismatched_classes(
         clip.image_features, clip.text_features, predicted, confidence,
@@ -88,7 +106,9 @@ def align_clip_concepts(args, out_dir, run_dir, embed=None):
     if detection.sampled:
         print(f"note: Algorithm 1 ran on a seeded sample of {detection.num_images_used} of the "
               f"{len(clip.labels)} images (--ca-max-images).", file=sys.stderr)
-    text_features, choices = aligned_text_features(clip, detection, embed or clip_text_embedder(clip.meta, args))
+    given_names = read_alternative_names(args.ca_names) if args.ca_names else None
+    text_features, choices = aligned_text_features(clip, detection, embed or clip_text_embedder(clip.meta, args),
+                                                   given_names)
     renamed = [f"{choice['name']} -> {choice['chosen']}" for choice in choices if choice["renamed"]]
     print(f"concept alignment: {len(choices)} mismatched classes; "
           + (f"renamed {', '.join(renamed)}" if renamed else "none has a better-matching name"))
@@ -101,7 +121,7 @@ def align_clip_concepts(args, out_dir, run_dir, embed=None):
         "matched_order": [str(clip.wnids[index]) for index in detection.matched_order]})
     scale = clip.meta["logit_scale"]
     cache = run_dir / "predictions.npz"
-    meta = {**derived_meta(CONCEPT_ALIGNED_MODEL, clip), "concept_alignment": settings,
+    meta = {**derived_meta(CONCEPT_ALIGNED_MODEL, clip, args.source), "concept_alignment": settings,
             "logit_scale": scale}
     features = (in_blocks(clip.image_features), clip.image_features.shape, text_features)
     write_predictions(cache, concepts.logit_blocks(clip.image_features, text_features, scale),

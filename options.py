@@ -262,6 +262,10 @@ def build_parser():
         "the cached features.")
     alignment.add_argument("--ca-seed", type=int, default=0,
                            help="seed of Algorithm 1's K-means (and of its sample)")
+    alignment.add_argument("--ca-names", type=Path, metavar="FILE",
+                           help="alternative names to choose from, beside ImageNet classes' "
+                                "WordNet lemmas (the only ones for other datasets): a JSON object "
+                                '{"class folder or class name": ["name", ...]}')
     alignment.add_argument("--ca-max-images", type=int, metavar="N",
                            help="above N images, Algorithm 1 runs on a seeded sample of N (its "
                                 "cost grows as images x classes^2); the default is concepts.py's "
@@ -343,7 +347,7 @@ MODE_OPTIONS = {
     **dict.fromkeys(("checkpoint", "branch"), ("--model debiaspl", lambda args: args.model == "debiaspl")),
     **dict.fromkeys(("la_momentum", "la_threshold", "la_lambda", "la_mode", "la_seed", "la_passes"),
                     ("--model clip-la", lambda args: args.model == "clip-la")),
-    **dict.fromkeys(("ca_seed", "ca_max_images"), ("--model clip-ca", lambda args: args.model == "clip-ca")),
+    **dict.fromkeys(("ca_seed", "ca_max_images", "ca_names"), ("--model clip-ca", lambda args: args.model == "clip-ca")),
     "pm_target": ("--model clip-pm", lambda args: args.model == "clip-pm"),
 }
 

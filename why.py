@@ -19,7 +19,7 @@ import numpy as np
 import concepts
 import metrics
 from outputs import none_if_nan, read_json
-from runs import CONCEPT_ALIGNED_MODEL, REFERENCE_MODEL
+from runs import CONCEPT_ALIGNED_MODEL, REFERENCE_MODEL, default_run_name
 
 GAP_LISTED = 10  # classes listed with the widest concept gap
 ALIGNMENT_FILE = "alignment.json"  # clip-ca's: the mismatched classes and their new names
@@ -45,27 +45,36 @@ def figure4_tests(predicted_counts, cosines):
             for kind, cosine in cosines.items()}
 
 
-def mismatched_wnids(out_dir):
-    """The classes (wnids) Algorithm 1 found concept-mismatched in clip's features: those of
-    OUT/clip-ca/alignment.json, which clip-ca writes; None before clip-ca has run."""
-    path = Path(out_dir) / CONCEPT_ALIGNED_MODEL / ALIGNMENT_FILE
+def mismatched_wnids(out_dir, source=REFERENCE_MODEL):
+    """The classes (wnids) Algorithm 1 found concept-mismatched in the CLIP run `source`'s
+    features: those of the alignment.json its clip-ca run writes (OUT/clip-ca, or
+    OUT/<source>-ca); None before that run exists."""
+    return aligned_wnids(Path(out_dir) / default_run_name(CONCEPT_ALIGNED_MODEL, source=source))
+
+
+def aligned_wnids(alignment_run_dir):
+    """The mismatched classes of a clip-ca run folder's alignment.json; None without one."""
+    path = Path(alignment_run_dir) / ALIGNMENT_FILE
     if not path.is_file():
         return None
-    alignment = read_json(path, f"{CONCEPT_ALIGNED_MODEL}'s {ALIGNMENT_FILE}")
+    alignment = read_json(path, f"{path.parent.name}'s {ALIGNMENT_FILE}")
     return [entry["wnid"] for entry in alignment["mismatched"]]
 
 
-def mismatch_marks(model, run_dir, out_dir):
+def mismatch_marks(meta, run_dir, out_dir):
     """{run folder: mismatched wnids} whose histograms mark the classes Algorithm 1 found
-    concept-mismatched in clip's features (clip-ca's alignment.json): clip's and clip-ca's, the
-    runs whose text embeddings they are about. clip's analysis marks them once clip-ca has run;
-    clip-ca's marks its own and redraws clip's, analysed before clip-ca ran."""
-    if model not in (REFERENCE_MODEL, CONCEPT_ALIGNED_MODEL):
+    concept-mismatched in a zero-shot CLIP run's features (its clip-ca run's alignment.json):
+    that run's and its clip-ca run's, whose text embeddings they are about. The CLIP run's
+    analysis marks them once its clip-ca has run; clip-ca's marks its own and redraws its
+    source's, analysed before clip-ca ran."""
+    run_dir = Path(run_dir)
+    if meta["model"] == "clip":
+        return {run_dir: mismatched_wnids(out_dir, run_dir.name) or []}
+    if meta["model"] != CONCEPT_ALIGNED_MODEL:
         return {}
-    mismatched = mismatched_wnids(out_dir) or []
-    if model == REFERENCE_MODEL or not mismatched:
-        return {Path(run_dir): mismatched}
-    return {Path(run_dir): mismatched, Path(out_dir) / REFERENCE_MODEL: mismatched}
+    source = meta.get("source_run", REFERENCE_MODEL)
+    mismatched = aligned_wnids(run_dir) or []
+    return {run_dir: mismatched, **({Path(out_dir) / source: mismatched} if mismatched else {})}
 
 
 def class_entry(wnids, names, index):

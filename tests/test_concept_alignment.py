@@ -45,8 +45,8 @@ def planted_clip(tmp_path):
 
 
 def options(out):
-    return argparse.Namespace(out=str(out), ca_seed=0, ca_max_images=None, device="cpu",
-                              trust_checkpoint=False)
+    return argparse.Namespace(out=str(out), ca_seed=0, ca_max_images=None, ca_names=None,
+                              device="cpu", trust_checkpoint=False, where=[], source="clip")
 
 
 def recall_of(predictions, index):
@@ -75,7 +75,8 @@ def test_planted_mismatch_is_renamed_and_its_recall_restored(planted_clip):
                                   np.delete(clip.text_features, PLANTED, 0))
     np.testing.assert_allclose(aligned.logits, SCALE * aligned.image_features @ aligned.text_features.T,
                                rtol=1e-5, atol=1e-4)
-    assert aligned.meta["clip"]["model"] == "clip" and aligned.names.tolist() == clip.names.tolist()
+    assert aligned.meta["source_run"] == "clip" and aligned.meta["source_meta"]["model"] == "clip"
+    assert aligned.names.tolist() == clip.names.tolist()
 
 
 def test_the_demos_planted_mismatches_are_found_renamed_and_their_recall_raised(tmp_path):
@@ -98,7 +99,7 @@ def test_a_cache_without_features_says_so(planted_clip):
     clip = cache.load_predictions(out / "clip" / "predictions.npz")
     clip.image_features = clip.text_features = None
     cache.save_predictions(out / "clip" / "predictions.npz", clip)
-    with pytest.raises(UserError, match="needs clip's image features.*without --no-features"):
+    with pytest.raises(UserError, match="needs the image features of a CLIP run.*clip/predictions.npz has none.*--model clip` again without --no-features"):
         align_clip_concepts(options(out), out, out / "clip-ca", lambda names: None)
 
 
