@@ -131,6 +131,7 @@ def summarize(predictions, passed, order_wnids=None):
     that nothing is rebuilt from rounded ratios), precision and recall, and who steals from whom
     (the largest confusions overall and those of the roles' classes)."""
     confusion = passed.confusion
+    reference = order_reference(predictions.meta) or REFERENCE_MODEL
     precision, recall = metrics.precision_recall(confusion)
     predicted_counts = confusion.sum(axis=0)
     own_order = [str(predictions.wnids[i]) for i in metrics.prediction_order(predicted_counts)]
@@ -151,19 +152,19 @@ def summarize(predictions, passed, order_wnids=None):
         "classes": classes,
         "top_confusions": confusion_cells(predictions, confusion, TOP_CONFUSION_COUNT),
         "class_confusions": class_confusions(predictions, confusion,
-                                             class_roles(own_order, order_wnids)),
+                                             class_roles(own_order, order_wnids, reference)),
         "skipped": predictions.meta.get("skipped", []),
         "settings": predictions.meta,
     }
 
 
-def class_roles(own_order, reference_order=None):
+def class_roles(own_order, reference_order=None, reference=REFERENCE_MODEL):
     """(role, wnid) pairs of the classes Q(c) and who-steals-from-whom look at: the most and least
-    predicted, and for the runs in clip's order (Q2c) clip's two as well."""
+    predicted, and for the runs in another run's order (Q2c: clip's) that run's two as well."""
     roles = [("most predicted", own_order[0]), ("least predicted", own_order[-1])]
     if reference_order is not None:
-        roles += [(f"most predicted by {REFERENCE_MODEL}", reference_order[0]),
-                  (f"least predicted by {REFERENCE_MODEL}", reference_order[-1])]
+        roles += [(f"most predicted by {reference}", reference_order[0]),
+                  (f"least predicted by {reference}", reference_order[-1])]
     return roles
 
 
@@ -215,9 +216,11 @@ def draw_histograms(summary, title, mismatched=()):
     names = [entry["name"] for entry in ordered]
     counts = np.array([entry["predicted_count"] for entry in ordered])
     own = summary["order"] == summary["own_order"]
-    order_note = "" if own else f", in {REFERENCE_MODEL}'s order"
-    by = "" if own else f" by {REFERENCE_MODEL}"
+    reference = order_reference(summary["settings"]) or REFERENCE_MODEL
+    order_note = "" if own else f", in {reference}'s order"
+    by = "" if own else f" by {reference}"
     marked = [position for position, wnid in enumerate(summary["order"]) if wnid in set(mismatched)]
+    true_counts = np.array([entry["true_count"] for entry in ordered])
     figures = {}
     for quantity in ("precision", "recall"):
         values = np.array([np.nan if entry[quantity] is None else entry[quantity] for entry in ordered])
@@ -225,7 +228,8 @@ def draw_histograms(summary, title, mismatched=()):
             counts, values, names, quantity, summary["num_images"] / len(ordered),
             title=f"{title}: predictions per class{order_note}, with {quantity}",
             end_roles=(f"most predicted{by}", f"least predicted{by}"),
-            marked=(MISMATCH_LABEL, marked) if marked else None)
+            marked=(MISMATCH_LABEL, marked) if marked else None,
+            true_counts=None if (true_counts == true_counts[0]).all() else true_counts)
     return figures
 
 
@@ -282,7 +286,8 @@ def analyze(predictions, run_dir, out_dir):
                                   predictions.meta)
     passed = read_logits(predictions.logits, predictions.labels)
     summary = summarize(predictions, passed, order_wnids)
-    centroids = centroid_neighbours(predictions, passed, class_roles(summary["own_order"], order_wnids))
+    centroids = centroid_neighbours(predictions, passed, class_roles(
+        summary["own_order"], order_wnids, order_reference(predictions.meta) or REFERENCE_MODEL))
     selection = pseudo_labels.summarize(passed.confidence, passed.predicted, predictions.labels,
                                         predictions.wnids, predictions.names, summary["order"], model)
     cosines = why.centroid_cosines(metrics.group_means(passed.group_sums["by_predicted"],

@@ -88,7 +88,7 @@ def _figure_and_axes(ax, size):
 
 def prediction_histogram(predicted_counts, overlay, names, overlay_label, balanced_count,
                          title="", ax=None, end_roles=("most predicted", "least predicted"),
-                         marked=None):
+                         marked=None, true_counts=None):
     """Bars: predictions per class, in the given order; line: `overlay` (precision or recall).
 
     predicted_counts, overlay and names are already in display order (Figure 2 of the homework:
@@ -96,6 +96,8 @@ def prediction_histogram(predicted_counts, overlay, names, overlay_label, balanc
     or recall) leave gaps. balanced_count is N/K, the count every class would get if balanced.
     marked is an optional pair (label, [positions]): classes whose bars are coloured and marked
     under the axis (a bar of 0 predictions shows only its mark), under `label` in the legend.
+    true_counts, for a dataset whose classes hold different numbers of images: each class's
+    count of images, marked on its bar in place of the balanced line.
     Past MAX_TICK_LABELS classes (and without `ax`), two panels below show the END_CLASSES at
     each end of the order by name, under `end_roles`.
     """
@@ -113,12 +115,15 @@ def prediction_histogram(predicted_counts, overlay, names, overlay_label, balanc
         first, last = np.arange(min(END_CLASSES, num_classes)), np.arange(num_classes)[-END_CLASSES:]
         ends = ((axes["first"], first, end_roles[0]), (axes["last"], last, end_roles[1]))
     # Two y axes, each with its label, take ~1.2 inches of the width.
+    true_counts = None if true_counts is None else np.asarray(true_counts)
     overlay_ax = _histogram_axes(ax, predicted_counts, overlay, names, overlay_label,
-                                 balanced_count, figure.get_figwidth() - 1.2, is_marked, label)
+                                 balanced_count, figure.get_figwidth() - 1.2, is_marked, label,
+                                 true_counts)
     for end_ax, classes, role in ends:
         _histogram_axes(end_ax, predicted_counts[classes], overlay[classes],
                         [names[i] for i in classes], overlay_label, balanced_count,
-                        figure.get_figwidth() / 2 - 1.2, is_marked[classes], label)
+                        figure.get_figwidth() / 2 - 1.2, is_marked[classes], label,
+                        None if true_counts is None else true_counts[classes])
         end_ax.set_title(f"the {len(classes)} {role} (ranks {classes[0] + 1}-{classes[-1] + 1})",
                          loc="left", fontsize="medium")
     handles, labels = ax.get_legend_handles_labels()
@@ -138,9 +143,10 @@ def _legend_under_title(figure, ax, handles, labels, title, **legend_options):
 
 
 def _histogram_axes(ax, predicted_counts, overlay, names, overlay_label, balanced_count,
-                    axis_inches, is_marked, marked_label):
+                    axis_inches, is_marked, marked_label, true_counts=None):
     """Bars of predicted counts (the `is_marked` ones coloured and marked under the axis), the
-    balanced line and the overlay on a twin axis; returns the twin axis."""
+    balanced line or each class's true count, and the overlay on a twin axis; returns the twin
+    axis."""
     num_classes = len(predicted_counts)
     positions = np.arange(num_classes)
     ax.bar(positions, predicted_counts, width=_bar_width(num_classes),
@@ -149,7 +155,12 @@ def _histogram_axes(ax, predicted_counts, overlay, names, overlay_label, balance
         ax.plot(positions[is_marked], np.zeros(is_marked.sum()), transform=ax.get_xaxis_transform(),
                 linestyle="none", marker="^", markersize=7, color=MARKED_COLOR, clip_on=False,
                 label=marked_label)
-    _balanced_line(ax, balanced_count)
+    if true_counts is None:
+        _balanced_line(ax, balanced_count)
+    else:
+        ax.plot(positions, true_counts, linestyle="none", marker="_", color=BALANCED_COLOR,
+                markersize=max(4.0, 2 * _marker_size(num_classes)), markeredgewidth=1.5,
+                label="images of the class")
     ax.set_xlim(-0.6, num_classes - 0.4)
     ax.set_ylabel("number of predictions")
     _set_class_ticks(ax.xaxis, names, rotation=90, axis_inches=axis_inches)

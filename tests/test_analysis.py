@@ -110,3 +110,20 @@ def test_every_image_predicted_as_one_class_says_why_there_are_no_neighbours(tmp
     assert most["wnid"] == predictions.wnids[2] and most["note"] == analysis.NO_OTHER_CENTROID
     assert least["note"] == analysis.GROUPINGS["by_predicted"][1]  # its own group is empty
     assert all(len(query["neighbors"]) == 3 for query in centroids["by_true"]["queries"])
+
+
+def test_an_unbalanced_dataset_shows_each_class_true_count(tmp_path):
+    """Classes with different numbers of images: the histograms mark each class's count of
+    images on its bar instead of the balanced line N/K, which no class is meant to reach."""
+    predictions = synthetic_predictions("clip", 0)
+    keep = np.flatnonzero((predictions.labels != 0) | (np.arange(len(predictions.labels)) % 2 == 0))
+    for key in ("logits", "labels", "paths"):
+        setattr(predictions, key, getattr(predictions, key)[keep])
+    summary, _, _ = analysis.analyze(predictions, tmp_path / "clip", tmp_path)
+    figure = analysis.draw_histograms(summary, "unbalanced")["histogram_recall.png"]
+    ax = figure.axes[0]
+    labels = [line.get_label() for line in ax.lines]
+    assert "images of the class" in labels and not any(label.startswith("balanced") for label in labels)
+    shown = ax.lines[labels.index("images of the class")].get_ydata()
+    by_wnid = {entry["wnid"]: entry["true_count"] for entry in summary["classes"]}
+    assert list(shown) == [by_wnid[wnid] for wnid in summary["order"]]
