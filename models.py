@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from classes import SINGLE_TEMPLATE as SINGLE_PROMPT, fill_template, openai_imagenet_templates
-from outputs import UserError, write_atomic
+from outputs import UserError, plural, write_atomic
 
 DEFAULT_CLIP_ARCHITECTURE = "RN50"
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -20,6 +20,7 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 PRECISIONS = ("fp32", "fp16", "bf16")
+TEXT_CLASSES_PER_BATCH = 10  # classes per text-encoder batch: 800 prompts of the 80-template ensemble
 AUTOCAST_DTYPES = {"fp16": "float16", "bf16": "bfloat16"}  # names in torch
 
 
@@ -330,12 +331,24 @@ def clip_text_classifier(clip, architecture, templates, class_names, device, pre
             return torch.from_numpy(np.load(cache_path, allow_pickle=False))
         except (OSError, ValueError):
             print(f"warning: ignoring the damaged text-classifier cache {cache_path}.", file=sys.stderr)
+    from tqdm import tqdm
     # open_clip would fill string templates positionally ("{}"): callables fill {c}.
     fillers = [functools.partial(fill_template, template) for template in templates]
-    with autocast(device, precision):
-        classifier = open_clip.build_zero_shot_classifier(
-            clip, tokenizer=open_clip.get_tokenizer(architecture), classnames=class_names,
-            templates=fillers, device=device, use_tqdm=True).float().cpu()
+    tokenizer = open_clip.get_tokenizer(architecture)
+    # Class by class in batches, each class's embedding its own: one labelled bar (open_clip's
+    # has no label) that counts classes.
+    batches = [list(class_names[start:start + TEXT_CLASSES_PER_BATCH])
+               for start in range(0, len(class_names), TEXT_CLASSES_PER_BATCH)]
+    with autocast(device, precision), tqdm(
+            total=len(class_names), unit="class", dynamic_ncols=True,
+            desc=f"CLIP {architecture} text classifier ({plural(len(templates), 'prompt')} a class)") as bar:
+        parts = []
+        for batch in batches:
+            parts.append(open_clip.build_zero_shot_classifier(
+                clip, tokenizer=tokenizer, classnames=batch, templates=fillers, device=device,
+                use_tqdm=False).float().cpu())
+            bar.update(len(batch))
+    classifier = torch.cat(parts, dim=1)
     write_atomic(cache_path, lambda f: np.save(f, classifier.numpy()))
     return classifier
 

@@ -41,7 +41,9 @@ os.environ.setdefault("TQDM_DISABLE", "1")  # no progress bars between the numbe
 
 import numpy as np  # noqa: E402
 
+import classes  # noqa: E402
 import distributed  # noqa: E402
+import models  # noqa: E402
 import starter  # noqa: E402
 import synthetic  # noqa: E402
 from timing import StageTimer  # noqa: E402
@@ -68,7 +70,7 @@ def parse_args(argv=None):
                              "process's share of the usable CPUs)")
     parser.add_argument("--device", choices=("auto", "cuda", "cpu"), default="auto",
                         help="auto = cuda when available, as in starter.py")
-    parser.add_argument("--precision", choices=starter.PRECISIONS, default=defaults.precision,
+    parser.add_argument("--precision", choices=models.PRECISIONS, default=defaults.precision,
                         help="precision of the pipeline and the commands; the bare forward is "
                              "timed at every precision the device has")
     parser.add_argument("--models", nargs="+", choices=("clip", "debiaspl"),
@@ -203,7 +205,6 @@ def benchmark_rates(model_name, files, args, scratch):
     """Print the decode limit, bare forward per precision, pipeline, and their ratio."""
     import torch
     import inference
-    import models
     captured = {}
 
     class Captured(Exception):
@@ -215,10 +216,13 @@ def benchmark_rates(model_name, files, args, scratch):
 
     original, inference.compute_chunks = inference.compute_chunks, capture
     run_args = starter.build_parser().parse_args(run_arguments(model_name, files, args, scratch / "out"))
-    split, split_dir = starter.classes.resolve_split_dir(run_args.data)
+    split, split_dir = classes.resolve_split_dir(run_args.data)
+    clip = model_name == "clip"
+    described = classes.dataset_classes(split_dir, run_args.class_names,
+                                        prompts=run_args.prompts if clip else None)
     try:
-        inference.predict(starter.InferenceConfig.from_args(run_args, split), run_args, split_dir,
-                          scratch / "out" / model_name)
+        inference.predict(starter.InferenceConfig.from_args(run_args, split, described), described,
+                          run_args, split_dir, scratch / "out" / model_name)
     except Captured:
         pass
     finally:

@@ -104,14 +104,15 @@ def test_row_blocks_cover_every_row_once():
 class Options:
     model, clip_weights, checkpoint, prompts, class_names = "clip", "/a/RN50.pt", "x", "single", "openai"
     branch, precision, batch_size, chunk_size, no_features = "main", "fp32", 64, None, False
+    clip_model, title_note = "RN50", None
 
 
 def test_configuration_fingerprint_and_differences():
     config = InferenceConfig.from_args(Options, "train")
     assert config.chunk_size == default_chunk_size(64) == 8192 and default_chunk_size(100) == 8200
     assert config.meta() == {"model": "clip", "split": "train", "weights": "/a/RN50.pt",
-                             "prompts": "single", "class_names": "openai", "features": True,
-                             "precision": "fp32", "batch_size": 64}
+                             "architecture": "RN50", "prompts": "single", "class_names": "openai",
+                             "features": True, "precision": "fp32", "batch_size": 64}
     identity = {"path": "/a/RN50.pt", "bytes": 3, "sha256": "ab"}
     fingerprint = config.fingerprint(identity, "files", "cpu")
     # Another node's path to the same file is the same weights; other content is not.
@@ -119,8 +120,9 @@ def test_configuration_fingerprint_and_differences():
     assert config.fingerprint({**identity, "sha256": "cd"}, "files", "cpu") != fingerprint
     assert config.fingerprint(identity, "other files", "cpu") != fingerprint
     assert config.fingerprint(identity, "files", "cuda") != fingerprint
-    assert config.differences({"prompts": "ensemble", "batch_size": 32}) == [
-        "--prompts ensemble, not single"]
+    assert config.fingerprint(identity, "files", "cpu", ["a", "b"]) != fingerprint  # other class names
+    assert config.differences({"prompts": "ensemble", "batch_size": 32, "architecture": "ViT-B-32"}) == [
+        "--clip-model ViT-B-32, not RN50", "--prompts ensemble, not single"]
 
 
 def test_place_from_torchrun_environment(monkeypatch):
