@@ -11,7 +11,7 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from runs import REFERENCE_MODEL, is_simulated
+from runs import is_simulated, source_meta
 
 THUMBNAIL_PIXELS = 96  # longest side
 THUMBNAIL_QUALITY = 70
@@ -22,7 +22,7 @@ MISSING = "not in the image folder"
 def image_folder(meta):
     """The folder a run's cache paths are relative to: its own meta's, or for a run derived from
     clip's cached logits (clip-la, clip-pm), clip's."""
-    return meta.get("data") or meta.get(REFERENCE_MODEL, {}).get("data")
+    return meta.get("data") or source_meta(meta).get("data")
 
 
 def unavailable_reason(meta, thumbnails):

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import numpy as np
 
-import why
 from explorer.tables import TABLES_FILE, read_tables
 from outputs import UserError, read_json
-from runs import MODEL_TITLES, REFERENCE_MODEL
+import runs as run_folders
+from runs import REFERENCE_MODEL, starter_command
 
 # The files and keys the explorer reads; a run written before them is left out, with the command
 # that brings it up to date.
@@ -37,24 +37,25 @@ class RunFiles:
 
 
 def find_runs(out_dir):
-    """The runs in OUT with metrics.json, in MODEL_TITLES' order (clip, the reference, first). A
+    """The runs in OUT with metrics.json, in runs.find_runs' order (clip, the reference, first). A
     run the explorer cannot show (no cache, outputs of an older version, other classes than the
     first run's) is left out with a warning that names the fix."""
     out_dir = Path(out_dir)
     runs = []
-    for model in MODEL_TITLES:
-        if not (out_dir / model / RUN_FILES["metrics"][0]).is_file():
+    for run_id, descriptor in run_folders.find_runs(out_dir).items():
+        if not (out_dir / run_id / RUN_FILES["metrics"][0]).is_file():
             continue
-        run = read_run(out_dir / model)
+        run = read_run(out_dir / run_id, descriptor["model"])
         if isinstance(run, str):
             warn(run)
         elif runs and sorted(run.metrics["own_order"]) != sorted(runs[0].metrics["own_order"]):
-            warn(f"{run.folder} was made on other classes than {runs[0].folder}")
+            warn(f"{run.folder} was made on other classes than {runs[0].folder} (the page shows "
+                 "one dataset's runs; the report compares each dataset's)")
         else:
             runs.append(run)
     if not runs:
-        raise UserError(f"{out_dir} holds no run the explorer can show: run `python starter.py "
-                        f"--model {REFERENCE_MODEL} --out {out_dir}` first.")
+        raise UserError(f"{out_dir} holds no run the explorer can show: run "
+                        f"`{starter_command(REFERENCE_MODEL, ('--out', str(out_dir)))}` first.")
     return runs
 
 
@@ -62,21 +63,23 @@ def warn(problem):
     print(f"warning: {problem}; the explorer leaves that run out.", file=sys.stderr)
 
 
-def outdated(path, folder):
-    return (f"{path} is missing or predates this version: run `python starter.py --model "
-            f"{folder.name} --from-cache --out {folder.parent}`")
+def outdated(path, folder, made_by):
+    naming = () if folder.name == made_by else ("--run-name", folder.name)
+    return (f"{path} is missing or predates this version: run "
+            f"`{starter_command(made_by, ('--from-cache', '--out', str(folder.parent)), *naming)}`")
 
 
-def read_run(folder):
-    """The run's RunFiles, or what keeps the explorer from showing it."""
+def read_run(folder, made_by):
+    """The run's RunFiles, or what keeps the explorer from showing it; `made_by`: the --model
+    that made it."""
     files = {}
     for key, (name, keys) in RUN_FILES.items():
         path = folder / name
         files[key] = read_json(path, f"{folder.name}'s {name}") if path.is_file() else {}
         if not all(required in files[key] for required in keys):
-            return outdated(path, folder)
+            return outdated(path, folder, made_by)
     if not (folder / TABLES_FILE).is_file():
-        return outdated(folder / TABLES_FILE, folder)
+        return outdated(folder / TABLES_FILE, folder, made_by)
     why_path = folder / "why.json"
     return RunFiles(folder.name, folder, **files, tables=read_tables(folder / TABLES_FILE),
                     why=read_json(why_path, f"{folder.name}'s why.json") if why_path.is_file() else {})

@@ -3,6 +3,8 @@ nothing half-written, nothing run from a file, nothing stale."""
 import hashlib
 import json
 import shutil
+import sys
+from types import SimpleNamespace
 from pathlib import Path
 
 import numpy as np
@@ -359,10 +361,23 @@ def test_run_on_other_images_than_clips_says_so(synthetic_runs, capsys):
 
 
 def test_install_check_is_a_few_lines(tmp_path, capfd, monkeypatch):
-    """The demo's install check: one line per model (stdout and stderr, progress bars included),
-    its runs titled as random weights."""
+    """The demo's install check: one line per model however much its runs print (stdout,
+    stderr, progress bars), titled as random weights; what they printed shows when one fails."""
     import starter
-    monkeypatch.setattr(starter, "DEMO_CLASSES", 2)
+    seen = []
+
+    def noisy_run(args):
+        seen.append(args)
+        print("\n".join(f"analysis line {i}" for i in range(60)))
+        print("warning: the folder's 5 classes are not the standard ImageNet100", file=sys.stderr)
+        print("100%|##########| 10/10 [00:01<00:00]", file=sys.stderr)
+        if args.model == "debiaspl" and len(seen) > 2:
+            raise outputs.UserError("the DebiasPL checkpoint has no 'state_dict' entry.")
+        return "the answers", {"model": args.model, "num_images": 10}, tmp_path / args.model
+
+    monkeypatch.setattr(starter, "run", noisy_run)
+    monkeypatch.setattr(synthetic, "write_demo_inputs", lambda folder, wnids, images: SimpleNamespace(
+        data=folder, clip_weights=folder / "RN50.pt", debiaspl_checkpoint=folder / "c.pth.tar"))
     args = starter.build_parser().parse_args(["--demo", "--device", "cpu", "--workers", "0"])
     starter.check_install(args, tmp_path)
     captured = capfd.readouterr()
@@ -370,5 +385,7 @@ def test_install_check_is_a_few_lines(tmp_path, capfd, monkeypatch):
     assert len(lines) < 20, lines
     assert [line.split(",")[0] for line in lines if line.startswith("install check:")] == [
         "install check: clip OK", "install check: debiaspl OK"]
-    descriptor = json.loads((tmp_path / "clip" / "run.json").read_text())
-    assert descriptor["title"].endswith("(random weights)")
+    assert all(parsed.title_note == starter.RANDOM_WEIGHTS for parsed in seen)
+    with pytest.raises(outputs.UserError):
+        starter.check_install(args, tmp_path)
+    assert "analysis line 59" in capfd.readouterr().err  # a failing run's output is shown
