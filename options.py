@@ -22,7 +22,8 @@ COURSE_DATA_DIR = "/scratch/eecs542f25_class_root/eecs542f25_class/shared_data/i
 
 
 WORKFLOW = """\
-Pseudo-label imbalance of CLIP RN50 and DebiasPL on ImageNet100 (homework 3).
+Pseudo-label imbalance of CLIP RN50 and DebiasPL on ImageNet100 (homework 3), and of any
+open_clip model on any image-folder dataset (--clip-model, --clip-weights, --data).
 
 The homework in three steps (outputs in OUT, by default ./figures):
   1. python starter.py --model clip       Q1: prints Q1(a)-(c); figures in OUT/clip/
@@ -84,11 +85,11 @@ def build_parser():
         prog="starter.py", description=WORKFLOW, formatter_class=HelpFormatter,
         usage="python %(prog)s (--model MODEL | --demo | --report | --explore | --bundle) [options]")
     parser.add_argument("--model", type=model_choice, metavar="{" + ",".join(MODELS) + "}",
-                        help="which model to evaluate: clip (Q1), debiaspl (Q2; run clip first), "
-                             "clip-la (clip's cached logits, logit-adjusted; run clip first), "
-                             "clip-pm (clip's cached logits, prior-matched; run clip first) or "
-                             "clip-ca (clip's cached features, its concept-mismatched classes "
-                             "renamed; run clip first)")
+                        help="which model to evaluate: clip (Q1; any open_clip model with "
+                             "--clip-model), debiaspl (Q2; run clip first), clip-la (a run's "
+                             "cached logits, logit-adjusted), clip-pm (prior-matched) or clip-ca "
+                             "(a CLIP run's cached features, its concept-mismatched classes "
+                             "renamed); the last three take --source RUN, clip by default")
     parser.add_argument("--demo", action="store_true",
                         help="check the install (random weights in the real file formats on a few "
                              "generated images, into OUT/demo/install-check/), then analyse "

@@ -5,9 +5,10 @@ Runs OpenAI's CLIP RN50 zero-shot (`--model clip`) or the DebiasPL zero-shot che
 (`--model debiaspl`) over an ImageNet(100) validation folder and writes, under OUT/<model>/,
 the cached logits, per-class metrics, the ordered histograms (Q1a/Q2a), the confusion matrix
 (Q1b/Q2b), the centroid neighbours (Q1c/Q2c) of homework 3 and which pseudo-labels a
-semi-supervised learner would select. `--model clip-la` and `--model clip-pm` run no model: they
-debias clip's cached logits without training, by logit adjustment with DebiasPL's moving-average
-pseudo-label prior (homework §2.2) or by prior matching, and analyse them the same way.
+semi-supervised learner would select. `--model clip-la`, `clip-pm` and `clip-ca` run no model:
+they debias a run's cached logits (or rename its concept-mismatched classes) without training.
+Any open_clip model (`--clip-model`, `--clip-weights`) on any image-folder dataset (`--data`,
+its classnames.txt and templates file) gets a run folder of its own (runs.py).
 
     python starter.py --model clip
     python starter.py --model debiaspl
@@ -17,8 +18,8 @@ pseudo-label prior (homework §2.2) or by prior matching, and analyse them the s
     python starter.py --report          # OUT/report.pdf and report.md from the runs in OUT
     python starter.py --explore         # OUT/explorer.html alone (--report and --demo write it too)
 
-torch, torchvision and open_clip are imported only when inference runs, so `--from-cache`
-redoes every figure and number from predictions.npz in seconds.
+The options live in options.py. torch, torchvision and open_clip are imported only when
+inference runs, so `--from-cache` redoes every figure and number from predictions.npz in seconds.
 """
 import contextlib
 import io
