@@ -57,10 +57,8 @@ def alignment_block(runs, out_dir):
     """clip-ca's renamed classes with their recall before and after, or how to get them."""
     path = Path(out_dir) / CONCEPT_ALIGNED_MODEL / ALIGNMENT_FILE
     if not path.is_file() or REFERENCE_MODEL not in runs or runs[REFERENCE_MODEL].metrics is None:
-        how = ("on a real clip run (it embeds WordNet's names with that run's CLIP)"
-               if REFERENCE_MODEL in runs and runs[REFERENCE_MODEL].simulated
-               else f"with `{run_command(CONCEPT_ALIGNED_MODEL, out_dir)}`")
-        return Text(f"Algorithm 1 (CAP's detection of concept-mismatched classes) runs {how}.", "note")
+        return Text("Algorithm 1 (CAP's detection of concept-mismatched classes) runs with "
+                    f"`{run_command(CONCEPT_ALIGNED_MODEL, out_dir)}`.", "note")
     alignment = read_json(path, f"{CONCEPT_ALIGNED_MODEL}'s {ALIGNMENT_FILE}")
     recall = {model: {entry["wnid"]: entry["recall"] for entry in runs[model].metrics["classes"]}
               for model in (REFERENCE_MODEL, CONCEPT_ALIGNED_MODEL)
