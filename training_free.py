@@ -193,13 +193,27 @@ def read_target(path, wnids, names):
     return target / target.sum()
 
 
+def uniform_target_note(true_counts):
+    """clip-pm's default target in one line; on a dataset whose classes hold different numbers
+    of images, with the option that matches those instead."""
+    note = f"clip-pm target: uniform, 1/{len(true_counts)} of the images to each class"
+    if true_counts.min() != true_counts.max():
+        note += (f"; this dataset's classes hold {true_counts.min()} to {true_counts.max()} images: "
+                 "pass --pm-target FILE with their proportions (the image counts will do) to "
+                 "match those instead")
+    return note
+
+
 def match_clip_prior(args, out_dir, run_dir):
     """clip-pm's Predictions (clip's cached logits − b, with b from prior matching); writes
     prior.json (b, the target and the implied prior softmax(b + log target))."""
     clip = load_clip_cache(out_dir, PRIOR_MATCHED_MODEL, args.where, args.source)
     wnids = [str(wnid) for wnid in clip.wnids]
-    target = (read_target(args.pm_target, wnids, [str(name) for name in clip.names]) if args.pm_target
-              else np.full(len(wnids), 1.0 / len(wnids)))
+    if args.pm_target:
+        target = read_target(args.pm_target, wnids, [str(name) for name in clip.names])
+    else:
+        target = np.full(len(wnids), 1.0 / len(wnids))
+        print(uniform_target_note(metrics.class_counts(clip.labels, len(wnids))))
     match = logit_adjustment.match_prior(clip.logits, target, logit_adjustment.MATCH_TOLERANCE,
                                          logit_adjustment.MATCH_MAX_ITERATIONS,
                                          analysis.blocks_of(clip.logits))

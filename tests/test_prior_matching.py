@@ -11,6 +11,7 @@ import pytest
 import cache
 import logit_adjustment
 import starter
+import training_free
 from conftest import RUN_FILES
 
 
@@ -190,3 +191,10 @@ def test_cli_warns_with_the_deviation_when_not_converged(clip_out, capsys, monke
     assert settings["final_deviation"] == pytest.approx(deviation, rel=1e-3)
     assert "did not converge in 2 iterations" in error and f"{settings['final_deviation']:.3g}" in error
     assert not np.allclose(matched.logits, clip.logits)
+
+
+def test_uniform_target_is_stated_and_an_unbalanced_dataset_gets_the_option():
+    assert training_free.uniform_target_note(np.array([50, 50])) == (
+        "clip-pm target: uniform, 1/2 of the images to each class")
+    assert "hold 10 to 50 images: pass --pm-target FILE" in training_free.uniform_target_note(
+        np.array([50, 10, 30]))
