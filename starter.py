@@ -40,7 +40,7 @@ from run_config import InferenceConfig
 from figure_workers import figure_processes, terminate_as_interrupt
 from outputs import UserError, plural
 from runs import (CONCEPT_ALIGNED_MODEL, LOGIT_ADJUSTED_MODEL, MODEL_KINDS, MODELS, PRIOR_MATCHED_MODEL,
-                  REFERENCE_MODEL, SIMULATED, TRAINING_FREE, default_run_name, split_out_dir,
+                  REFERENCE_MODEL, SIMULATED, TRAINING_FREE, default_run_name, find_runs, split_out_dir,
                   starter_command, write_descriptor)
 
 # The demo's install check: real code and random weights on a few classes (CLIP's text encoder
@@ -125,6 +125,12 @@ def run(args):
     run_dir = out_dir / run_folder(args, split)
     cache = run_dir / "predictions.npz"
     if args.from_cache:
+        others = [run_id for run_id, descriptor in find_runs(out_dir).items()
+                  if descriptor["model"] == args.model and run_id != run_dir.name]
+        if others and not cache.is_file():
+            raise UserError(f"there is no cache at {cache}, but {out_dir} holds other --model "
+                            f"{args.model} runs: pass --run-name {others[0]}"
+                            + (f" (or one of {', '.join(others[1:])})" if others[1:] else "") + ".")
         predictions = load_predictions(cache, starter_command(args.model, args.where))
         for difference in cache_differences(predictions.meta, args, split):
             print(f"note: {cache} was made with {difference}; its results are shown as cached.",

@@ -112,3 +112,13 @@ def test_a_wrong_setup_is_one_sentence(vit_run, capsys, options, fragments):
     assert len(error.splitlines()) == 1 and "Traceback" not in error, error
     for fragment in fragments:
         assert fragment in error, error
+
+
+def test_from_cache_finds_the_run_by_its_name(vit_run, capsys, monkeypatch):
+    out = vit_run[0]
+    monkeypatch.delenv("IMAGENET100_ROOT", raising=False)
+    capsys.readouterr()
+    assert run_cli("--model", "clip", "--from-cache", "--out", out) == 2
+    assert f"pass --run-name {run_id()}." in capsys.readouterr().err
+    assert run_cli("--model", "clip", "--from-cache", "--out", out, "--run-name", run_id()) == 0
+    assert "CLIP ViT-B-32" in (out / run_id() / "run.json").read_text()
