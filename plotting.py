@@ -189,8 +189,9 @@ def confusion_matrix_figure(confusion, names, title="", ax=None):
     # pixel (millions at 200 dpi), on each of savefig's two draws.
     ax.imshow(cmap(norm(counts), bytes=True), interpolation="nearest", aspect="equal")
     # Under the matrix, not beside it: the page's width is what limits the matrix.
+    # pad: a horizontal colour bar's default (0.15 of the axes' height) leaves an inch blank.
     figure.colorbar(ScalarMappable(norm, cmap), ax=ax, location="bottom", shrink=0.5, aspect=40,
-                    label="images (log scale)")
+                    pad=0.01, label="images (log scale)")
     side = figure.get_figwidth() - CLASS_LABEL_MARGIN
     _set_class_ticks(ax.xaxis, names, rotation=90, axis_inches=side, label="predicted class")
     _set_class_ticks(ax.yaxis, names, rotation=0, axis_inches=side, label="true class")
