@@ -188,3 +188,9 @@ def starter_command(model, where=(), *options):
     """The command that makes `model`'s run, in the user's own folders: `where` holds the options
     of the command at hand that say where its data and outputs are (options.py's `args.where`)."""
     return shlex.join(["python", "starter.py", "--model", model, *where, *options])
+
+
+def run_folder_command(run_id, made_by, where=()):
+    """The command that makes the run folder `run_id` again: the --model that made it, the
+    options `where`, and --run-name when the folder is not named by its model."""
+    return starter_command(made_by, where, *(() if made_by == run_id else ("--run-name", run_id)))

@@ -19,7 +19,7 @@ import plotting
 from cache import load_predictions, write_predictions
 from outputs import UserError, plural, read_json, write_figure, write_json
 from runs import (LOGIT_ADJUSTED_MODEL, PRIOR_MATCHED_MODEL, REFERENCE_MODEL, RUN_FILE, model_title,
-                  starter_command)
+                  run_folder_command, starter_command)
 
 LAMBDA_SWEEP = np.linspace(0.0, 2.0, 21)  # λ values of la_sweep.png
 TARGET_SUM_TOLERANCE = 1e-6
@@ -40,8 +40,7 @@ def load_clip_cache(out_dir, model, where=(), source=REFERENCE_MODEL):
                         f"{path} does not exist; {fix}.")
     descriptor = Path(out_dir) / source / RUN_FILE
     made_by = read_json(descriptor, "the run descriptor")["model"] if descriptor.is_file() else REFERENCE_MODEL
-    clip = load_predictions(path, starter_command(made_by, where, *(
-        () if source == REFERENCE_MODEL else ("--run-name", source))))
+    clip = load_predictions(path, run_folder_command(source, made_by, where))
     analysis.reference_order(out_dir, model, [str(wnid) for wnid in clip.wnids],
                              derived_meta(model, clip, source), where)
     return clip

@@ -15,7 +15,7 @@ import numpy as np
 from explorer.tables import TABLES_FILE, read_tables
 from outputs import UserError, read_json
 import runs as run_folders
-from runs import REFERENCE_MODEL, starter_command
+from runs import REFERENCE_MODEL, run_folder_command, starter_command
 
 # The files and keys the explorer reads; a run written before them is left out, with the command
 # that brings it up to date.
@@ -64,9 +64,8 @@ def warn(problem):
 
 
 def outdated(path, folder, made_by):
-    naming = () if folder.name == made_by else ("--run-name", folder.name)
-    return (f"{path} is missing or predates this version: run "
-            f"`{starter_command(made_by, ('--from-cache', '--out', str(folder.parent)), *naming)}`")
+    command = run_folder_command(folder.name, made_by, ("--from-cache", "--out", str(folder.parent)))
+    return f"{path} is missing or predates this version: run `{command}`"
 
 
 def read_run(folder, made_by):

@@ -4,7 +4,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from outputs import UserError, read_json
-from runs import REFERENCE_MODEL, find_runs, is_simulated, starter_command
+from runs import REFERENCE_MODEL, find_runs, is_simulated, run_folder_command, starter_command
 
 
 EXTRA_RUN_FILES = {"clip-la": ("prior.json",), "clip-pm": ("prior.json",)}  # by --model
@@ -80,6 +80,5 @@ def extra_models(runs):
 def run_command(run_id, out_dir, from_cache=False, made_by=None):
     """The command that (re)creates OUT/<run_id>'s outputs; `made_by`, the --model that made it,
     when the folder is not named by it."""
-    naming = () if made_by in (None, run_id) else ("--run-name", run_id)
-    return starter_command(made_by or run_id, (*(("--from-cache",) if from_cache else ()),
-                                                "--out", str(out_dir)), *naming)
+    return run_folder_command(run_id, made_by or run_id,
+                              (*(("--from-cache",) if from_cache else ()), "--out", str(out_dir)))
