@@ -131,7 +131,7 @@ def summarize(predictions, passed, order_wnids=None):
     that nothing is rebuilt from rounded ratios), precision and recall, and who steals from whom
     (the largest confusions overall and those of the roles' classes)."""
     confusion = passed.confusion
-    reference = order_reference(predictions.meta) or REFERENCE_MODEL
+    reference = order_reference(predictions.meta)
     precision, recall = metrics.precision_recall(confusion)
     predicted_counts = confusion.sum(axis=0)
     own_order = [str(predictions.wnids[i]) for i in metrics.prediction_order(predicted_counts)]
@@ -160,7 +160,8 @@ def summarize(predictions, passed, order_wnids=None):
 
 def class_roles(own_order, reference_order=None, reference=REFERENCE_MODEL):
     """(role, wnid) pairs of the classes Q(c) and who-steals-from-whom look at: the most and least
-    predicted, and for the runs in another run's order (Q2c: clip's) that run's two as well."""
+    predicted, and for the runs in the order of the run `reference` (Q2c: clip's) that run's two
+    as well."""
     roles = [("most predicted", own_order[0]), ("least predicted", own_order[-1])]
     if reference_order is not None:
         roles += [(f"most predicted by {reference}", reference_order[0]),
@@ -216,7 +217,7 @@ def draw_histograms(summary, title, mismatched=()):
     names = [entry["name"] for entry in ordered]
     counts = np.array([entry["predicted_count"] for entry in ordered])
     own = summary["order"] == summary["own_order"]
-    reference = order_reference(summary["settings"]) or REFERENCE_MODEL
+    reference = order_reference(summary["settings"])  # None only for a run in its own order
     order_note = "" if own else f", in {reference}'s order"
     by = "" if own else f" by {reference}"
     marked = [position for position, wnid in enumerate(summary["order"]) if wnid in set(mismatched)]
@@ -287,7 +288,7 @@ def analyze(predictions, run_dir, out_dir):
     passed = read_logits(predictions.logits, predictions.labels)
     summary = summarize(predictions, passed, order_wnids)
     centroids = centroid_neighbours(predictions, passed, class_roles(
-        summary["own_order"], order_wnids, order_reference(predictions.meta) or REFERENCE_MODEL))
+        summary["own_order"], order_wnids, order_reference(predictions.meta)))
     selection = pseudo_labels.summarize(passed.confidence, passed.predicted, predictions.labels,
                                         predictions.wnids, predictions.names, summary["order"], model)
     cosines = why.centroid_cosines(metrics.group_means(passed.group_sums["by_predicted"],

@@ -76,35 +76,40 @@ def cache_differences(meta, args, split):
     return differences
 
 
-def run_folder(args, split):
+def describe_dataset(args, split):
+    """(split folder, its classes.DatasetClasses: names and, for clip, the prompt templates) of
+    --data for a model run; a folder that is not there stops with its fix."""
+    if missing_data_folder(args):
+        raise UserError(missing_data_folder(args))
+    split_dir = classes.resolve_split_dir(args.data, split)[1]
+    clip = args.model == "clip"
+    return split_dir, classes.dataset_classes(split_dir, args.class_names, args.class_names_file,
+                                              args.templates if clip else None,
+                                              args.prompts if clip else None)
+
+
+def run_folder(args, split, described=None):
     """The run's folder: --run-name, else the default for its model, weights, dataset and source
-    (runs.default_run_name); the dataset's name counts only when its classes are not ImageNet's,
-    and is read from --data's class folders when they are on this machine."""
+    (runs.default_run_name). The dataset's name counts only when its classes are not ImageNet's;
+    it is `described`'s for a model run, else read from --data's class folders when they are on
+    this machine (a run from cache)."""
     if args.run_name:
         return args.run_name
     if MODEL_KINDS[args.model] == TRAINING_FREE:
         return default_run_name(args.model, source=args.source)
-    dataset = None
-    if Path(args.data).expanduser().is_dir():
-        split_dir = classes.resolve_split_dir(args.data, split)[1]
-        if not classes.are_imagenet1k_wnids(classes.find_class_folders(split_dir)):
-            dataset = classes.dataset_classes(split_dir, prompts=None).dataset
+    if described is None and Path(args.data).expanduser().is_dir():
+        described = classes.dataset_classes(classes.resolve_split_dir(args.data, split)[1], prompts=None)
+    dataset = described.dataset if described is not None and described.imagenet_indices is None else None
     return default_run_name(args.model, args.clip_model if args.model == "clip" else None,
                             args.clip_weights, dataset)
 
 
-def infer(args, split, out_dir, run_dir):
-    """A model run over --data's images into RUN/predictions.npz: its Predictions, None in the
-    other processes of a torchrun job. A wrong setup (no data, no clip run for debiaspl, a
-    dataset debiaspl cannot predict, an unknown CLIP model or weights) stops before any model
-    loads."""
-    if missing_data_folder(args):
-        raise UserError(missing_data_folder(args))
-    split, split_dir = classes.resolve_split_dir(args.data, split)
+def infer(args, split, split_dir, described, out_dir, run_dir):
+    """A model run over split_dir's images (`described`, from describe_dataset) into
+    RUN/predictions.npz: its Predictions, None in the other processes of a torchrun job. A wrong
+    setup (no clip run for debiaspl, a dataset debiaspl cannot predict, an unknown CLIP model or
+    weights) stops before any model loads."""
     clip = args.model == "clip"
-    described = classes.dataset_classes(split_dir, args.class_names, args.class_names_file,
-                                        args.templates if clip else None,
-                                        args.prompts if clip else None)
     if args.model == "debiaspl" and described.imagenet_indices is None:
         raise UserError(f"--model debiaspl predicts ImageNet-1k's 1,000 classes, but the class "
                         f"folders of {split_dir} ({described.folders[0]}, ...) are not ImageNet "
@@ -122,7 +127,9 @@ def run(args):
     metrics.json summary, its folder); None in the other processes of a torchrun job."""
     split = chosen_split(args)
     out_dir = split_out_dir(args.out, split)
-    run_dir = out_dir / run_folder(args, split)
+    model_run = not args.from_cache and MODEL_KINDS[args.model] != TRAINING_FREE
+    split_dir, described = describe_dataset(args, split) if model_run else (None, None)
+    run_dir = out_dir / run_folder(args, split, described)
     cache = run_dir / "predictions.npz"
     if args.from_cache:
         others = [run_id for run_id, descriptor in find_runs(out_dir).items()
@@ -142,7 +149,7 @@ def run(args):
         import concept_alignment  # scikit-learn, and CLIP's text encoder for the new names
         predictions = concept_alignment.align_clip_concepts(args, out_dir, run_dir)
     else:
-        predictions = infer(args, split, out_dir, run_dir)
+        predictions = infer(args, split, split_dir, described, out_dir, run_dir)
         if predictions is None:  # another process of a torchrun job: the main one analyses
             return None
     write_descriptor(run_dir, predictions.meta)
