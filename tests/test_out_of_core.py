@@ -131,8 +131,13 @@ def direct_reference(logits, labels):
     return predicted, confusion, top_k_accuracy_score(labels, logits, k=5, labels=range(NUM_CLASSES))
 
 
-def none_or_ratio(numerator, denominator):
-    return None if denominator == 0 else numerator / denominator
+def assert_ratio(actual, numerator, denominator):
+    """An undefined ratio (0/0 or n/0) is None, as scikit-learn's zero_division leaves it to the
+    caller; a defined one equals numerator / denominator."""
+    if denominator == 0:
+        assert actual is None
+    else:
+        assert actual == pytest.approx(numerator / denominator, rel=RELATIVE)
 
 
 def test_metrics_json_equals_a_direct_computation_with_raw_counts(whole_and_blocked):
@@ -144,8 +149,8 @@ def test_metrics_json_equals_a_direct_computation_with_raw_counts(whole_and_bloc
     assert [entry["predicted_count"] for entry in summary["classes"]] == predicted_counts.tolist()
     assert [entry["true_positives"] for entry in summary["classes"]] == np.diag(confusion).tolist()
     for entry, tp, true, predicted in zip(summary["classes"], np.diag(confusion), true_counts, predicted_counts):
-        assert entry["precision"] == pytest.approx(none_or_ratio(tp, predicted), rel=RELATIVE)
-        assert entry["recall"] == pytest.approx(none_or_ratio(tp, true), rel=RELATIVE)
+        assert_ratio(entry["precision"], tp, predicted)
+        assert_ratio(entry["recall"], tp, true)
     assert summary["classes"][UNPREDICTED_CLASS]["precision"] is None
     assert summary["classes"][EMPTY_CLASS]["recall"] is None
     assert summary["accuracy"] == pytest.approx(np.trace(confusion) / confusion.sum(), rel=RELATIVE)
