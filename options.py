@@ -11,11 +11,11 @@ from pathlib import Path
 
 import numpy as np
 
-import classes
+from sources import classes
 from explorer import DEFAULT_THUMBNAILS, EXPLORER_FILE
-from models import PRECISIONS
-from run_config import DEFAULT_CHUNK_IMAGES
-from runs import DEFAULT_CLIP_ARCHITECTURE, MODEL_KINDS, MODELS, REFERENCE_MODEL, TRAINING_FREE
+from inference.models import PRECISIONS
+from inference.config import DEFAULT_CHUNK_IMAGES
+from runs.descriptors import DEFAULT_CLIP_ARCHITECTURE, MODEL_KINDS, MODELS, REFERENCE_MODEL, TRAINING_FREE
 
 PROJECT_DIR = Path(__file__).resolve().parent
 COURSE_DATA_DIR = "/scratch/eecs542f25_class_root/eecs542f25_class/shared_data/imagenet-100"

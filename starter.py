@@ -28,18 +28,18 @@ import tempfile
 import time
 from pathlib import Path
 
-import analysis
-import classes
-import models
-import training_free
+from analysis import run_analysis
+from sources import classes
+from inference import models
+from debias import training_free
 from explorer import EXPLORER_FILE
-from cache import load_predictions, save_predictions
-from distributed import current_place
+from runs.cache import load_predictions, save_predictions
+from inference.distributed import current_place
 from options import build_parser, missing_data_folder, unused_option_notes
-from run_config import InferenceConfig
-from figure_workers import figure_processes, terminate_as_interrupt
-from outputs import UserError, plural
-from runs import (CONCEPT_ALIGNED_MODEL, LOGIT_ADJUSTED_MODEL, MODEL_KINDS, MODELS, PRIOR_MATCHED_MODEL,
+from inference.config import InferenceConfig
+from analysis.figure_workers import figure_processes, terminate_as_interrupt
+from runs.outputs import UserError, plural
+from runs.descriptors import (CONCEPT_ALIGNED_MODEL, LOGIT_ADJUSTED_MODEL, MODEL_KINDS, MODELS, PRIOR_MATCHED_MODEL,
                   REFERENCE_MODEL, SIMULATED, TRAINING_FREE, default_run_name, find_runs, split_out_dir,
                   starter_command, write_descriptor)
 
@@ -114,11 +114,11 @@ def infer(args, split, split_dir, described, out_dir, run_dir):
         raise UserError(f"--model debiaspl predicts ImageNet-1k's 1,000 classes, but the class "
                         f"folders of {split_dir} ({described.folders[0]}, ...) are not ImageNet "
                         "wnids; run --model clip on this dataset instead.")
-    analysis.reference_order(out_dir, args.model, list(described.folders), where=args.where)
-    import inference  # torch and the models load only when a model runs
+    run_analysis.reference_order(out_dir, args.model, list(described.folders), where=args.where)
+    from inference import engine  # torch and the models load only when a model runs
     if clip:
         models.check_clip_choice(args.clip_model, args.clip_weights, args.trust_checkpoint)
-    return inference.predict(InferenceConfig.from_args(args, split, described), described, args,
+    return engine.predict(InferenceConfig.from_args(args, split, described), described, args,
                              split_dir, run_dir)
 
 
@@ -146,15 +146,15 @@ def run(args):
     elif args.model in training_free.TRAINING_FREE_RUNS:
         predictions = training_free.TRAINING_FREE_RUNS[args.model](args, out_dir, run_dir)  # cached by it
     elif args.model == CONCEPT_ALIGNED_MODEL:
-        import concept_alignment  # scikit-learn, and CLIP's text encoder for the new names
+        from debias import concept_alignment  # scikit-learn, and CLIP's text encoder for the new names
         predictions = concept_alignment.align_clip_concepts(args, out_dir, run_dir)
     else:
         predictions = infer(args, split, split_dir, described, out_dir, run_dir)
         if predictions is None:  # another process of a torchrun job: the main one analyses
             return None
     write_descriptor(run_dir, predictions.meta)
-    summary, centroids, selection = analysis.analyze(predictions, run_dir, out_dir)
-    return analysis.format_report(summary, centroids, selection), summary, run_dir
+    summary, centroids, selection = run_analysis.analyze(predictions, run_dir, out_dir)
+    return run_analysis.format_report(summary, centroids, selection), summary, run_dir
 
 
 def print_run(args):
@@ -195,7 +195,7 @@ def run_demo(args):
 def check_install(args, out_dir):
     """clip and debiaspl through the real CLI, on random weights in the real file formats and a
     few generated images: one line each."""
-    import synthetic
+    from demo import synthetic
     print(f"DEMO 1/2, install check: the real loading and inference code on random weights in the "
           f"real file formats and {DEMO_CLASSES * DEMO_IMAGES_PER_CLASS} generated images, into "
           f"{out_dir} (--verbose shows the analyses)")
@@ -215,7 +215,7 @@ def check_install(args, out_dir):
 def analyse_simulated_runs(args, out_dir):
     """Simulated clip and DebiasPL caches (simulation.py), then what a real run does with them:
     the analysis from cache, clip-la, clip-pm and the report."""
-    import simulation
+    from demo import simulation
     print(f"DEMO 2/2: {SIMULATED} logits shaped like real CLIP RN50 and DebiasPL runs on "
           f"ImageNet100 (see simulation.py); their analysis, clip-la, clip-pm and the report into "
           f"{out_dir}.")
@@ -244,7 +244,7 @@ def write_report(out_dir, args):
 
 def write_bundle(out_dir):
     """OUT/code.zip, and what went into it, folder by folder."""
-    import bundle
+    from report import bundle
     path, files = bundle.write_bundle(out_dir)
     print(f"wrote {path} ({len(files)} files, {path.stat().st_size / 1024:.0f} KB):")
     folders = {}

@@ -29,14 +29,14 @@ import numpy as np
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(PROJECT_DIR))
 
-import analysis  # noqa: E402
-import cache  # noqa: E402
-import classes  # noqa: E402
+from analysis import run_analysis  # noqa: E402
+from runs import cache  # noqa: E402
+from sources import classes  # noqa: E402
 import metrics  # noqa: E402
 import plotting  # noqa: E402
-import pseudo_labels  # noqa: E402
+from analysis import pseudo_labels  # noqa: E402
 import starter  # noqa: E402
-import synthetic  # noqa: E402
+from demo import synthetic  # noqa: E402
 from timing import StageTimer  # noqa: E402
 
 BUDGET_SECONDS = {100: 5.0, 1000: 30.0}
@@ -106,18 +106,18 @@ def timed_main(out, model):
     for owner, name, label in [
             (starter, "load_predictions", "load predictions.npz"),
             (starter, "cache_differences", "compare cache settings"),
-            (analysis, "reference_order", "read clip's class order and file list"),
+            (run_analysis, "reference_order", "read clip's class order and file list"),
             (metrics, "predicted_labels", "metrics: arg-max"),
             (metrics, "confusion_matrix", "metrics: confusion matrix"),
-            (analysis, "summarize", "metrics: summary (precision, recall, top-5)"),
-            (analysis, "centroid_neighbours", "centroids: both groupings"),
+            (run_analysis, "summarize", "metrics: summary (precision, recall, top-5)"),
+            (run_analysis, "centroid_neighbours", "centroids: both groupings"),
             (pseudo_labels, "summarize", "pseudo-label selection"),
-            (analysis, "draw_pseudo_labels", "draw pseudo_labels"),
+            (run_analysis, "draw_pseudo_labels", "draw pseudo_labels"),
             (plotting, "prediction_histogram", lambda *args: f"draw histogram_{args[3]}"),
             (plotting, "confusion_matrix_figure", "draw confusion_matrix"),
-            (analysis, "write_json", lambda path, data: f"write {Path(path).name}"),
-            (analysis, "write_figures", "render + save the four PNGs (in parallel)"),
-            (analysis, "format_report", "format report")]:
+            (run_analysis, "write_json", lambda path, data: f"write {Path(path).name}"),
+            (run_analysis, "write_figures", "render + save the four PNGs (in parallel)"),
+            (run_analysis, "format_report", "format report")]:
         timer.wrap(owner, name, label)
     start = time.perf_counter()
     with contextlib.redirect_stdout(io.StringIO()):

@@ -24,7 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import models  # noqa: E402
+from inference import models  # noqa: E402
 from bench_inference import cpu_model  # noqa: E402
 
 

@@ -17,7 +17,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import concepts  # noqa: E402
+from analysis import concepts  # noqa: E402
 
 
 def parse_args(argv=None):

@@ -32,10 +32,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np  # noqa: E402
 
-import distributed  # noqa: E402
+from inference import distributed  # noqa: E402
 from bench_inference import cpu_model, write_photo_like_class  # noqa: E402
-from chunk_store import ChunkStore, Part  # noqa: E402
-from run_config import DEFAULT_CHUNK_IMAGES  # noqa: E402
+from inference.chunk_store import ChunkStore, Part  # noqa: E402
+from inference.config import DEFAULT_CHUNK_IMAGES  # noqa: E402
 
 IMAGENET_TRAIN_IMAGES = 1_281_167
 RATE_LINE = re.compile(r"inference: (\d+) images in ([\d.]+) s, ([\d.]+) images/s in all, ([\d.]+) per process")
@@ -74,7 +74,7 @@ def peak_anonymous_memory(process, peak):
 
 
 def write_inputs(folder, args):
-    import synthetic
+    from demo import synthetic
     wnids = synthetic.imagenet100_wnids()[:args.classes]
     per_class = -(-args.images // len(wnids))
     for index, wnid in enumerate(wnids):
@@ -122,7 +122,7 @@ def write_random_parts(store, num_classes):
 MERGE_SCRIPT = """
 import json, sys, time
 sys.path.insert(0, {project!r})
-from chunk_store import ChunkStore
+from inference.chunk_store import ChunkStore
 store = ChunkStore({run_dir!r}, "benchmark", {images}, {chunk}, {{}})
 start = time.perf_counter()
 store.merge({cache!r}, [f"c/{{i:07d}}.JPEG" for i in range({images})],

@@ -24,13 +24,13 @@ from pathlib import Path
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(PROJECT_DIR))
 
-import cache  # noqa: E402
-import classes  # noqa: E402
+from runs import cache  # noqa: E402
+from sources import classes  # noqa: E402
 import explorer  # noqa: E402
 import starter  # noqa: E402
 from bench_analysis import CLASS_BIAS, biased_predictions, class_count, class_wnids  # noqa: E402
 from explorer.browser import headless_chromium, missing_browser, open_explorer  # noqa: E402
-from runs import MODEL_TITLES  # noqa: E402
+from runs.descriptors import MODEL_TITLES  # noqa: E402
 
 BUDGET_MEGABYTES = 20.0
 BUDGET_SECONDS = 3.0

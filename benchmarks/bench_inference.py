@@ -41,11 +41,11 @@ os.environ.setdefault("TQDM_DISABLE", "1")  # no progress bars between the numbe
 
 import numpy as np  # noqa: E402
 
-import classes  # noqa: E402
-import distributed  # noqa: E402
-import models  # noqa: E402
+from sources import classes  # noqa: E402
+from inference import distributed  # noqa: E402
+from inference import models  # noqa: E402
 import starter  # noqa: E402
-import synthetic  # noqa: E402
+from demo import synthetic  # noqa: E402
 from timing import StageTimer  # noqa: E402
 
 # ImageNet validation images come in these sizes (most are 500 x 375 or 375 x 500).
@@ -161,16 +161,16 @@ def best_rate(measure, count, rounds):
 def decode_only(dataset, args):
     """Iterate the DataLoader the pipeline would use, with no model behind it."""
     import torch
-    import inference
+    from inference import engine
     loader = torch.utils.data.DataLoader(dataset, batch_size=args.batch_size, shuffle=False,
-                                         num_workers=args.workers, collate_fn=inference.collate_indexed)
+                                         num_workers=args.workers, collate_fn=engine.collate_indexed)
     for _ in loader:
         pass
 
 
 def bare_forward(model, images, device, precision, repeats):
     import torch
-    import models
+    from inference import models
     with torch.inference_mode(), models.autocast(device, precision):
         for _ in range(repeats):
             model(images)
@@ -188,7 +188,7 @@ def logits_versus_cpu(model, images, reference_logits, device, precision):
     """(max |logits - reference| / max |reference|, top-1 predictions changed) of `images` at
     `precision`, the reference being a CPU fp32 run's logits of the same images."""
     import torch
-    import models
+    from inference import models
     with torch.inference_mode(), models.autocast(device, precision):
         logits = logits_of(model, images).cpu()
     scale = reference_logits.abs().max()
@@ -197,14 +197,14 @@ def logits_versus_cpu(model, images, reference_logits, device, precision):
 
 
 def device_precisions(device):
-    import models
+    from inference import models
     return models.PRECISIONS if device.type == "cuda" else ("fp32",)
 
 
 def benchmark_rates(model_name, files, args, scratch):
     """Print the decode limit, bare forward per precision, pipeline, and their ratio."""
     import torch
-    import inference
+    from inference import engine
     captured = {}
 
     class Captured(Exception):
@@ -214,19 +214,19 @@ def benchmark_rates(model_name, files, args, scratch):
         captured["arguments"] = arguments
         raise Captured
 
-    original, inference.compute_chunks = inference.compute_chunks, capture
+    original, engine.compute_chunks = engine.compute_chunks, capture
     run_args = starter.build_parser().parse_args(run_arguments(model_name, files, args, scratch / "out"))
     split, split_dir = classes.resolve_split_dir(run_args.data)
     clip = model_name == "clip"
     described = classes.dataset_classes(split_dir, run_args.class_names,
                                         prompts=run_args.prompts if clip else None)
     try:
-        inference.predict(starter.InferenceConfig.from_args(run_args, split, described), described,
+        engine.predict(starter.InferenceConfig.from_args(run_args, split, described), described,
                           run_args, split_dir, scratch / "out" / model_name)
     except Captured:
         pass
     finally:
-        inference.compute_chunks = original
+        engine.compute_chunks = original
     model, dataset, device = captured["arguments"][:3]
     store, chunks = captured["arguments"][7:9]
     count = len(dataset)
@@ -251,7 +251,7 @@ def benchmark_rates(model_name, files, args, scratch):
         rows.append((f"bare forward, {precision}", *bare[precision]))
         agreement[precision] = logits_versus_cpu(model, compared, reference_logits, device, precision)
     models.set_precision(device, args.precision)
-    pipeline = best_rate(lambda: inference.compute_chunks(
+    pipeline = best_rate(lambda: engine.compute_chunks(
         model, dataset, device, args.precision, args.batch_size, args.workers, False, store, chunks),
         count, args.rounds)
     rows.append((f"pipeline, {args.precision}", *pipeline))
@@ -280,9 +280,9 @@ def timed_command(argv):
             importlib.import_module(module)
         if modules:
             phases.append((f"import {' + '.join(modules)}", time.perf_counter() - start))
-    import analysis
-    import inference
-    import models
+    from analysis import run_analysis
+    from inference import engine
+    from inference import models
     timer = StageTimer()
     loop = {}
 
@@ -307,21 +307,21 @@ def timed_command(argv):
     for owner, name, label in [
             (models, "build_clip_zero_shot", "model build (weights)"),
             (models, "build_debiaspl", "model build (weights)"),
-            (inference, "compute_chunks", "image loop"),
-            (analysis, "summarize", "analysis: metrics"),
-            (analysis, "centroid_neighbours", "analysis: centroids"),
-            (analysis, "draw_figures", "figures: draw"),
-            (analysis, "draw_pseudo_labels", "figures: draw"),
-            (analysis, "write_figures", "figures: render + save PNGs (in parallel)"),
-            (analysis, "write_json", "analysis: write JSON")]:
+            (engine, "compute_chunks", "image loop"),
+            (run_analysis, "summarize", "analysis: metrics"),
+            (run_analysis, "centroid_neighbours", "analysis: centroids"),
+            (run_analysis, "draw_figures", "figures: draw"),
+            (run_analysis, "draw_pseudo_labels", "figures: draw"),
+            (run_analysis, "write_figures", "figures: render + save PNGs (in parallel)"),
+            (run_analysis, "write_json", "analysis: write JSON")]:
         timer.wrap(owner, name, label)
-    original_compute_chunks = inference.compute_chunks
+    original_compute_chunks = engine.compute_chunks
 
     def compute_chunks(*arguments):
         loop["start"] = time.perf_counter()
         return original_compute_chunks(*arguments)
 
-    inference.compute_chunks = compute_chunks
+    engine.compute_chunks = compute_chunks
     start = time.perf_counter()
     with contextlib.redirect_stdout(io.StringIO()):
         status = starter.main(argv)
@@ -365,7 +365,7 @@ def benchmark_commands(files, args, scratch):
 def main(argv=None):
     args = parse_args(argv)
     import torch
-    import models
+    from inference import models
     device = models.resolve_device(args.device)
     print(f"CPU: {cpu_model()}, {os.cpu_count()} cores ({distributed.usable_cpus()} usable); torch "
           f"{torch.__version__}; device {device}"

@@ -30,9 +30,9 @@ import numpy as np
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(PROJECT_DIR))
 
-import cache  # noqa: E402
-import classes  # noqa: E402
-import simulation  # noqa: E402
+from runs import cache  # noqa: E402
+from sources import classes  # noqa: E402
+from demo import simulation  # noqa: E402
 
 IMAGENET_TRAIN_IMAGES = 1_281_167
 CLASS_SIZES = (732, 1300)  # fewest and most training images of an ImageNet-1k class

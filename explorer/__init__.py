@@ -24,7 +24,7 @@ def write_explorer(out_dir, thumbnails=DEFAULT_THUMBNAILS):
     confusion cell; return its path."""
     from explorer.contents import explorer_contents
     from explorer.page import render_page
-    from outputs import write_atomic
+    from runs.outputs import write_atomic
     page = render_page(explorer_contents(out_dir, thumbnails)).encode("utf-8")
     path = Path(out_dir) / EXPLORER_FILE
     write_atomic(path, lambda file: file.write(page))

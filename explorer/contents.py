@@ -7,13 +7,13 @@ from pathlib import Path
 import numpy as np
 
 import metrics
-import pseudo_labels
-import why
+from analysis import pseudo_labels
+from analysis import why
 from explorer import figures
 from explorer.images import image_folder, read_thumbnails, unavailable_reason
 from explorer.run_data import concept_columns, find_runs, tables_in_order
-from explorer.tables import MAX_EMBEDDED_IMAGES
-from runs import is_simulated, model_title
+from analysis.explorer_tables import MAX_EMBEDDED_IMAGES
+from runs.descriptors import is_simulated, model_title
 
 NEIGHBOUR_DECIMALS = {"literal": 7, "centered": 5}  # one more than the report shows (6 and 4)
 

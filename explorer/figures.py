@@ -12,7 +12,7 @@ from collections import Counter
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from pseudo_labels import TRAINING_THRESHOLD
+from analysis.pseudo_labels import TRAINING_THRESHOLD
 
 COLORS = ("#4C72B0", "#DD8452", "#55A868", "#C44E52", "#8172B3", "#937860")
 PRECISION_COLOR, RECALL_COLOR = "#C44E52", "#55A868"

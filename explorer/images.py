@@ -11,7 +11,7 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from runs import is_simulated, source_meta
+from runs.descriptors import is_simulated, source_meta
 
 THUMBNAIL_PIXELS = 96  # longest side
 THUMBNAIL_QUALITY = 70

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import numpy as np
 
-from explorer.tables import TABLES_FILE, read_tables
-from outputs import UserError, read_json
-import runs as run_folders
-from runs import REFERENCE_MODEL, run_folder_command, starter_command
+from analysis.explorer_tables import TABLES_FILE, read_tables
+from runs.outputs import UserError, read_json
+from runs import descriptors as run_folders
+from runs.descriptors import REFERENCE_MODEL, run_folder_command, starter_command
 
 # The files and keys the explorer reads; a run written before them is left out, with the command
 # that brings it up to date.

@@ -12,8 +12,8 @@ OUT/comparison.png is drawn by plotting.comparison_figure.
 from datetime import datetime
 from pathlib import Path
 
-from outputs import write_atomic, write_figure
-from runs import SIMULATED
+from runs.outputs import write_atomic, write_figure
+from runs.descriptors import SIMULATED
 
 from .comparison import (COMPARISON_FIGURE, PSEUDO_LABEL_THRESHOLDS, comparison_groups,
                          draw_comparison)

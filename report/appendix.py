@@ -3,7 +3,7 @@ numbers, the by-true-label centroids, the pseudo-label figures, the full Why sec
 produced each run, and the training-free runs' full answers and files."""
 from string import ascii_uppercase
 
-from runs import QUESTION_OF_MODEL, REFERENCE_MODEL, TRAINING_FREE
+from runs.descriptors import QUESTION_OF_MODEL, REFERENCE_MODEL, TRAINING_FREE
 
 from .comparison import comparison_section, per_class_table
 from .content import Section, Table, Text

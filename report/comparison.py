@@ -5,8 +5,8 @@ from dataclasses import dataclass
 import numpy as np
 
 import plotting
-import pseudo_labels
-from runs import REFERENCE_MODEL, SIMULATED
+from analysis import pseudo_labels
+from runs.descriptors import REFERENCE_MODEL, SIMULATED
 
 from .content import Image, Section, Table, Text, format_number
 from .measures import COMPARISON_COLUMNS, class_arrays, measures_table, run_measures

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from outputs import plural
+from runs.outputs import plural
 
 from .run_folders import run_command
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import date as Date
 from pathlib import Path
 
-from outputs import UserError, read_json, write_json
+from runs.outputs import UserError, read_json, write_json
 
 from .content import Text
 

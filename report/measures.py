@@ -6,8 +6,8 @@ from pathlib import Path
 import numpy as np
 
 import metrics
-import pseudo_labels
-from runs import REFERENCE_MODEL, source_meta
+from analysis import pseudo_labels
+from runs.descriptors import REFERENCE_MODEL, source_meta
 
 from .content import Table, format_number, format_ratio
 

@@ -21,8 +21,8 @@ from reportlab.platypus import Table as PdfTable
 from reportlab.platypus.doctemplate import ActionFlowable
 
 import plotting
-from outputs import FIGURE_DPI
-from runs import SIMULATED
+from runs.outputs import FIGURE_DPI
+from runs.descriptors import SIMULATED
 
 from .content import Image, Table
 

@@ -1,8 +1,8 @@
 """The homework's sub-questions (a), (b), (c) for one run: its figures, who steals from whom, and
 the nearest class centroids."""
-import analysis
-from outputs import plural
-from runs import MODEL_TITLES, QUESTION_OF_MODEL
+from analysis import run_analysis
+from runs.outputs import plural
+from runs.descriptors import MODEL_TITLES, QUESTION_OF_MODEL
 
 from .content import Image, Section, Table, Text, missing_run_note, outdated_note
 from .run_folders import run_command
@@ -75,7 +75,7 @@ def top_confusion_table(run, label, out_dir):
 
 def cosine_decimals(kind):
     """Decimals shown for the literal (kind None) or centered cosines, as in the terminal."""
-    return {part: shown for part, _, shown in analysis.CENTROID_KINDS}[kind]
+    return {part: shown for part, _, shown in run_analysis.CENTROID_KINDS}[kind]
 
 
 def centroid_queries(run, kind, grouping):
@@ -147,13 +147,13 @@ def centered_view(run, out_dir, label, grouping="by_predicted"):
     """The secondary view: each queried class's 10 nearest centered centroids, one line each."""
     if run.centroids is None:
         return []
-    if analysis.CENTERED not in run.centroids:
+    if run_analysis.CENTERED not in run.centroids:
         return [outdated_note(run, "centroids.json (centered neighbours)", out_dir)]
-    decimals = cosine_decimals(analysis.CENTERED)
+    decimals = cosine_decimals(run_analysis.CENTERED)
     return [Text(f"{label} {query['role']}: {query['name']}, centered: "
                  + ", ".join(f"{n['name']} {n['cosine']:.{decimals}f}" for n in query["neighbors"]),
                  "note")
-            for query in centroid_queries(run, analysis.CENTERED, grouping) if query["neighbors"]]
+            for query in centroid_queries(run, run_analysis.CENTERED, grouping) if query["neighbors"]]
 
 
 def stale_order_notes(run, runs, out_dir):

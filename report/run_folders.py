@@ -3,8 +3,8 @@ wrote: metrics.json, centroids.json, pseudo_labels.json and the training-free ru
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from outputs import UserError, read_json
-from runs import REFERENCE_MODEL, find_runs, is_simulated, run_folder_command, starter_command
+from runs.outputs import UserError, read_json
+from runs.descriptors import REFERENCE_MODEL, find_runs, is_simulated, run_folder_command, starter_command
 
 
 EXTRA_RUN_FILES = {"clip-la": ("prior.json",), "clip-pm": ("prior.json",)}  # by --model

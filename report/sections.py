@@ -3,7 +3,7 @@ Q2(b)-Q2(c), each on its page, and page 5 the additional explanations (summary, 
 runs, why, the student's notes); with --appendix, the appendix after them."""
 import numpy as np
 
-from runs import MODEL_TITLES, QUESTION_OF_MODEL, REFERENCE_MODEL, SIMULATED, TRAINING_FREE, source_meta
+from runs.descriptors import MODEL_TITLES, QUESTION_OF_MODEL, REFERENCE_MODEL, SIMULATED, TRAINING_FREE, source_meta
 
 from .appendix import appendix_sections
 from .comparison import TRAINING_FREE_NOTE, training_free_share

@@ -2,9 +2,9 @@
 confusion (the CAP paper's two causes) in clip's features, from why.json and alignment.json."""
 from pathlib import Path
 
-import why
-from outputs import plural, read_json
-from runs import CONCEPT_ALIGNED_MODEL, REFERENCE_MODEL
+from analysis import why
+from runs.outputs import plural, read_json
+from runs.descriptors import CONCEPT_ALIGNED_MODEL, REFERENCE_MODEL
 
 from .content import Section, Table, Text, format_number
 from .run_folders import run_command

@@ -15,7 +15,7 @@ from pathlib import Path
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(PROJECT_DIR))
 
-import classes  # noqa: E402
+from sources import classes  # noqa: E402
 
 
 def table_rows():

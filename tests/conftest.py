@@ -11,11 +11,11 @@ import pytest
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(PROJECT_DIR))
 
-import analysis  # noqa: E402
-import cache  # noqa: E402
-import figure_workers  # noqa: E402
+from analysis import run_analysis  # noqa: E402
+from runs import cache  # noqa: E402
+from analysis import figure_workers  # noqa: E402
 import starter  # noqa: E402
-import synthetic  # noqa: E402
+from demo import synthetic  # noqa: E402
 
 # The tests' runs are tiny, and starting figure workers (~0.7 s each) would cost more than they
 # save: figures are rendered in the test process, except inside figure_worker_processes().
@@ -90,7 +90,7 @@ def analysed_synthetic_runs(tmp_path_factory):
             "debiaspl": synthetic_predictions("debiaspl", 1)}
     for model, predictions in runs.items():
         cache.save_predictions(out / model / "predictions.npz", predictions)
-        analysis.analyze(predictions, out / model, out)
+        run_analysis.analyze(predictions, out / model, out)
     return out
 
 

@@ -6,8 +6,8 @@ from collections import Counter
 import numpy as np
 import pytest
 
-import analysis
-import runs
+from analysis import run_analysis
+from runs import descriptors
 from conftest import synthetic_predictions
 
 
@@ -19,7 +19,7 @@ def analysed(tmp_path_factory):
     for model, seed, bias in (("clip", 0, [2.0, 1.5, 1.0, 0.5, 0, -0.5, -1.0, -3.0]), ("debiaspl", 1, None)):
         predictions = synthetic_predictions(model, seed, num_classes=8, images_per_class=12, bias=bias)
         predictions.logits += 25  # softmax and predictions unchanged; literal cosines near 1
-        analysis.analyze(predictions, out / model, out)
+        run_analysis.analyze(predictions, out / model, out)
         runs[model] = (predictions, *(json.loads((out / model / name).read_text())
                                       for name in ("metrics.json", "centroids.json", "pseudo_labels.json")))
     return runs
@@ -89,7 +89,7 @@ def test_who_steals_from_whom_against_counted_pairs(analysed, model):
 
 def test_terminal_text_shows_both_kinds_and_six_decimal_literal_cosines(analysed):
     _, summary, centroids, selection = analysed["debiaspl"]
-    text = analysis.format_report(summary, centroids, selection)
+    text = run_analysis.format_report(summary, centroids, selection)
     literal = centroids["by_predicted"]["queries"][0]
     assert "[" + ", ".join(f"{n['cosine']:.6f}" for n in literal["neighbors"]) + "]" in text
     centered = centroids["centered"]["by_predicted"]["queries"][0]
@@ -98,17 +98,17 @@ def test_terminal_text_shows_both_kinds_and_six_decimal_literal_cosines(analysed
     assert f"{first['true']['name']} -> {first['predicted']['name']}" in text
     for label in ("Q2(a)", "Q2(b)", "Q2(c)", "most predicted by clip", "its images go to"):
         assert label in text
-    assert runs.SIMULATED not in text  # only simulated runs say so
+    assert descriptors.SIMULATED not in text  # only simulated runs say so
 
 
 def test_every_image_predicted_as_one_class_says_why_there_are_no_neighbours(tmp_path):
     """What random weights do: the most predicted class has a centroid but no other class does."""
     predictions = synthetic_predictions("clip", 0, num_classes=4, images_per_class=3)
     predictions.logits[:, 2] += 100  # every image predicted as class 2
-    _, centroids, _ = analysis.analyze(predictions, tmp_path / "clip", tmp_path)
+    _, centroids, _ = run_analysis.analyze(predictions, tmp_path / "clip", tmp_path)
     most, least = centroids["by_predicted"]["queries"]
-    assert most["wnid"] == predictions.wnids[2] and most["note"] == analysis.NO_OTHER_CENTROID
-    assert least["note"] == analysis.GROUPINGS["by_predicted"][1]  # its own group is empty
+    assert most["wnid"] == predictions.wnids[2] and most["note"] == run_analysis.NO_OTHER_CENTROID
+    assert least["note"] == run_analysis.GROUPINGS["by_predicted"][1]  # its own group is empty
     assert all(len(query["neighbors"]) == 3 for query in centroids["by_true"]["queries"])
 
 
@@ -119,8 +119,8 @@ def test_an_unbalanced_dataset_shows_each_class_true_count(tmp_path):
     keep = np.flatnonzero((predictions.labels != 0) | (np.arange(len(predictions.labels)) % 2 == 0))
     for key in ("logits", "labels", "paths"):
         setattr(predictions, key, getattr(predictions, key)[keep])
-    summary, _, _ = analysis.analyze(predictions, tmp_path / "clip", tmp_path)
-    figure = analysis.draw_histograms(summary, "unbalanced")["histogram_recall.png"]
+    summary, _, _ = run_analysis.analyze(predictions, tmp_path / "clip", tmp_path)
+    figure = run_analysis.draw_histograms(summary, "unbalanced")["histogram_recall.png"]
     ax = figure.axes[0]
     labels = [line.get_label() for line in ax.lines]
     assert "images of the class" in labels and not any(label.startswith("balanced") for label in labels)

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-import cache
-import synthetic
+from runs import cache
+from demo import synthetic
 from conftest import run_cli
-from runs import RUN_FILE, find_runs
+from runs.descriptors import RUN_FILE, find_runs
 
 CLASS_FOLDERS = ["annual_crop", "forest", "herbaceous-vegetation"]
 CLASS_NAMES = ["annual crop land", "forest", "herbaceous vegetation"]

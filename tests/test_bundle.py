@@ -3,7 +3,7 @@ import zipfile
 
 import numpy as np
 
-import bundle
+from report import bundle
 from conftest import PROJECT_DIR, run_cli
 
 FORBIDDEN = (".npz", ".pt", ".pth", ".pth.tar", ".png", ".pdf", ".npy", ".json")

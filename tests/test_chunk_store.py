@@ -5,12 +5,12 @@ import zipfile
 import numpy as np
 import pytest
 
-import cache
-import distributed
-from chunk_store import ChunkStore, Part
+from runs import cache
+from inference import distributed
+from inference.chunk_store import ChunkStore, Part
 from conftest import synthetic_predictions
-from outputs import UserError
-from run_config import InferenceConfig, default_chunk_size
+from runs.outputs import UserError
+from inference.config import InferenceConfig, default_chunk_size
 
 NUM_IMAGES, CHUNK, CLASSES = 10, 4, 3
 MANIFEST = {"model": "clip", "class_names": "openai", "weights_identity": {"sha256": "ab" * 32}}

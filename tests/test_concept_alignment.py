@@ -7,12 +7,12 @@ import shutil
 import numpy as np
 import pytest
 
-import cache
+from runs import cache
 import metrics
-import simulation
-from concept_alignment import align_clip_concepts, alternative_names, clip_text_embedder
+from demo import simulation
+from debias.concept_alignment import align_clip_concepts, alternative_names, clip_text_embedder
 from conftest import SUBSET_WNIDS, run_cli
-from outputs import UserError, write_json
+from runs.outputs import UserError, write_json
 
 IMAGES_PER_CLASS, DIMENSION, SCALE = 30, 32, 100.0
 PLANTED = 5  # the class whose text embedding misses its images

@@ -5,10 +5,10 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 
-import cache
-import concepts
+from runs import cache
+from analysis import concepts
 import metrics
-from pseudo_labels import top_probability
+from analysis.pseudo_labels import top_probability
 
 LOGIT_SCALE = 100.0
 

@@ -5,9 +5,9 @@ import types
 
 import pytest
 
-import classes
+from sources import classes
 from conftest import SUBSET_WNIDS
-from outputs import UserError
+from runs.outputs import UserError
 
 FOLDERS = ["annual_crop", "forest", "herbaceous-vegetation"]
 NAMES = ["annual crop land", "forest", "herbaceous vegetation land"]

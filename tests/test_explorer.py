@@ -12,12 +12,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import analysis
-import cache
-import concepts
+from analysis import run_analysis
+from runs import cache
+from analysis import concepts
 import metrics
-import pseudo_labels
-import why
+from analysis import pseudo_labels
+from analysis import why
 from conftest import run_cli, synthetic_predictions
 from explorer import EXPLORER_FILE, write_explorer
 from explorer.browser import (console_errors, headless_chromium, missing_browser, open_explorer,
@@ -26,9 +26,9 @@ from explorer.images import MISSING, OUTSIDE, contained_file
 from explorer.page import embedded_json
 from explorer.contents import embedded_images
 from explorer.run_data import find_runs, tables_in_order
-from explorer.tables import nearest_table
-from outputs import write_json
-from runs import MODEL_TITLES
+from analysis.explorer_tables import nearest_table
+from runs.outputs import write_json
+from runs.descriptors import MODEL_TITLES
 
 VIEWS = ("histogram", "confusion", "class", "compare", "selection")
 # Class names a cache may hold: none may run as script or turn into markup anywhere in the page.
@@ -170,7 +170,7 @@ def hostile_out(tmp_path_factory):
     predictions.meta["data"] = str(images)
     out = base / "out"
     cache.save_predictions(out / "clip" / "predictions.npz", predictions)
-    analysis.analyze(predictions, out / "clip", out)
+    run_analysis.analyze(predictions, out / "clip", out)
     return out, secret
 
 

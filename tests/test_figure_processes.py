@@ -7,9 +7,9 @@ import shutil
 import pytest
 from matplotlib.figure import Figure
 
-import distributed
-import figure_workers
-import outputs
+from inference import distributed
+from analysis import figure_workers
+from runs import outputs
 from conftest import figure_worker_processes, run_cli
 
 needs_two_cpus = pytest.mark.skipif(distributed.usable_cpus() < 2, reason="figure workers need 2 CPUs")

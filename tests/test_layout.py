@@ -1,31 +1,65 @@
-"""The layout's promises: no import cycles, nothing imports starter, the analysis side never
-needs torch."""
+"""The layout's promises: no import cycles among the project's modules (every package included),
+nothing imports starter, and the analysis side never needs torch."""
 import ast
 import subprocess
 import sys
 
 from conftest import PROJECT_DIR
 
-TORCH_FREE = ("metrics", "pseudo_labels", "plotting", "logit_adjustment", "outputs", "runs", "cache",
-              "chunk_store", "run_config", "distributed", "figure_workers", "classes", "analysis",
-              "training_free", "report", "explorer", "explorer.contents", "explorer.page", "concepts",
-              "bundle", "why", "options")
+TOP_LEVEL = ("starter", "options", "metrics", "plotting")
+PACKAGES = ("sources", "demo", "inference", "runs", "analysis", "debias", "report", "explorer")
+TORCH_FREE = ("metrics", "plotting", "options", "sources.classes", "runs.outputs", "runs.descriptors",
+              "runs.cache", "inference.chunk_store", "inference.config", "inference.distributed",
+              "analysis.pseudo_labels", "analysis.figure_workers", "analysis.run_analysis",
+              "analysis.concepts", "analysis.why", "analysis.explorer_tables", "debias.logit_adjustment",
+              "debias.training_free", "report", "report.bundle", "explorer", "explorer.contents",
+              "explorer.page")
+
+
+def module_files():
+    """{dotted module name: its file} of every module of the project (benchmarks, scripts and
+    tests aside): the top-level ones and every package's."""
+    files = {path.stem: path for path in PROJECT_DIR.glob("*.py")}
+    for package in PACKAGES:
+        for path in (PROJECT_DIR / package).glob("*.py"):
+            files[package if path.stem == "__init__" else f"{package}.{path.stem}"] = path
+    return files
+
+
+def imported_names(path, module):
+    """The dotted names a module imports, at any depth of its code, relative imports resolved,
+    `from package import submodule` counted as the submodule."""
+    package = module if path.stem == "__init__" else module.rpartition(".")[0]
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                base = ".".join(filter(None, [package.rsplit(".", node.level - 1)[0], base]))
+            names.add(base)
+            names.update(f"{base}.{alias.name}" for alias in node.names)
+    return names
 
 
 def project_imports():
-    """{module: modules of this project it imports, at any depth of its code}."""
-    modules = {path.stem for path in PROJECT_DIR.glob("*.py")}
+    """{module: modules of this project it imports}. A package's own __init__ does not count for
+    its modules: Python has it initialising already when they are imported."""
+    files = module_files()
     graph = {}
-    for module in modules:
-        tree = ast.parse((PROJECT_DIR / f"{module}.py").read_text())
-        names = set()
-        for node in ast.walk(tree):
-            if isinstance(node, ast.Import):
-                names.update(alias.name for alias in node.names)
-            elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
-                names.add(node.module)
-        graph[module] = names & modules
+    for module, path in files.items():
+        own_packages = {module.partition(".")[0]} if "." in module else set()
+        graph[module] = {name for name in imported_names(path, module)
+                         if name in files and name != module and name not in own_packages}
     return graph
+
+
+def test_the_graph_covers_every_package():
+    graph = project_imports()
+    assert {module.partition(".")[0] for module in graph} == set(TOP_LEVEL) | set(PACKAGES)
+    assert "report.questions" in graph["report.sections"]  # a relative import is resolved
+    assert "analysis.run_analysis" in graph["debias.training_free"]
 
 
 def test_no_import_cycles_and_nothing_imports_starter():
@@ -44,6 +78,10 @@ def test_no_import_cycles_and_nothing_imports_starter():
 
     for module in graph:
         visit(module)
+
+
+def test_only_the_cli_and_its_stage_packages_sit_at_the_top():
+    assert sorted(path.stem for path in PROJECT_DIR.glob("*.py")) == sorted(TOP_LEVEL)
 
 
 def test_analysis_side_imports_without_torch():

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 from matplotlib.figure import Figure
 
-import analysis
-import cache
-import logit_adjustment
+from analysis import run_analysis
+from runs import cache
+from debias import logit_adjustment
 import plotting
 import starter
 from conftest import PROJECT_DIR, RUN_FILES
@@ -149,7 +149,7 @@ def test_cli_writes_the_contract_in_clips_order(clip_out):
     assert summary["order"] == clip_summary["own_order"]
     for grouping in ("by_predicted", "by_true"):
         roles = [query["role"] for query in centroids[grouping]["queries"]]
-        assert roles == [role for role, _ in analysis.class_roles(summary["own_order"], clip_summary["own_order"])]
+        assert roles == [role for role, _ in run_analysis.class_roles(summary["own_order"], clip_summary["own_order"])]
         assert len(roles) == 4
     prior = json.loads((out / "clip-la" / "prior.json").read_text())
     settings = {"momentum": 0.99, "threshold": 0.5, "lambda": 1.0, "mode": "final", "seed": 0,

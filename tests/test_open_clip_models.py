@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-import models
-from outputs import UserError
+from inference import models
+from runs.outputs import UserError
 
 TEMPLATES = ("a photo of a {c}.", "a {c} in a satellite image.")
 CLASS_NAMES = ["annual crop", "forest"]

@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 from sklearn.metrics import top_k_accuracy_score
 
-import analysis
-import cache
-import logit_adjustment
+from analysis import run_analysis
+from runs import cache
+from debias import logit_adjustment
 import starter
-import training_free
+from debias import training_free
 from conftest import SUBSET_WNIDS
 
 NUM_CLASSES = 15
@@ -42,9 +42,9 @@ def clip_like_predictions(num_images=900, seed=0):
 def run_all(out, monkeypatch, block_rows):
     """clip --from-cache, clip-la (online), clip-pm and clip-la (final) into OUT, with blocks of
     `block_rows` rows; {run/file: content} of every JSON and the logits of every cache."""
-    monkeypatch.setattr(analysis, "BLOCK_ELEMENTS", block_rows * NUM_CLASSES)
+    monkeypatch.setattr(run_analysis, "BLOCK_ELEMENTS", block_rows * NUM_CLASSES)
     # Figures show the JSONs' numbers; not rendering them halves the time.
-    monkeypatch.setattr(analysis, "write_figures", lambda figures: None)
+    monkeypatch.setattr(run_analysis, "write_figures", lambda figures: None)
     monkeypatch.setattr(training_free, "write_figure", lambda path, figure: None)
     cache.save_predictions(out / "clip" / "predictions.npz", clip_like_predictions())
     outputs = {}
@@ -317,24 +317,24 @@ def whole_array_bytes(predictions):
 
 
 def test_analysis_allocates_no_logits_sized_array(larger_cache, monkeypatch):
-    monkeypatch.setattr(analysis, "BLOCK_ELEMENTS", 1 << 14)
+    monkeypatch.setattr(run_analysis, "BLOCK_ELEMENTS", 1 << 14)
     # Figures are drawn from per-class numbers alone; matplotlib's own memory is not the analysis.
-    monkeypatch.setattr(analysis, "draw_figures", lambda *args: {})
-    monkeypatch.setattr(analysis, "draw_pseudo_labels", lambda *args: None)
-    monkeypatch.setattr(analysis, "write_figures", lambda figures: None)
+    monkeypatch.setattr(run_analysis, "draw_figures", lambda *args: {})
+    monkeypatch.setattr(run_analysis, "draw_pseudo_labels", lambda *args: None)
+    monkeypatch.setattr(run_analysis, "write_figures", lambda figures: None)
     predictions = cache.load_predictions(larger_cache / "clip" / "predictions.npz")
-    peak, _ = traced_peak(analysis.analyze, predictions, larger_cache / "clip", larger_cache)
+    peak, _ = traced_peak(run_analysis.analyze, predictions, larger_cache / "clip", larger_cache)
     # Per image a few 8-byte numbers; a float64 copy of the logits would be 16 MB.
     assert peak < whole_array_bytes(predictions) / 4
 
 
 @pytest.mark.parametrize("model", ["clip-la", "clip-pm"])
 def test_training_free_runs_allocate_no_logits_sized_array(larger_cache, monkeypatch, model):
-    monkeypatch.setattr(analysis, "BLOCK_ELEMENTS", 1 << 14)
+    monkeypatch.setattr(run_analysis, "BLOCK_ELEMENTS", 1 << 14)
     monkeypatch.setattr(training_free, "write_figure", lambda path, figure: None)  # la_sweep.png's pixels
     predictions = cache.load_predictions(larger_cache / "clip" / "predictions.npz")
     if not (larger_cache / "clip" / "metrics.json").is_file():
-        analysis.analyze(predictions, larger_cache / "clip", larger_cache)
+        run_analysis.analyze(predictions, larger_cache / "clip", larger_cache)
     args = starter.build_parser().parse_args(["--model", model, "--la-mode", "online",
                                               "--out", str(larger_cache)])
     peak, debiased = traced_peak(training_free.TRAINING_FREE_RUNS[model], args, larger_cache,

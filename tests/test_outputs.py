@@ -6,7 +6,7 @@ import sys
 import numpy as np
 import pytest
 
-import cache
+from runs import cache
 from conftest import PROJECT_DIR, run_cli, synthetic_predictions
 
 

@@ -10,10 +10,10 @@ import pytest
 import torch
 from PIL import Image
 
-import cache
-import classes
-import inference
-import models
+from runs import cache
+from sources import classes
+from inference import engine
+from inference import models
 from conftest import PROJECT_DIR, RUN_FILES, SUBSET_WNIDS, run_cli
 
 
@@ -239,4 +239,4 @@ def test_odd_image_files_load_as_rgb(demo_inputs):
     first_class = sorted((demo_inputs.data / "val" / SUBSET_WNIDS[0]).iterdir())
     assert [Image.open(p).mode for p in first_class] == ["L", "CMYK", "RGB"]
     assert Image.open(first_class[2]).format == "PNG"
-    assert all(inference.load_rgb(p).mode == "RGB" for p in first_class)
+    assert all(engine.load_rgb(p).mode == "RGB" for p in first_class)

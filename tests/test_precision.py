@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-import distributed
-import models
+from inference import distributed
+from inference import models
 import starter
 from conftest import run_cli
 from test_pipeline import independent_clip_logits, independent_debiaspl_logits, load_npz

@@ -8,10 +8,10 @@ import json
 import numpy as np
 import pytest
 
-import cache
-import logit_adjustment
+from runs import cache
+from debias import logit_adjustment
 import starter
-import training_free
+from debias import training_free
 from conftest import RUN_FILES
 
 

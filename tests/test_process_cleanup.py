@@ -13,10 +13,10 @@ import time
 
 import pytest
 
-import cache
-import distributed
-import figure_workers
-import simulation
+from runs import cache
+from inference import distributed
+from analysis import figure_workers
+from demo import simulation
 from conftest import PROJECT_DIR, figure_worker_processes
 
 pytestmark = [
@@ -207,7 +207,7 @@ def test_workers_spawned_by_the_main_thread_are_killed_by_the_kernel_with_it():
 SPAWNED_BY_A_THREAD = """
 import os, sys, threading, time
 sys.path.insert(0, {project!r})
-import figure_workers
+from analysis import figure_workers
 
 if __name__ == "__main__":
     with figure_workers.figure_processes():

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 from matplotlib.figure import Figure
 
-import cache
+from runs import cache
 import plotting
-import pseudo_labels
+from analysis import pseudo_labels
 import starter
 from conftest import SUBSET_WNIDS
 

@@ -19,13 +19,13 @@ from reportlab.pdfbase import pdfmetrics
 from matplotlib.figure import Figure
 from sklearn.metrics import f1_score
 
-import analysis
-import cache
+from analysis import run_analysis
+from runs import cache
 import metrics
-import outputs
+from runs import outputs
 import plotting
 import report
-import runs
+from runs import descriptors
 import starter
 from conftest import synthetic_predictions
 from report.hand_in import NOTES_HEADING
@@ -194,7 +194,7 @@ def test_comparison_data_and_figure(synthetic_runs):
 
 def section_headings(sections_of):
     """The heading line of each SECTION_TITLES section of the synthetic runs' report."""
-    subtitles = {f"Q{number}({letter})": f"{runs.MODEL_TITLES[model]}: {topic}"
+    subtitles = {f"Q{number}({letter})": f"{descriptors.MODEL_TITLES[model]}: {topic}"
                  for number, model in ((1, "clip"), (2, "debiaspl"))
                  for letter, topic in report.SUBQUESTION_TOPICS.items()}
     return [f"{title}: {subtitles.get(title, 'all runs')}" for title in sections_of]
@@ -428,7 +428,7 @@ def test_clip_la_section_after_q2_and_its_appendix(synthetic_runs):
     predictions = synthetic_predictions("clip-la", 2)
     predictions.meta["logit_adjustment"] = {"momentum": 0.99, "threshold": 0.95}
     cache.save_predictions(la_dir / "predictions.npz", predictions)
-    analysis.analyze(predictions, la_dir, synthetic_runs)
+    run_analysis.analyze(predictions, la_dir, synthetic_runs)
     prior = {"settings": {"momentum": 0.99, "threshold": 0.95},
              "prior": [0.1, 0.2, 0.3, 0.1, 0.2, 0.1, 0.0],
              "classes": [{"wnid": str(w), "name": str(n), "prior": 1 / 6}
@@ -467,7 +467,7 @@ def test_clip_la_section_after_q2_and_its_appendix(synthetic_runs):
 
 def test_long_tables_split_over_pages(tmp_path):
     predictions = synthetic_predictions("clip", 0, num_classes=70, images_per_class=2)
-    analysis.analyze(predictions, tmp_path / "clip", tmp_path)
+    run_analysis.analyze(predictions, tmp_path / "clip", tmp_path)
     pdf_path, markdown = make_report(tmp_path, "--appendix")
     texts = pdf_page_texts(pdf_path)
     appendix = [text for text in texts if "Appendix C" in text]
@@ -604,8 +604,8 @@ def test_runs_on_another_dataset_are_compared_apart(synthetic_runs):
     other.meta.update(architecture="ViT-B-32", weights="openai", dataset="resisc45")
     run_dir = synthetic_runs / "resisc45-clip-ViT-B-32-openai"
     cache.save_predictions(run_dir / "predictions.npz", other)
-    runs.write_descriptor(run_dir, other.meta)
-    analysis.analyze(other, run_dir, synthetic_runs)
+    descriptors.write_descriptor(run_dir, other.meta)
+    run_analysis.analyze(other, run_dir, synthetic_runs)
     _, markdown = make_report(synthetic_runs, "--appendix")
     assert (synthetic_runs / "comparison.png").is_file()
     assert (synthetic_runs / "comparison-resisc45-clip-ViT-B-32-openai.png").is_file()

@@ -11,13 +11,13 @@ import numpy as np
 import pytest
 import torch
 
-import analysis
-import cache
-import classes
-import figure_workers
-import models
-import outputs
-import synthetic
+from analysis import run_analysis
+from runs import cache
+from sources import classes
+from analysis import figure_workers
+from inference import models
+from runs import outputs
+from demo import synthetic
 from conftest import SUBSET_WNIDS, run_cli
 
 
@@ -353,10 +353,10 @@ def test_run_on_other_images_than_clips_says_so(synthetic_runs, capsys):
     (synthetic_runs / "clip" / "metrics.json").write_text(json.dumps(clip_metrics))
     predictions = synthetic_predictions("debiaspl", 1)
     predictions.meta["file_list_sha256"] = "b" * 64
-    analysis.analyze(predictions, synthetic_runs / "debiaspl", synthetic_runs)
+    run_analysis.analyze(predictions, synthetic_runs / "debiaspl", synthetic_runs)
     assert "saw other image files than this debiaspl run" in capsys.readouterr().err
     predictions.meta["file_list_sha256"] = "a" * 64
-    analysis.analyze(predictions, synthetic_runs / "debiaspl", synthetic_runs)
+    run_analysis.analyze(predictions, synthetic_runs / "debiaspl", synthetic_runs)
     assert "saw other image files" not in capsys.readouterr().err
 
 

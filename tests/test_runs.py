@@ -5,9 +5,9 @@ import json
 import numpy as np
 import pytest
 
-import cache
+from runs import cache
 from conftest import synthetic_predictions
-from runs import (NO_META, RUN_FILE, default_run_name, descriptor, find_runs, is_known_clip,
+from runs.descriptors import (NO_META, RUN_FILE, default_run_name, descriptor, find_runs, is_known_clip,
                   model_title, question_of, write_descriptor)
 
 VIT = {"model": "clip", "architecture": "ViT-B-32", "weights": "openai", "dataset": "resisc45"}

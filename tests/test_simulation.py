@@ -7,12 +7,12 @@ import sys
 import numpy as np
 import pytest
 
-import analysis
-import classes
-import concepts
+from analysis import run_analysis
+from sources import classes
+from analysis import concepts
 import metrics
-import runs
-import simulation
+from runs import descriptors
+from demo import simulation
 from conftest import PROJECT_DIR, synthetic_predictions
 
 
@@ -100,7 +100,7 @@ def test_seeded(simulated):
 
 
 def test_simulation_imports_no_torch():
-    script = ("import sys; sys.modules['torch'] = None; import simulation; "
+    script = ("import sys; sys.modules['torch'] = None; from demo import simulation; "
               "simulation.simulated_predictions(); assert 'torch' not in [k for k, v in sys.modules.items() if v]")
     result = subprocess.run([sys.executable, "-c", script], cwd=PROJECT_DIR, capture_output=True,
                             text=True, timeout=120)
@@ -109,22 +109,22 @@ def test_simulation_imports_no_torch():
 
 def test_simulated_meta_titles_every_figure_and_header(tmp_path, monkeypatch):
     drawn = []
-    monkeypatch.setattr(analysis, "write_figures", lambda figures: drawn.extend(figures.values()))
+    monkeypatch.setattr(run_analysis, "write_figures", lambda figures: drawn.extend(figures.values()))
     for simulated_meta in (True, False):
         predictions = synthetic_predictions("clip", 0)
         if simulated_meta:
             predictions.meta["simulated"] = True
-        summary, centroids, selection = analysis.analyze(predictions, tmp_path / "clip", tmp_path)
+        summary, centroids, selection = run_analysis.analyze(predictions, tmp_path / "clip", tmp_path)
         titles = [ax.get_title(loc) for figure in drawn for ax in figure.axes
                   for loc in ("left", "center") if ax.get_title(loc)]
         titles += [figure.get_suptitle() for figure in drawn if figure.get_suptitle()]
         assert len(titles) == 4 and all(("SIMULATED" in title) == simulated_meta for title in titles)
-        header = analysis.format_report(summary, centroids, selection).split("\n")[0]
+        header = run_analysis.format_report(summary, centroids, selection).split("\n")[0]
         assert ("SIMULATED" in header) == simulated_meta
         drawn.clear()
     derived = {"model": "clip-la", "clip": {"model": "clip", "simulated": True}}  # as clip-la's meta
-    assert runs.model_title(derived).startswith("SIMULATED")
-    assert not runs.is_simulated({"model": "clip-la", "clip": {"model": "clip"}})
+    assert descriptors.model_title(derived).startswith("SIMULATED")
+    assert not descriptors.is_simulated({"model": "clip-la", "clip": {"model": "clip"}})
 
 
 def test_demo_runs_say_simulated(simulated_demo):
@@ -132,5 +132,5 @@ def test_demo_runs_say_simulated(simulated_demo):
     for model in ("clip", "debiaspl", "clip-la", "clip-pm"):
         saved, centroids, selection = (json.loads((simulated_demo / model / name).read_text()) for name in
                                        ("metrics.json", "centroids.json", "pseudo_labels.json"))
-        assert runs.is_simulated(saved["settings"])
-        assert analysis.format_report(saved, centroids, selection).startswith(f"== SIMULATED {model}:")
+        assert descriptors.is_simulated(saved["settings"])
+        assert run_analysis.format_report(saved, centroids, selection).startswith(f"== SIMULATED {model}:")

@@ -4,13 +4,13 @@ import json
 
 import numpy as np
 
-import analysis
-import cache
-import concepts
+from analysis import run_analysis
+from runs import cache
+from analysis import concepts
 import plotting
-import why
+from analysis import why
 from conftest import SUBSET_WNIDS
-from outputs import write_json
+from runs.outputs import write_json
 
 
 def read(path):
@@ -54,20 +54,20 @@ def test_histograms_mark_the_classes_clip_ca_found_mismatched(clip_out, monkeypa
     draw = plotting.prediction_histogram
     monkeypatch.setattr(plotting, "prediction_histogram",
                         lambda *args, **options: marks.append(options["marked"]) or draw(*args, **options))
-    monkeypatch.setattr(analysis, "write_figures", lambda figures: written.extend(figures))
+    monkeypatch.setattr(run_analysis, "write_figures", lambda figures: written.extend(figures))
     clip = cache.load_predictions(clip_out / "clip" / "predictions.npz")
-    analysis.analyze(clip, clip_out / "clip", clip_out)
+    run_analysis.analyze(clip, clip_out / "clip", clip_out)
     assert marks == [None, None]  # before clip-ca has run
     order = read(clip_out / "clip" / "metrics.json")["order"]
     write_json(clip_out / "clip-ca" / why.ALIGNMENT_FILE, {"mismatched": [{"wnid": order[4]}]})
     marks.clear()
-    analysis.analyze(clip, clip_out / "clip", clip_out)
-    assert marks == [(analysis.MISMATCH_LABEL, [4])] * 2
+    run_analysis.analyze(clip, clip_out / "clip", clip_out)
+    assert marks == [(run_analysis.MISMATCH_LABEL, [4])] * 2
     figure = draw([3, 0], [0.5, 0.0], ["a", "b"], "recall", 1.5, title="t",
-                  marked=(analysis.MISMATCH_LABEL, [1]))
-    assert analysis.MISMATCH_LABEL in [text.get_text() for text in figure.axes[0].get_legend().get_texts()]
+                  marked=(run_analysis.MISMATCH_LABEL, [1]))
+    assert run_analysis.MISMATCH_LABEL in [text.get_text() for text in figure.axes[0].get_legend().get_texts()]
     marks.clear(), written.clear()
     clip.meta = {"model": "clip-ca", "clip": clip.meta}
-    analysis.analyze(clip, clip_out / "clip-ca", clip_out)
-    assert marks == [(analysis.MISMATCH_LABEL, [4])] * 4
+    run_analysis.analyze(clip, clip_out / "clip-ca", clip_out)
+    assert marks == [(run_analysis.MISMATCH_LABEL, [4])] * 4
     assert {clip_out / "clip" / f"histogram_{quantity}.png" for quantity in ("precision", "recall")} < set(written)

@@ -12,13 +12,13 @@ from pathlib import Path
 
 import numpy as np
 
-import analysis
-import logit_adjustment
+from analysis import run_analysis
+from debias import logit_adjustment
 import metrics
 import plotting
-from cache import load_predictions, write_predictions
-from outputs import UserError, plural, read_json, write_figure, write_json
-from runs import (LOGIT_ADJUSTED_MODEL, PRIOR_MATCHED_MODEL, REFERENCE_MODEL, RUN_FILE, model_title,
+from runs.cache import load_predictions, write_predictions
+from runs.outputs import UserError, plural, read_json, write_figure, write_json
+from runs.descriptors import (LOGIT_ADJUSTED_MODEL, PRIOR_MATCHED_MODEL, REFERENCE_MODEL, RUN_FILE, model_title,
                   run_folder_command, starter_command)
 
 LAMBDA_SWEEP = np.linspace(0.0, 2.0, 21)  # λ values of la_sweep.png
@@ -41,7 +41,7 @@ def load_clip_cache(out_dir, model, where=(), source=REFERENCE_MODEL):
     descriptor = Path(out_dir) / source / RUN_FILE
     made_by = read_json(descriptor, "the run descriptor")["model"] if descriptor.is_file() else REFERENCE_MODEL
     clip = load_predictions(path, run_folder_command(source, made_by, where))
-    analysis.reference_order(out_dir, model, [str(wnid) for wnid in clip.wnids],
+    run_analysis.reference_order(out_dir, model, [str(wnid) for wnid in clip.wnids],
                              derived_meta(model, clip, source), where)
     return clip
 
@@ -90,7 +90,7 @@ def lambda_sweep(logits, labels, log_priors_of, strengths):
     [rows, K]). Only the correct predictions per class are counted: they are all both need."""
     num_classes = logits.shape[1]
     correct = np.zeros((len(strengths), num_classes), dtype=np.int64)
-    for rows in analysis.blocks_of(logits):
+    for rows in run_analysis.blocks_of(logits):
         block = np.asarray(logits[rows], dtype=np.float64)
         log_prior, block_labels = log_priors_of(rows), labels[rows]
         for index, strength in enumerate(strengths):
@@ -141,7 +141,7 @@ def adjust_clip_predictions(args, out_dir, run_dir):
     return debiased_predictions(
         clip, args.source, LOGIT_ADJUSTED_MODEL, "logit_adjustment", settings, {"prior": estimate.prior},
         (logit_adjustment.shift_logits(clip.logits[rows], log_priors_of(rows), args.la_lambda)
-         for rows in analysis.blocks_of(clip.logits)), run_dir, out_dir, lambda_sweep=sweep)
+         for rows in run_analysis.blocks_of(clip.logits)), run_dir, out_dir, lambda_sweep=sweep)
 
 
 def first_few(names, count=3):
@@ -215,7 +215,7 @@ def match_clip_prior(args, out_dir, run_dir):
         print(uniform_target_note(metrics.class_counts(clip.labels, len(wnids))))
     match = logit_adjustment.match_prior(clip.logits, target, logit_adjustment.MATCH_TOLERANCE,
                                          logit_adjustment.MATCH_MAX_ITERATIONS,
-                                         analysis.blocks_of(clip.logits))
+                                         run_analysis.blocks_of(clip.logits))
     prior = logit_adjustment.softmax((match.bias + np.log(target))[None])[0]
     settings = {"target": str(args.pm_target) if args.pm_target else "uniform",
                 "tolerance": logit_adjustment.MATCH_TOLERANCE,
@@ -233,7 +233,7 @@ def match_clip_prior(args, out_dir, run_dir):
         clip, args.source, PRIOR_MATCHED_MODEL, "prior_matching", settings,
         {"prior": prior, "target": target, "bias": match.bias},
         (np.asarray(clip.logits[rows], dtype=np.float64) - match.bias
-         for rows in analysis.blocks_of(clip.logits)), run_dir, out_dir)
+         for rows in run_analysis.blocks_of(clip.logits)), run_dir, out_dir)
 
 
 TRAINING_FREE_RUNS = {LOGIT_ADJUSTED_MODEL: adjust_clip_predictions,

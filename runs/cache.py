@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from outputs import UserError, plural, write_atomic
-from runs import NO_META
+from runs.outputs import UserError, plural, write_atomic
+from runs.descriptors import NO_META
 
 # The zip format's earliest date: members carry no time of writing, so equal content is equal bytes.
 ZIP_TIMESTAMP = (1980, 1, 1, 0, 0, 0)

@@ -9,7 +9,7 @@ import re
 import shlex
 from pathlib import Path
 
-from outputs import read_json, write_json
+from runs.outputs import read_json, write_json
 
 REFERENCE_MODEL = "clip"  # Q2: "keep the same order of classes as in Q1"
 LOGIT_ADJUSTED_MODEL = "clip-la"  # a run's cached logits, debiased without training

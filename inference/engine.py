@@ -13,12 +13,12 @@ from pathlib import Path
 
 import numpy as np
 
-import classes
-import distributed
-import models
-from cache import load_predictions
-from chunk_store import ChunkStore, Part
-from outputs import UserError, plural
+from sources import classes
+from inference import distributed
+from inference import models
+from runs.cache import load_predictions
+from inference.chunk_store import ChunkStore, Part
+from runs.outputs import UserError, plural
 
 WAIT_SECONDS = 1.0  # how often the main process looks for the other processes' parts
 

@@ -6,9 +6,9 @@ import os
 import zipfile
 from pathlib import Path
 
-from outputs import write_atomic
+from runs.outputs import write_atomic
 
-PROJECT_DIR = Path(__file__).resolve().parent
+PROJECT_DIR = Path(__file__).resolve().parent.parent
 BUNDLE_FILE = "code.zip"
 FOLDER_IN_ZIP = "code"
 SOURCE_SUFFIXES = (".py", ".md", ".txt", ".tsv", ".ini", ".js", ".css", ".html")

@@ -14,13 +14,13 @@ from pathlib import Path
 
 import numpy as np
 
-import classes
-import concepts
-import why
-from cache import in_blocks, load_predictions, write_predictions
-from outputs import UserError, read_json, write_json
-from runs import CONCEPT_ALIGNED_MODEL, DEFAULT_CLIP_ARCHITECTURE, starter_command
-from training_free import derived_meta, load_clip_cache
+from sources import classes
+from analysis import concepts
+from analysis import why
+from runs.cache import in_blocks, load_predictions, write_predictions
+from runs.outputs import UserError, read_json, write_json
+from runs.descriptors import CONCEPT_ALIGNED_MODEL, DEFAULT_CLIP_ARCHITECTURE, starter_command
+from debias.training_free import derived_meta, load_clip_cache
 
 
 def alternative_names(wnid, current_name, given=None):
@@ -49,9 +49,9 @@ def clip_text_embedder(clip_meta, args):
     zero-shot classifier is; for the demo's SIMULATED clip, the simulation's (see
     simulation.simulated_name_embedder)."""
     if clip_meta.get("simulated"):  # the demo's: made by no CLIP, so its names' stand-ins
-        import simulation
+        from demo import simulation
         return simulation.simulated_name_embedder(clip_meta["seed"], clip_meta["dimension"])
-    import models  # torch and open_clip: only for the alternative names' embeddings
+    from inference import models  # torch and open_clip: only for the alternative names' embeddings
     architecture = clip_meta.get("architecture", DEFAULT_CLIP_ARCHITECTURE)
     weights = clip_meta.get("weights", "openai")
     precision = clip_meta.get("precision", "fp32")

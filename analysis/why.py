@@ -16,10 +16,10 @@ from pathlib import Path
 
 import numpy as np
 
-import concepts
+from analysis import concepts
 import metrics
-from outputs import none_if_nan, read_json
-from runs import CONCEPT_ALIGNED_MODEL, REFERENCE_MODEL, default_run_name
+from runs.outputs import none_if_nan, read_json
+from runs.descriptors import CONCEPT_ALIGNED_MODEL, REFERENCE_MODEL, default_run_name
 
 GAP_LISTED = 10  # classes listed with the widest concept gap
 ALIGNMENT_FILE = "alignment.json"  # clip-ca's: the mismatched classes and their new names

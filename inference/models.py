@@ -11,8 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-from classes import SINGLE_TEMPLATE as SINGLE_PROMPT, fill_template, openai_imagenet_templates
-from outputs import UserError, plural, write_atomic
+from sources.classes import SINGLE_TEMPLATE as SINGLE_PROMPT, fill_template, openai_imagenet_templates
+from runs.outputs import UserError, plural, write_atomic
 
 DEFAULT_CLIP_ARCHITECTURE = "RN50"
 IMAGENET_MEAN = (0.485, 0.456, 0.406)

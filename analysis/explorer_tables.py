@@ -17,8 +17,8 @@ from dataclasses import dataclass
 import numpy as np
 
 import metrics
-import pseudo_labels
-from outputs import write_atomic
+from analysis import pseudo_labels
+from runs.outputs import write_atomic
 
 TABLES_FILE = "explorer.npz"
 # Images embedded in one page at most, whatever --thumbnails asks per cell: at ~3 KB each, 30 MB.

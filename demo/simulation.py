@@ -25,8 +25,8 @@ Nothing here is measured from a model. numpy only, seeded, about half a second.
 """
 import numpy as np
 
-import classes
-from cache import Predictions
+from sources import classes
+from runs.cache import Predictions
 
 DIMENSION = 1024
 IMAGES_PER_CLASS = 50

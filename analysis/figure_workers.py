@@ -14,8 +14,8 @@ import time
 from concurrent.futures import ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 
-from distributed import usable_cpus
-from outputs import write_figure
+from inference.distributed import usable_cpus
+from runs.outputs import write_figure
 
 # Rendering a PNG (layout, text, rasterising: ~1 s at 100 classes) is most of an analysis, and
 # each figure is independent: inside `figure_processes()`, worker processes render them side by

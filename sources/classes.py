@@ -14,9 +14,9 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from outputs import UserError
+from runs.outputs import UserError
 
-PROJECT_DIR = Path(__file__).resolve().parent
+PROJECT_DIR = Path(__file__).resolve().parent.parent
 IMAGENET100_TABLE = PROJECT_DIR / "imagenet100.tsv"  # the standard 100 classes
 # Every ImageNet-1k class; written by scripts/write_imagenet1k_table.py from open_clip and timm.
 IMAGENET1K_TABLE = PROJECT_DIR / "imagenet1k.tsv"

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from cache import write_predictions
-from outputs import UserError, read_json, write_atomic, write_json
+from runs.cache import write_predictions
+from runs.outputs import UserError, read_json, write_atomic, write_json
 
 PARTS_FOLDER = "parts"
 MANIFEST = "manifest.json"  # what the parts of a folder were made with

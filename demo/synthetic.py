@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-import classes
+from sources import classes
 
 
 def imagenet100_wnids():

@@ -13,13 +13,13 @@ import numpy as np
 
 import metrics
 import plotting
-import pseudo_labels
-import why
-from cache import row_blocks
-from explorer.tables import TABLES_FILE, explorer_tables, write_tables
-from figure_workers import start_figure_processes, write_figures
-from outputs import UserError, none_if_nan, plural, read_json, write_json
-from runs import (MODEL_KINDS, QUESTION_OF_MODEL, REFERENCE_MODEL, SIMULATED, is_simulated, model_title,
+from analysis import pseudo_labels
+from analysis import why
+from runs.cache import row_blocks
+from analysis.explorer_tables import TABLES_FILE, explorer_tables, write_tables
+from analysis.figure_workers import start_figure_processes, write_figures
+from runs.outputs import UserError, none_if_nan, plural, read_json, write_json
+from runs.descriptors import (MODEL_KINDS, QUESTION_OF_MODEL, REFERENCE_MODEL, SIMULATED, is_simulated, model_title,
                   order_reference, starter_command)
 
 NEIGHBOR_COUNT = 10

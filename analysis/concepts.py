@@ -19,9 +19,9 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.special import logsumexp
 
-import cache
+from runs import cache
 import metrics
-from pseudo_labels import top_probability
+from analysis.pseudo_labels import top_probability
 
 # Algorithm 1 and Appendix B.3 compare texts with cluster centres as CLIP compares texts with
 # images: a softmax of 100 x cosine (CLIP's logit scale).

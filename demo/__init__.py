@@ -1,0 +1,1 @@
+"""The demo's inputs: generated images and random weights (synthetic), SIMULATED logits (simulation)."""
