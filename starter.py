@@ -29,19 +29,20 @@ import time
 from pathlib import Path
 
 from analysis import run_analysis
-from sources import classes
-from inference import models
-from debias import training_free
-from explorer import EXPLORER_FILE
-from runs.cache import load_predictions, save_predictions
-from inference.distributed import current_place
-from options import build_parser, missing_data_folder, unused_option_notes
-from inference.config import InferenceConfig
 from analysis.figure_workers import figure_processes, terminate_as_interrupt
+from cli.commands import Commands, for_out
+from cli.messages import explain
+from cli.options import build_parser, missing_data_folder, unused_option_notes
+from cli.settings import derived_run_settings, execution_settings, inference_config
+from explorer import EXPLORER_FILE
+from inference import models
+from inference.distributed import current_place
+from runs.cache import load_predictions, save_predictions
+from runs.descriptors import SIMULATED, default_run_name, find_runs, split_out_dir, write_descriptor
+from runs.kinds import (CHECKPOINT, LOGIT_ADJUSTED_MODEL, MODEL_NATURES, PRIOR_MATCHED_MODEL, REFERENCE_MODEL,
+                        TRAINING_FREE, ZERO_SHOT_CLIP, kind_names, run_kind)
 from runs.outputs import UserError, plural
-from runs.descriptors import (CONCEPT_ALIGNED_MODEL, LOGIT_ADJUSTED_MODEL, MODEL_KINDS, MODELS, PRIOR_MATCHED_MODEL,
-                  REFERENCE_MODEL, SIMULATED, TRAINING_FREE, default_run_name, find_runs, split_out_dir,
-                  starter_command, write_descriptor)
+from sources import classes
 
 # The demo's install check: real code and random weights on a few classes (CLIP's text encoder
 # costs ~0.25 s per class name on a CPU) and images.
@@ -60,7 +61,7 @@ def chosen_split(args):
 
 def cache_differences(meta, args, split):
     """How the options of this --from-cache run differ from those that made the cache."""
-    differences = InferenceConfig.from_args(args, split).differences(meta)
+    differences = inference_config(args, split).differences(meta)
     weights_option = {"clip": "clip_weights", "debiaspl": "checkpoint"}.get(meta["model"])
     cached_file = meta.get("weights_identity", {}).get("path")
     if weights_option and cached_file:
@@ -82,7 +83,7 @@ def describe_dataset(args, split):
     if missing_data_folder(args):
         raise UserError(missing_data_folder(args))
     split_dir = classes.resolve_split_dir(args.data, split)[1]
-    clip = args.model == "clip"
+    clip = run_kind(args.model).nature == ZERO_SHOT_CLIP
     return split_dir, classes.dataset_classes(split_dir, args.class_names, args.class_names_file,
                                               args.templates if clip else None,
                                               args.prompts if clip else None)
@@ -95,31 +96,31 @@ def run_folder(args, split, described=None):
     this machine (a run from cache)."""
     if args.run_name:
         return args.run_name
-    if MODEL_KINDS[args.model] == TRAINING_FREE:
+    if run_kind(args.model).nature == TRAINING_FREE:
         return default_run_name(args.model, source=args.source)
     if described is None and Path(args.data).expanduser().is_dir():
         described = classes.dataset_classes(classes.resolve_split_dir(args.data, split)[1], prompts=None)
     dataset = described.dataset if described is not None and described.imagenet_indices is None else None
-    return default_run_name(args.model, args.clip_model if args.model == "clip" else None,
+    clip = run_kind(args.model).nature == ZERO_SHOT_CLIP
+    return default_run_name(args.model, args.clip_model if clip else None,
                             args.clip_weights, dataset)
 
 
 def infer(args, split, split_dir, described, out_dir, run_dir):
     """A model run over split_dir's images (`described`, from describe_dataset) into
     RUN/predictions.npz: its Predictions, None in the other processes of a torchrun job. A wrong
-    setup (no clip run for debiaspl, a dataset debiaspl cannot predict, an unknown CLIP model or
-    weights) stops before any model loads."""
-    clip = args.model == "clip"
-    if args.model == "debiaspl" and described.imagenet_indices is None:
-        raise UserError(f"--model debiaspl predicts ImageNet-1k's 1,000 classes, but the class "
+    setup (no clip run for debiaspl, a dataset a checkpoint cannot predict, an unknown CLIP model
+    or weights) stops before any model loads."""
+    kind = run_kind(args.model)
+    if kind.nature == CHECKPOINT and described.imagenet_indices is None:
+        raise UserError(f"--model {args.model} predicts ImageNet-1k's 1,000 classes, but the class "
                         f"folders of {split_dir} ({described.folders[0]}, ...) are not ImageNet "
-                        "wnids; run --model clip on this dataset instead.")
-    run_analysis.reference_order(out_dir, args.model, list(described.folders), where=args.where)
-    from inference import engine  # torch and the models load only when a model runs
-    if clip:
+                        f"wnids; run --model {REFERENCE_MODEL} on this dataset instead.")
+    run_analysis.reference_order(out_dir, args.model, list(described.folders))
+    if kind.nature == ZERO_SHOT_CLIP:
         models.check_clip_choice(args.clip_model, args.clip_weights, args.trust_checkpoint)
-    return engine.predict(InferenceConfig.from_args(args, split, described), described, args,
-                             split_dir, run_dir)
+    return kind.make(inference_config(args, split, described), execution_settings(args), described,
+                     split_dir, run_dir)
 
 
 def run(args):
@@ -127,7 +128,8 @@ def run(args):
     metrics.json summary, its folder); None in the other processes of a torchrun job."""
     split = chosen_split(args)
     out_dir = split_out_dir(args.out, split)
-    model_run = not args.from_cache and MODEL_KINDS[args.model] != TRAINING_FREE
+    kind = run_kind(args.model)
+    model_run = not args.from_cache and kind.nature in MODEL_NATURES
     split_dir, described = describe_dataset(args, split) if model_run else (None, None)
     run_dir = out_dir / run_folder(args, split, described)
     cache = run_dir / "predictions.npz"
@@ -138,16 +140,13 @@ def run(args):
             raise UserError(f"there is no cache at {cache}, but {out_dir} holds other --model "
                             f"{args.model} runs: pass --run-name {others[0]}"
                             + (f" (or one of {', '.join(others[1:])})" if others[1:] else "") + ".")
-        predictions = load_predictions(cache, starter_command(args.model, args.where))
+        predictions = load_predictions(cache)
         for difference in cache_differences(predictions.meta, args, split):
             print(f"note: {cache} was made with {difference}; its results are shown as cached.",
                   file=sys.stderr)
         classes.warn_if_not_imagenet100([str(wnid) for wnid in predictions.wnids])
-    elif args.model in training_free.TRAINING_FREE_RUNS:
-        predictions = training_free.TRAINING_FREE_RUNS[args.model](args, out_dir, run_dir)  # cached by it
-    elif args.model == CONCEPT_ALIGNED_MODEL:
-        from debias import concept_alignment  # scikit-learn, and CLIP's text encoder for the new names
-        predictions = concept_alignment.align_clip_concepts(args, out_dir, run_dir)
+    elif kind.nature == TRAINING_FREE:
+        predictions = kind.make(derived_run_settings(args), out_dir, run_dir)  # cached by it
     else:
         predictions = infer(args, split, split_dir, described, out_dir, run_dir)
         if predictions is None:  # another process of a torchrun job: the main one analyses
@@ -234,11 +233,12 @@ def analyse_simulated_runs(args, out_dir):
 def write_report(out_dir, args):
     if not any(out_dir.glob("*/metrics.json")) and any((out_dir / "demo").glob("*/metrics.json")):
         raise UserError(f"{out_dir} holds no analysed run, but the demo's are in {out_dir / 'demo'}: "
-                        f"run `python starter.py --report --out {out_dir / 'demo'}` to report on "
-                        f"them, or `{starter_command(REFERENCE_MODEL, args.where)}` first.")
+                        f"run `{for_out(out_dir / 'demo').report()}` to report on "
+                        f"them, or `{Commands(tuple(args.where)).first_run()}` first.")
     import report
-    for path in report.write_report(out_dir, name=args.name, student_id=args.student_id,
-                                    date=args.date, notes=args.notes, appendix=args.appendix):
+    for path in report.write_report(out_dir, for_out(out_dir), name=args.name,
+                                    student_id=args.student_id, date=args.date, notes=args.notes,
+                                    appendix=args.appendix):
         print(f"wrote {path}")
 
 
@@ -259,7 +259,7 @@ def write_explorer(out_dir, args):
     report, which is handed in, stands without it."""
     import explorer  # plotly loads only when the page is written
     try:
-        print(f"wrote {explorer.write_explorer(out_dir, args.thumbnails)}")
+        print(f"wrote {explorer.write_explorer(out_dir, for_out(out_dir), args.thumbnails)}")
     except UserError as error:
         if args.explore:
             raise
@@ -270,7 +270,7 @@ def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
     if not (args.demo or args.model or args.report or args.explore or args.bundle):
-        parser.error(f"choose --model {'|'.join(MODELS)}, --demo, --report, --explore or --bundle")
+        parser.error(f"choose --model {'|'.join(kind_names())}, --demo, --report, --explore or --bundle")
     if args.thumbnails < 0:
         parser.error("--thumbnails must be at least 0")
     if args.batch_size < 1 or (args.workers or 0) < 0 or args.la_passes < 1 or (args.threads or 1) < 1:
@@ -282,7 +282,7 @@ def main(argv=None):
     if main_process:
         for note in unused_option_notes(parser, args):
             print(note, file=sys.stderr)
-    if not main_process and (args.demo or args.from_cache or args.model not in ("clip", "debiaspl")):
+    if not main_process and (args.demo or args.from_cache or run_kind(args.model).nature not in MODEL_NATURES):
         return 0  # under torchrun, only model inference is shared out; the rest is the first process's
     try:
         terminate_as_interrupt()
@@ -298,7 +298,7 @@ def main(argv=None):
             if args.bundle and main_process:
                 write_bundle(Path(args.out))
     except UserError as error:
-        print(f"error: {error}", file=sys.stderr)
+        print(f"error: {explain(error, Commands(tuple(args.where)))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted: outputs already written are complete; nothing is half-written (a model "

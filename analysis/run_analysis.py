@@ -5,6 +5,7 @@ numpy and matplotlib only (through metrics.py and plotting.py): it runs on cache
 once in row blocks (read_logits), so that a memory-mapped 1.28M x 1,000 cache is analysed in a
 few hundred MB; everything else works from a few numbers per image and per-class sums.
 """
+import functools
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,11 +17,15 @@ import plotting
 from analysis import pseudo_labels
 from analysis import why
 from runs.cache import row_blocks
-from analysis.explorer_tables import TABLES_FILE, explorer_tables, write_tables
+from analysis.explorer_tables import explorer_tables
+from runs.tables import TABLES_FILE, write_tables
 from analysis.figure_workers import start_figure_processes, write_figures
-from runs.outputs import UserError, none_if_nan, plural, read_json, write_json
-from runs.descriptors import (MODEL_KINDS, QUESTION_OF_MODEL, REFERENCE_MODEL, SIMULATED, is_simulated, model_title,
-                  order_reference, starter_command)
+from runs.outputs import none_if_nan, plural, read_json, write_json
+from runs.kinds import homework_questions, run_kind
+from runs.kinds import REFERENCE_MODEL
+from runs.descriptors import (SIMULATED, is_simulated, model_title,
+                  order_reference)
+from runs.errors import MissingRun
 
 NEIGHBOR_COUNT = 10
 TOP_CONFUSION_COUNT = 20  # metrics.json's top_confusions
@@ -66,23 +71,22 @@ def read_logits(logits, labels):
     return passed
 
 
-def reference_order(out_dir, model, wnids, meta=None, where=()):
+def reference_order(out_dir, model, wnids, meta=None):
     """Class order of the figures: the run's own (None) for a zero-shot CLIP, that of the run it
     keeps the order of for the others (runs.order_reference: clip's for debiaspl, the source's for
-    a training-free run). Given this run's meta, also warn when that run saw other image files or
-    other class names. `where` as for runs.starter_command."""
+    a training-free run); MissingRun when that run is not there or not on these classes. Given
+    this run's meta, also warn when that run saw other image files or other class names."""
     reference = order_reference({"model": model, **(meta or {})})
     if reference is None:
         return None
     path = Path(out_dir) / reference / "metrics.json"
-    make = starter_command(reference if reference in MODEL_KINDS else REFERENCE_MODEL, where)
+    missing = functools.partial(MissingRun, reference, reference if run_kind(reference) else REFERENCE_MODEL,
+                                f"--model {model}", f"keep {reference}'s class order", path)
     if not path.is_file():
-        raise UserError(f"{path} does not exist: run `{make}` first, so that --model {model} can "
-                        f"keep {reference}'s class order.")
+        raise missing()
     reference_metrics = read_json(path, f"{reference}'s metrics")
     if sorted(reference_metrics["own_order"]) != sorted(wnids):
-        raise UserError(f"{path} was made on other classes than this dataset's; run `{make}` again "
-                        "on this dataset.")
+        raise missing(problem="was made on other classes than this dataset's")
     theirs, ours = reference_metrics.get("settings", {}), meta or {}
     if theirs.get("file_list_sha256") and ours.get("file_list_sha256") and \
             theirs["file_list_sha256"] != ours["file_list_sha256"]:
@@ -372,7 +376,7 @@ def format_class_confusion(cell, incoming):
 def format_report(summary, centroids, selection):
     """What the homework report needs, as terminal text, under its sub-question labels."""
     by_wnid = {entry["wnid"]: entry for entry in summary["classes"]}
-    question = QUESTION_OF_MODEL.get(summary["model"], "")
+    question = homework_questions().get(summary["model"], "")
     simulated = f"{SIMULATED} " if is_simulated(summary["settings"]) else ""
     lines = [f"== {simulated}{summary['model']}: {summary['num_images']} images, {len(by_wnid)} classes ==",
              f"accuracy {summary['accuracy']:.4f}   top-5 {summary['top5_accuracy']:.4f}   "

@@ -19,7 +19,8 @@ import numpy as np
 from analysis import concepts
 import metrics
 from runs.outputs import none_if_nan, read_json
-from runs.descriptors import CONCEPT_ALIGNED_MODEL, REFERENCE_MODEL, default_run_name
+from runs.descriptors import default_run_name
+from runs.kinds import CONCEPT_ALIGNED_MODEL, REFERENCE_MODEL
 
 GAP_LISTED = 10  # classes listed with the widest concept gap
 ALIGNMENT_FILE = "alignment.json"  # clip-ca's: the mismatched classes and their new names
@@ -136,8 +137,8 @@ def diagnose(predictions, predicted, confidence, cosines, summary):
     return why
 
 
-CONCEPT_NOTE = ("concept mismatch and confusion need CLIP's image features: run `python starter.py "
-                "--model clip` without --no-features (older caches have none)")
+CONCEPT_NOTE = ("concept mismatch and confusion need CLIP's image features: make the CLIP run "
+                "again without --no-features (older caches have none)")
 
 
 def widest_gaps(why, count=GAP_LISTED):

@@ -27,10 +27,11 @@ sys.path.insert(0, str(PROJECT_DIR))
 from runs import cache  # noqa: E402
 from sources import classes  # noqa: E402
 import explorer  # noqa: E402
+from cli.commands import for_out  # noqa: E402
 import starter  # noqa: E402
 from bench_analysis import CLASS_BIAS, biased_predictions, class_count, class_wnids  # noqa: E402
 from explorer.browser import headless_chromium, missing_browser, open_explorer  # noqa: E402
-from runs.descriptors import MODEL_TITLES  # noqa: E402
+from runs.kinds import kind_names  # noqa: E402
 
 BUDGET_MEGABYTES = 20.0
 BUDGET_SECONDS = 3.0
@@ -57,7 +58,7 @@ def write_runs(out, num_classes, images_per_class, seed):
         cache.save_predictions(out / model / "predictions.npz", biased_predictions(
             model, wnids, names, images_per_class, seed + offset))
     with contextlib.redirect_stdout(io.StringIO()):
-        for model in MODEL_TITLES:
+        for model in kind_names():
             from_cache = ["--from-cache"] if model in CLASS_BIAS else []
             if starter.main(["--model", model, *from_cache, "--out", str(out)]) != 0:
                 raise RuntimeError(f"--model {model} failed")
@@ -84,10 +85,10 @@ def main(argv=None):
     with contextlib.ExitStack() as stack:
         out = args.keep or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-explorer-")))
         images = args.classes * args.images_per_class
-        print(f"=== {images:,} images x {args.classes:,} classes, runs {', '.join(MODEL_TITLES)} ===")
+        print(f"=== {images:,} images x {args.classes:,} classes, runs {', '.join(kind_names())} ===")
         write_runs(out, args.classes, args.images_per_class, args.seed)
         start = time.perf_counter()
-        page = explorer.write_explorer(out, thumbnails=0)
+        page = explorer.write_explorer(out, for_out(out), thumbnails=0)
         print(f"write_explorer: {time.perf_counter() - start:.2f} s")
         megabytes = page.stat().st_size / 1e6
         print(f"explorer.html: {megabytes:.2f} MB ({'within' if megabytes <= BUDGET_MEGABYTES else 'OVER'} "

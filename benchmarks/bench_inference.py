@@ -45,6 +45,7 @@ from sources import classes  # noqa: E402
 from inference import distributed  # noqa: E402
 from inference import models  # noqa: E402
 import starter  # noqa: E402
+from cli import settings  # noqa: E402
 from demo import synthetic  # noqa: E402
 from timing import StageTimer  # noqa: E402
 
@@ -221,8 +222,9 @@ def benchmark_rates(model_name, files, args, scratch):
     described = classes.dataset_classes(split_dir, run_args.class_names,
                                         prompts=run_args.prompts if clip else None)
     try:
-        engine.predict(starter.InferenceConfig.from_args(run_args, split, described), described,
-                          run_args, split_dir, scratch / "out" / model_name)
+        engine.predict(settings.inference_config(run_args, split, described),
+                       settings.execution_settings(run_args), described, split_dir,
+                       scratch / "out" / model_name)
     except Captured:
         pass
     finally:

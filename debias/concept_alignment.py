@@ -18,8 +18,10 @@ from sources import classes
 from analysis import concepts
 from analysis import why
 from runs.cache import in_blocks, load_predictions, write_predictions
+from runs.errors import MissingFeatures
+from runs.kinds import CONCEPT_ALIGNED_MODEL
 from runs.outputs import UserError, read_json, write_json
-from runs.descriptors import CONCEPT_ALIGNED_MODEL, DEFAULT_CLIP_ARCHITECTURE, starter_command
+from runs.descriptors import DEFAULT_CLIP_ARCHITECTURE
 from debias.training_free import derived_meta, load_clip_cache
 
 
@@ -43,7 +45,7 @@ def read_alternative_names(path):
     return names
 
 
-def clip_text_embedder(clip_meta, args):
+def clip_text_embedder(clip_meta, execution):
     """names -> [len(names), D] unit text embeddings from the CLIP that made clip's cache (its
     weights, prompts and precision), each name averaged over the prompt templates as the
     zero-shot classifier is; for the demo's SIMULATED clip, the simulation's (see
@@ -55,9 +57,9 @@ def clip_text_embedder(clip_meta, args):
     architecture = clip_meta.get("architecture", DEFAULT_CLIP_ARCHITECTURE)
     weights = clip_meta.get("weights", "openai")
     precision = clip_meta.get("precision", "fp32")
-    device = models.resolve_device(args.device)
+    device = models.resolve_device(execution.device)
     models.set_precision(device, precision)
-    clip, _ = models.load_clip_weights(architecture, weights, args.trust_checkpoint)
+    clip, _ = models.load_clip_weights(architecture, weights, execution.trust_checkpoint)
     clip = clip.to(device).eval()
     identity = models.clip_weights_identity(architecture, weights)
     if identity.get("sha256") and identity["sha256"] != clip_meta.get("weights_identity", {}).get("sha256"):
@@ -67,7 +69,7 @@ def clip_text_embedder(clip_meta, args):
     templates = tuple(clip_meta.get("templates") or models.clip_prompt_templates(clip_meta.get("prompts", "ensemble")))
 
     def embed(names):
-        path = models.text_classifier_path(Path(args.out) / "cache", architecture, identity,
+        path = models.text_classifier_path(execution.text_cache_dir, architecture, identity,
                                            templates, names, precision)
         return models.clip_text_classifier(clip, architecture, templates, names, device,
                                            precision, path).numpy().T
@@ -90,38 +92,39 @@ def aligned_text_features(clip, detection, embed, given_names=None):
     return text_features, choices
 
 
-def align_clip_concepts(args, out_dir, run_dir, embed=None):
-    """clip-ca's Predictions, written to RUN/predictions.npz with alignment.json; `embed`
-    (names -> unit text embeddings) defaults to clip's own CLIP text encoder."""
-    clip = load_clip_cache(out_dir, CONCEPT_ALIGNED_MODEL, args.where, args.source)
+def align_clip_concepts(settings, out_dir, run_dir, embed=None):
+    """clip-ca's Predictions, as `settings` (DerivedRunSettings) say, written to
+    RUN/predictions.npz with alignment.json; `embed` (names -> unit text embeddings) defaults to
+    the source's own CLIP text encoder."""
+    source, alignment = settings.source, settings.concept_alignment
+    clip = load_clip_cache(out_dir, CONCEPT_ALIGNED_MODEL, source)
     if clip.image_features is None:
-        raise UserError(f"--model {CONCEPT_ALIGNED_MODEL} needs the image features of a CLIP run, "
-                        f"and {Path(out_dir) / args.source / 'predictions.npz'} has none: run "
-                        f"`{starter_command(clip.meta['model'], args.where)}` again without "
-                        "--no-features.")
+        raise MissingFeatures(source, clip.meta["model"], f"--model {CONCEPT_ALIGNED_MODEL}",
+                              Path(out_dir) / source / "predictions.npz")
     predicted, confidence = concepts.pseudo_labels_and_confidence(clip.logits)
     detection = concepts.detect_mismatched_classes(
         clip.image_features, clip.text_features, predicted, confidence,
-        random_state=args.ca_seed, max_images=args.ca_max_images or concepts.MAX_DETECTION_IMAGES)
+        random_state=alignment.seed, max_images=alignment.max_images or concepts.MAX_DETECTION_IMAGES)
     if detection.sampled:
         print(f"note: Algorithm 1 ran on a seeded sample of {detection.num_images_used} of the "
               f"{len(clip.labels)} images (--ca-max-images).", file=sys.stderr)
-    given_names = read_alternative_names(args.ca_names) if args.ca_names else None
-    text_features, choices = aligned_text_features(clip, detection, embed or clip_text_embedder(clip.meta, args),
+    given_names = read_alternative_names(alignment.names_file) if alignment.names_file else None
+    text_features, choices = aligned_text_features(clip, detection,
+                                                   embed or clip_text_embedder(clip.meta, settings.execution),
                                                    given_names)
     renamed = [f"{choice['name']} -> {choice['chosen']}" for choice in choices if choice["renamed"]]
     print(f"concept alignment: {len(choices)} mismatched classes; "
           + (f"renamed {', '.join(renamed)}" if renamed else "none has a better-matching name"))
-    settings = {"seed": args.ca_seed,
+    recorded = {"seed": alignment.seed,
                 "images_used": detection.num_images_used, "sampled": detection.sampled,
                 "stop_at": len(detection.remaining_classes), "n_init": concepts.DETECTION_N_INIT}
     write_json(run_dir / why.ALIGNMENT_FILE, {
-        "model": CONCEPT_ALIGNED_MODEL, "settings": settings, "mismatched": choices,
+        "model": CONCEPT_ALIGNED_MODEL, "settings": recorded, "mismatched": choices,
         "remaining_classes": [str(clip.wnids[index]) for index in detection.remaining_classes],
         "matched_order": [str(clip.wnids[index]) for index in detection.matched_order]})
     scale = clip.meta["logit_scale"]
     cache = run_dir / "predictions.npz"
-    meta = {**derived_meta(CONCEPT_ALIGNED_MODEL, clip, args.source), "concept_alignment": settings,
+    meta = {**derived_meta(CONCEPT_ALIGNED_MODEL, clip, source), "concept_alignment": recorded,
             "logit_scale": scale}
     features = (in_blocks(clip.image_features), clip.image_features.shape, text_features)
     write_predictions(cache, concepts.logit_blocks(clip.image_features, text_features, scale),

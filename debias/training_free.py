@@ -17,32 +17,28 @@ from debias import logit_adjustment
 import metrics
 import plotting
 from runs.cache import load_predictions, write_predictions
+from runs.errors import MissingRun
+from runs.kinds import LOGIT_ADJUSTED_MODEL, PRIOR_MATCHED_MODEL, REFERENCE_MODEL, run_kind
 from runs.outputs import UserError, plural, read_json, write_figure, write_json
-from runs.descriptors import (LOGIT_ADJUSTED_MODEL, PRIOR_MATCHED_MODEL, REFERENCE_MODEL, RUN_FILE, model_title,
-                  run_folder_command, starter_command)
+from runs.descriptors import model_title
 
 LAMBDA_SWEEP = np.linspace(0.0, 2.0, 21)  # λ values of la_sweep.png
 TARGET_SUM_TOLERANCE = 1e-6
 
 
-def load_clip_cache(out_dir, model, where=(), source=REFERENCE_MODEL):
+def load_clip_cache(out_dir, model, source=REFERENCE_MODEL):
     """The cached predictions of the run `source` (default clip), which `model` debiases. Stops
-    before anything is written when they are missing or their class order cannot be used;
-    `where` as for runs.starter_command."""
+    before anything is written (MissingRun) when they are missing or their class order cannot be
+    used."""
     path = Path(out_dir) / source / "predictions.npz"
     if not path.is_file():
         present = sorted(folder.name for folder in Path(out_dir).glob("*")
                          if (folder / "predictions.npz").is_file())
-        fix = (f"run `{starter_command(REFERENCE_MODEL, where)}` first" if source == REFERENCE_MODEL
-               else f"pass --source with one of {', '.join(present)}" if present
-               else f"make the run {source} first")
-        raise UserError(f"--model {model} debiases the cached logits of the run {source}, but "
-                        f"{path} does not exist; {fix}.")
-    descriptor = Path(out_dir) / source / RUN_FILE
-    made_by = read_json(descriptor, "the run descriptor")["model"] if descriptor.is_file() else REFERENCE_MODEL
-    clip = load_predictions(path, run_folder_command(source, made_by, where))
+        raise MissingRun(source, source if run_kind(source) else None, f"--model {model}",
+                         "debias its cached logits", path, others=present)
+    clip = load_predictions(path)
     run_analysis.reference_order(out_dir, model, [str(wnid) for wnid in clip.wnids],
-                             derived_meta(model, clip, source), where)
+                                 derived_meta(model, clip, source))
     return clip
 
 
@@ -111,27 +107,27 @@ def log_priors(estimate, mode):
     return lambda rows: np.log(estimate.priors_of(rows))
 
 
-def adjust_clip_predictions(args, out_dir, run_dir):
-    """clip-la's Predictions (clip's cached logits − λ·log p̂); writes prior.json and la_sweep.png."""
-    clip = load_clip_cache(out_dir, LOGIT_ADJUSTED_MODEL, args.where, args.source)
-    batches = logit_adjustment.shuffled_batches(len(clip.labels), args.batch_size, args.la_seed,
-                                                args.la_passes)
-    estimate = logit_adjustment.estimate_prior(clip.logits, batches, args.la_momentum,
-                                               args.la_threshold)
-    log_priors_of = log_priors(estimate, args.la_mode)
-    settings = {"momentum": args.la_momentum, "threshold": args.la_threshold,
-                "lambda": args.la_lambda, "mode": args.la_mode, "seed": args.la_seed,
-                "passes": args.la_passes,
-                "batch_size": args.batch_size, "num_batches": estimate.num_batches,
+def adjust_clip_predictions(settings, out_dir, run_dir):
+    """clip-la's Predictions (the source's cached logits − λ·log p̂), as `settings`
+    (DerivedRunSettings) say; writes prior.json and la_sweep.png."""
+    source, la = settings.source, settings.logit_adjustment
+    clip = load_clip_cache(out_dir, LOGIT_ADJUSTED_MODEL, source)
+    batches = logit_adjustment.shuffled_batches(len(clip.labels), la.batch_size, la.seed, la.passes)
+    estimate = logit_adjustment.estimate_prior(clip.logits, batches, la.momentum, la.threshold)
+    log_priors_of = log_priors(estimate, la.mode)
+    recorded = {"momentum": la.momentum, "threshold": la.threshold,
+                "lambda": la.strength, "mode": la.mode, "seed": la.seed,
+                "passes": la.passes,
+                "batch_size": la.batch_size, "num_batches": estimate.num_batches,
                 "num_updating_batches": estimate.num_updating_batches}
-    strengths = np.union1d(LAMBDA_SWEEP, [args.la_lambda])  # the chosen λ lies on the curves
+    strengths = np.union1d(LAMBDA_SWEEP, [la.strength])  # the chosen λ lies on the curves
     accuracy, balanced = lambda_sweep(clip.logits, clip.labels, log_priors_of, strengths)
     write_figure(run_dir / "la_sweep.png", plotting.lambda_sweep_figure(
-        strengths, accuracy, balanced, args.la_lambda,
-        title=f"{model_title(derived_meta(LOGIT_ADJUSTED_MODEL, clip, args.source))}: {args.la_mode} p̂ "
-              f"(m = {args.la_momentum:g}, τ = {args.la_threshold:g})"))
+        strengths, accuracy, balanced, la.strength,
+        title=f"{model_title(derived_meta(LOGIT_ADJUSTED_MODEL, clip, source))}: {la.mode} p̂ "
+              f"(m = {la.momentum:g}, τ = {la.threshold:g})"))
     if estimate.num_updating_batches == 0:
-        print(f"warning: no image reached softmax confidence τ = {args.la_threshold:g}, so p̂ stayed "
+        print(f"warning: no image reached softmax confidence τ = {la.threshold:g}, so p̂ stayed "
               "uniform and clip-la's predictions are clip's; lower --la-threshold.", file=sys.stderr)
     else:
         print(f"p̂ updated by {estimate.num_updating_batches} of {estimate.num_batches} batches; "
@@ -139,8 +135,8 @@ def adjust_clip_predictions(args, out_dir, run_dir):
     sweep = [{"lambda": float(strength), "accuracy": float(a), "balanced_accuracy": float(b)}
              for strength, a, b in zip(strengths, accuracy, balanced)]
     return debiased_predictions(
-        clip, args.source, LOGIT_ADJUSTED_MODEL, "logit_adjustment", settings, {"prior": estimate.prior},
-        (logit_adjustment.shift_logits(clip.logits[rows], log_priors_of(rows), args.la_lambda)
+        clip, source, LOGIT_ADJUSTED_MODEL, "logit_adjustment", recorded, {"prior": estimate.prior},
+        (logit_adjustment.shift_logits(clip.logits[rows], log_priors_of(rows), la.strength)
          for rows in run_analysis.blocks_of(clip.logits)), run_dir, out_dir, lambda_sweep=sweep)
 
 
@@ -203,13 +199,15 @@ def uniform_target_note(true_counts):
     return note
 
 
-def match_clip_prior(args, out_dir, run_dir):
-    """clip-pm's Predictions (clip's cached logits − b, with b from prior matching); writes
-    prior.json (b, the target and the implied prior softmax(b + log target))."""
-    clip = load_clip_cache(out_dir, PRIOR_MATCHED_MODEL, args.where, args.source)
+def match_clip_prior(settings, out_dir, run_dir):
+    """clip-pm's Predictions (the source's cached logits − b, with b from prior matching), as
+    `settings` (DerivedRunSettings) say; writes prior.json (b, the target and the implied prior
+    softmax(b + log target))."""
+    source, target_file = settings.source, settings.prior_matching.target_file
+    clip = load_clip_cache(out_dir, PRIOR_MATCHED_MODEL, source)
     wnids = [str(wnid) for wnid in clip.wnids]
-    if args.pm_target:
-        target = read_target(args.pm_target, wnids, [str(name) for name in clip.names])
+    if target_file:
+        target = read_target(target_file, wnids, [str(name) for name in clip.names])
     else:
         target = np.full(len(wnids), 1.0 / len(wnids))
         print(uniform_target_note(metrics.class_counts(clip.labels, len(wnids))))
@@ -217,7 +215,7 @@ def match_clip_prior(args, out_dir, run_dir):
                                          logit_adjustment.MATCH_MAX_ITERATIONS,
                                          run_analysis.blocks_of(clip.logits))
     prior = logit_adjustment.softmax((match.bias + np.log(target))[None])[0]
-    settings = {"target": str(args.pm_target) if args.pm_target else "uniform",
+    recorded = {"target": str(target_file) if target_file else "uniform",
                 "tolerance": logit_adjustment.MATCH_TOLERANCE,
                 "max_iterations": logit_adjustment.MATCH_MAX_ITERATIONS,
                 "iterations": match.iterations, "passes": match.passes,
@@ -230,11 +228,7 @@ def match_clip_prior(args, out_dir, run_dir):
               f"debiased probability of some class still differs from its target by "
               f"{match.deviation:.3g}; clip-pm uses the last bias.", file=sys.stderr)
     return debiased_predictions(
-        clip, args.source, PRIOR_MATCHED_MODEL, "prior_matching", settings,
+        clip, source, PRIOR_MATCHED_MODEL, "prior_matching", recorded,
         {"prior": prior, "target": target, "bias": match.bias},
         (np.asarray(clip.logits[rows], dtype=np.float64) - match.bias
          for rows in run_analysis.blocks_of(clip.logits)), run_dir, out_dir)
-
-
-TRAINING_FREE_RUNS = {LOGIT_ADJUSTED_MODEL: adjust_clip_predictions,
-                      PRIOR_MATCHED_MODEL: match_clip_prior}  # {model: (args, out_dir, run_dir) -> Predictions, cached}

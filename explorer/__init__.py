@@ -8,7 +8,7 @@ matrix, one class across the runs (with its concept gap and Algorithm 1's verdic
 keeps CLIP's features), the runs against clip, pseudo-label selection, and the images of a class
 or a confusion cell where the image folder is readable.
 
-    python starter.py --explore [--thumbnails N]   # also written by --report and --demo
+    starter.py --explore [--thumbnails N]   # also written by --report and --demo
 
 This module stays light (starter reads DEFAULT_THUMBNAILS for its --help); plotly is imported
 only when a page is written.
@@ -19,13 +19,13 @@ DEFAULT_THUMBNAILS = 3  # images per confusion cell, the most confident first
 EXPLORER_FILE = "explorer.html"
 
 
-def write_explorer(out_dir, thumbnails=DEFAULT_THUMBNAILS):
+def write_explorer(out_dir, commands, thumbnails=DEFAULT_THUMBNAILS):
     """Write OUT/explorer.html from the runs in OUT, with at most `thumbnails` images per
-    confusion cell; return its path."""
+    confusion cell; return its path. `commands` (cli.commands.Commands) for its warnings."""
     from explorer.contents import explorer_contents
     from explorer.page import render_page
     from runs.outputs import write_atomic
-    page = render_page(explorer_contents(out_dir, thumbnails)).encode("utf-8")
+    page = render_page(explorer_contents(out_dir, thumbnails, commands)).encode("utf-8")
     path = Path(out_dir) / EXPLORER_FILE
     write_atomic(path, lambda file: file.write(page))
     return path

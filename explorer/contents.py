@@ -116,9 +116,9 @@ def selection_figure(run, tables, labels):
                                       (tables.selected, tables.selected_correct)], run.pseudo_labels)
 
 
-def explorer_contents(out_dir, per_cell):
+def explorer_contents(out_dir, per_cell, commands):
     """The page's data and figures for the runs in OUT, `per_cell` images per confusion cell."""
-    runs = find_runs(out_dir)
+    runs = find_runs(out_dir, commands)
     order = runs[0].metrics["own_order"]  # clip's, as Q2 asks of every run
     names = {entry["wnid"]: entry["name"] for entry in runs[0].metrics["classes"]}
     names = [names[wnid] for wnid in order]

@@ -5,6 +5,7 @@ meta to say what `--from-cache` shows. stdlib only.
 import hashlib
 import json
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 # A part file of 8,192 images holds 32 MB of logits at 1,000 classes (3 MB at 100): few enough
 # files for ImageNet-1k's 1.28M images (157 parts), little lost to a crash.
@@ -18,6 +19,18 @@ OPTION_NAMES = {"architecture": "clip_model"}  # fields named otherwise than the
 def default_chunk_size(batch_size):
     """The multiple of batch_size nearest above DEFAULT_CHUNK_IMAGES."""
     return batch_size * -(-DEFAULT_CHUNK_IMAGES // batch_size)
+
+
+@dataclass(frozen=True)
+class ExecutionSettings:
+    """Where and how a model runs; nothing here changes a logit (so none of it is in the cache's
+    fingerprint)."""
+    device: str = "auto"  # auto, cuda or cpu
+    threads: int | None = None  # torch threads per process; None: the process's share of the CPUs
+    workers: int | None = None  # data-loading processes; None: as threads
+    skip_bad_images: bool = False
+    trust_checkpoint: bool = False  # unpickle weight files holding other objects than tensors
+    text_cache_dir: Path | None = None  # where CLIP's text classifiers are kept (OUT/cache)
 
 
 @dataclass(frozen=True)
@@ -40,25 +53,6 @@ class InferenceConfig:
     names_source: str | None = None  # where the class names come from
     templates_source: str | None = None  # clip: where the prompt templates come from
     templates: tuple | None = None  # clip: the prompt templates, {c} for the class name
-
-    @classmethod
-    def from_args(cls, args, split, described=None):
-        """The run's configuration; `described` (classes.DatasetClasses) when the dataset's
-        folder has been read, else its fields stay None (a run from cache)."""
-        clip = args.model == "clip"
-        dataset_fields = {} if described is None else {
-            "dataset": described.dataset, "names_source": described.names_source,
-            "templates_source": described.templates_source if clip else None,
-            "templates": described.templates if clip else None}
-        return cls(model=args.model, split=split,
-                   weights=str(args.clip_weights if clip else args.checkpoint),
-                   architecture=args.clip_model if clip else None,
-                   prompts=args.prompts if clip else None, class_names=args.class_names,
-                   branch=None if clip else args.branch,
-                   features=not args.no_features if clip else None, precision=args.precision,
-                   batch_size=args.batch_size,
-                   chunk_size=args.chunk_size or default_chunk_size(args.batch_size),
-                   title_note=args.title_note, **dataset_fields)
 
     def meta(self):
         """The fields the cache's meta records: those of the other model left out, and the chunk

@@ -9,7 +9,6 @@ import os
 import sys
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
@@ -175,25 +174,26 @@ class JobProgress:
                   f"({self.place.world_size} process{'es' * (self.place.world_size > 1)})")
 
 
-def build_model(config, described, device, args, place):
+def build_model(config, execution, described, device, place):
     """(module, transform, weights identity). Under torchrun the main process builds first: the
     others then read CLIP's text classifier from the cache it wrote, instead of all computing it."""
     def build():
         if config.model == "clip":
             return models.build_clip_zero_shot(
-                config.architecture, args.clip_weights, config.templates, described.names, device,
-                config.precision, Path(args.out) / "cache", args.trust_checkpoint, config.features)
-        return models.build_debiaspl(args.checkpoint, config.branch, described.imagenet_indices,
-                                     args.trust_checkpoint)
+                config.architecture, config.weights, config.templates, described.names, device,
+                config.precision, execution.text_cache_dir, execution.trust_checkpoint, config.features)
+        return models.build_debiaspl(config.weights, config.branch, described.imagenet_indices,
+                                     execution.trust_checkpoint)
 
     built = build() if place.is_main else None
     distributed.wait_for_all(place)
     return built or build()
 
 
-def predict(config, described, args, split_dir, run_dir):
-    """Run the configured model over split_dir's classes (`described`, classes.DatasetClasses)
-    into RUN/predictions.npz; return its Predictions in the main process, None in the others."""
+def predict(config, execution, described, split_dir, run_dir):
+    """Run the configured model (`config`, InferenceConfig) as `execution` (ExecutionSettings)
+    says over split_dir's classes (`described`, classes.DatasetClasses) into RUN/predictions.npz;
+    return its Predictions in the main process, None in the others."""
     import torch
     from torchvision.datasets import ImageFolder
     place = distributed.current_place()
@@ -212,12 +212,12 @@ def predict(config, described, args, split_dir, run_dir):
         raise UserError(f"the class folders of {split_dir} hold no image files.")
     relative_paths = [os.path.relpath(path, split_dir) for path, _ in folder.samples]
     file_list_sha256 = classes.file_list_identity(relative_paths)
-    torch.set_num_threads(args.threads or place.cpus)
-    device = models.resolve_device(args.device, place.local_rank)
+    torch.set_num_threads(execution.threads or place.cpus)
+    device = models.resolve_device(execution.device, place.local_rank)
     models.set_precision(device, config.precision)
     distributed.start(place)
     try:
-        model, transform, identity = build_model(config, described, device, args, place)
+        model, transform, identity = build_model(config, execution, described, device, place)
         manifest = {**config.meta(), "weights_identity": identity, "file_list_sha256": file_list_sha256,
                     "device": device.type, "chunk_size": config.chunk_size}
         store = ChunkStore(run_dir, config.fingerprint(identity, file_list_sha256, device.type,
@@ -232,8 +232,8 @@ def predict(config, described, args, split_dir, run_dir):
         own = missing[place.rank::place.world_size]
         with JobProgress(store, place, f"{config.model} on {described.dataset}") as progress:
             compute_chunks(model, IndexedImages(folder.samples, transform), device, config.precision,
-                           config.batch_size, place.cpus if args.workers is None else args.workers,
-                           args.skip_bad_images, store, own, progress)
+                           config.batch_size, place.cpus if execution.workers is None else execution.workers,
+                           execution.skip_bad_images, store, own, progress)
             if not place.is_main:
                 return None
             progress.wait_for_the_others()

@@ -1,6 +1,6 @@
 """The homework report, built from the run folders under OUT: OUT/report.pdf and OUT/report.md.
 
-    python starter.py --report [--name "..." --student-id "..."] [--appendix] [--out OUT]
+    starter.py --report [--name "..." --student-id "..."] [--appendix] [--out OUT]
 
 Reads only what `starter.py --model ...` wrote (metrics.json, centroids.json, the PNGs and the
 extra files of the training-free runs): no torch, no inference. Building is separate from
@@ -23,20 +23,22 @@ from .measures import SUMMARY_COLUMNS, run_measures
 from .pdf import (CELL_PADDING, COMPACT_COLUMN_INCHES, FONT, paragraph_styles, register_fonts,
                   render_pdf, table_flowable)
 from .questions import SUBQUESTION_TOPICS
-from .run_folders import Run, load_runs
+from runs.loader import Run
+from .run_folders import load_runs
 from .hand_in import HAND_IN_FILE, HandIn, resolve_hand_in
 from .sections import HOMEWORK_TITLE, build_sections
 
 
-def write_report(out_dir, name=None, student_id=None, date=None, notes=None, appendix=False):
+def write_report(out_dir, commands, name=None, student_id=None, date=None, notes=None, appendix=False):
     """Write OUT/comparison.png (clip's dataset) and a comparison-<run>.png for every other
     dataset's runs, OUT/report.pdf and OUT/report.md.
 
     name, student_id, date (a datetime.date, of submission; default today) and notes (the path
     of a plain-text or Markdown file): None or "" means not given this time, and the ones given
-    before, remembered in OUT/hand-in.json, are kept."""
+    before, remembered in OUT/hand-in.json, are kept. `commands` (cli.commands.Commands) gives
+    the commands its notes suggest."""
     out_dir = Path(out_dir)
-    runs = load_runs(out_dir)
+    runs = load_runs(out_dir, commands)
     hand_in = resolve_hand_in(out_dir, name, student_id, date, notes)
     comparisons = comparison_groups(runs)
     for comparison in comparisons:

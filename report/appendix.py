@@ -3,7 +3,7 @@ numbers, the by-true-label centroids, the pseudo-label figures, the full Why sec
 produced each run, and the training-free runs' full answers and files."""
 from string import ascii_uppercase
 
-from runs.descriptors import QUESTION_OF_MODEL, REFERENCE_MODEL, TRAINING_FREE
+from runs.kinds import REFERENCE_MODEL, TRAINING_FREE, homework_questions
 
 from .comparison import comparison_section, per_class_table
 from .content import Section, Table, Text
@@ -70,7 +70,7 @@ def by_true_section(runs, out_dir):
                                                          "logit vector of its images")
     for model, run in runs.items():
         if run.metrics is not None:
-            label = f"{QUESTION_OF_MODEL.get(model, model)}(c) {model}, by true label"
+            label = f"{homework_questions().get(model, model)}(c) {model}, by true label"
             section.blocks += (centroid_answer(run, out_dir, label, "by_true")
                                + [literal_note(run, label, "by_true")]
                                + centered_view(run, out_dir, label, "by_true"))
@@ -103,7 +103,7 @@ def appendix_sections(runs, comparisons, out_dir, generated):
             selection.blocks += figure_blocks(run, ((PSEUDO_LABEL_FIGURE, "pseudo-label selection"),),
                                               out_dir, model)
     provenance = Section("Provenance", "what produced the results", [provenance_table(runs), Text(
-        f"Generated {generated:%Y-%m-%d %H:%M %Z} by `python starter.py --report` from the runs "
+        f"Generated {generated:%Y-%m-%d %H:%M %Z} by `{runs.commands.report()}` from the runs "
         f"in {out_dir}.", "note")])
     parts = [*comparison_parts, confusion_tables_section(runs, out_dir)]
     parts += [Section("Per class", f"predicted counts and recall on {comparison.label}, in "

@@ -6,7 +6,8 @@ import numpy as np
 
 import plotting
 from analysis import pseudo_labels
-from runs.descriptors import REFERENCE_MODEL, SIMULATED
+from runs.descriptors import SIMULATED
+from runs.kinds import REFERENCE_MODEL
 
 from .content import Image, Section, Table, Text, format_number
 from .measures import COMPARISON_COLUMNS, class_arrays, measures_table, run_measures

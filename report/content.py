@@ -1,6 +1,5 @@
 """The report as data: Sections of Text, Table and Image blocks (tables hold already formatted
 cells), which report.markdown and report.pdf render; and the formatting every section shares."""
-import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -8,7 +7,6 @@ import numpy as np
 
 from runs.outputs import plural
 
-from .run_folders import run_command
 
 
 NOT_AVAILABLE = "n/a"
@@ -47,15 +45,14 @@ class Section:
     new_page: bool = False
 
 
-def missing_run_note(model, out_dir):
+def missing_run_note(model, runs, out_dir):
     has_cache = (Path(out_dir) / model / "predictions.npz").is_file()
-    return Text(f"No results for {model} yet: run `{run_command(model, out_dir, has_cache)}`, "
-                f"then `python starter.py --report --out {shlex.quote(str(out_dir))}` again.", "note")
+    return Text(f"No results for {model} yet: run `{runs.command(model, has_cache)}`, "
+                f"then `{runs.commands.report()}` again.", "note")
 
 
-def outdated_note(run, what, out_dir):
-    return Text(f"{run.model}'s {what} predates this version: run "
-                f"`{run_command(run.model, out_dir, True, run.made_by)}` to add it.", "note")
+def outdated_note(run, what):
+    return Text(f"{run.model}'s {what} predates this version: run `{run.remake}` to add it.", "note")
 
 
 def format_number(value, digits=4):

@@ -7,7 +7,8 @@ import numpy as np
 
 import metrics
 from analysis import pseudo_labels
-from runs.descriptors import REFERENCE_MODEL, source_meta
+from runs.descriptors import source_meta
+from runs.kinds import REFERENCE_MODEL
 
 from .content import Table, format_number, format_ratio
 

@@ -328,5 +328,5 @@ def render_pdf(sections, out_dir, file, title, footer, simulated):
     """Write the sections as a PDF to the binary `file`."""
     register_fonts()
     document = ReportDocument(file, None, footer, simulated, title=title,
-                              author="python starter.py --report")
+                              author="starter.py --report")
     document.build(pdf_story(sections, out_dir, paragraph_styles()))

@@ -2,10 +2,9 @@
 the nearest class centroids."""
 from analysis import run_analysis
 from runs.outputs import plural
-from runs.descriptors import MODEL_TITLES, QUESTION_OF_MODEL
+from runs.kinds import homework_questions, run_kind
 
 from .content import Image, Section, Table, Text, missing_run_note, outdated_note
-from .run_folders import run_command
 
 
 HISTOGRAM_FIGURES = (("histogram_precision.png", "predictions per class, with precision"),
@@ -36,7 +35,7 @@ def figure_blocks(run, names_and_captions, out_dir, label, **layout):
             blocks.append(Image(f"{run.model}/{name}", f"{label}: {run.title}, {caption}", **layout))
         else:
             blocks.append(Text(f"{run.model}/{name} is missing: run "
-                               f"`{run_command(run.model, out_dir, True, run.made_by)}`.", "note"))
+                               f"`{run.remake}`.", "note"))
     return blocks
 
 
@@ -44,7 +43,7 @@ def class_confusion_tables(run, label, out_dir):
     """Q(a)'s who steals from whom: the classes feeding each most predicted class, where each
     least predicted class's images go."""
     if "class_confusions" not in run.metrics:
-        return [outdated_note(run, "metrics.json (who steals from whom)", out_dir)]
+        return [outdated_note(run, "metrics.json (who steals from whom)")]
     class_entries = {entry["wnid"]: entry for entry in run.metrics["classes"]}
     tables = []
     for entry in run.metrics["class_confusions"]:
@@ -64,7 +63,7 @@ def class_confusion_tables(run, label, out_dir):
 def top_confusion_table(run, label, out_dir):
     """Q(b)'s who steals from whom: the largest off-diagonal cells of the confusion matrix."""
     if "top_confusions" not in run.metrics:
-        return [outdated_note(run, "metrics.json (who steals from whom)", out_dir)]
+        return [outdated_note(run, "metrics.json (who steals from whom)")]
     cells = run.metrics["top_confusions"]
     rows = [[str(rank), cell["true"]["name"], cell["predicted"]["name"], str(cell["count"]),
              f"{cell['share_of_true']:.0%}"] for rank, cell in enumerate(cells, start=1)]
@@ -132,7 +131,7 @@ def centroid_answer(run, out_dir, label, grouping="by_predicted"):
     and what the cosines are."""
     if run.centroids is None:
         return [Text(f"{run.model}/centroids.json is missing: run "
-                     f"`{run_command(run.model, out_dir, True, run.made_by)}`.", "note")]
+                     f"`{run.remake}`.", "note")]
     class_entries = {entry["wnid"]: entry for entry in run.metrics["classes"]}
     queries = centroid_queries(run, None, grouping)
     blocks = [answer_table(queries, class_entries, label, grouping)] if any(
@@ -148,7 +147,7 @@ def centered_view(run, out_dir, label, grouping="by_predicted"):
     if run.centroids is None:
         return []
     if run_analysis.CENTERED not in run.centroids:
-        return [outdated_note(run, "centroids.json (centered neighbours)", out_dir)]
+        return [outdated_note(run, "centroids.json (centered neighbours)")]
     decimals = cosine_decimals(run_analysis.CENTERED)
     return [Text(f"{label} {query['role']}: {query['name']}, centered: "
                  + ", ".join(f"{n['name']} {n['cosine']:.{decimals}f}" for n in query["neighbors"]),
@@ -165,7 +164,7 @@ def stale_order_notes(run, runs, out_dir):
         return []
     return [Text(f"{run.model}'s figures are not in {reference.model}'s current class order "
                  f"({reference.model} ran again after them): run "
-                 f"`{run_command(run.model, out_dir, True, run.made_by)}`.", "note")]
+                 f"`{run.remake}`.", "note")]
 
 
 def subquestion_blocks(run, runs, out_dir, letter, label, hand_in=False):
@@ -189,14 +188,14 @@ def subquestion_blocks(run, runs, out_dir, letter, label, hand_in=False):
 def question_sections(model, runs, out_dir):
     """Sections Q?(a), Q?(b), Q?(c) of one question as handed in, (b) and (c) on a page of their
     own; notes with the command when not run."""
-    question = QUESTION_OF_MODEL[model]
+    question = homework_questions()[model]
     run = runs.get(model) if runs.get(model) and runs[model].question == question else None
     sections = []
     for letter, topic in SUBQUESTION_TOPICS.items():
         label = f"{question}({letter})"
-        section = Section(label, f"{MODEL_TITLES.get(model, model)}: {topic}", new_page=letter == "b")
+        section = Section(label, f"{run_kind(model).title}: {topic}", new_page=letter == "b")
         if run is None or run.metrics is None:
-            section.blocks.append(missing_run_note(model, out_dir))
+            section.blocks.append(missing_run_note(model, runs, out_dir))
         else:
             section.blocks += subquestion_blocks(run, runs, out_dir, letter, label, hand_in=True)
         sections.append(section)
@@ -206,7 +205,7 @@ def question_sections(model, runs, out_dir):
 def confusion_tables_section(runs, out_dir):
     """The homework's runs' who-steals-from-whom tables, (a)'s and (b)'s."""
     section = Section("Who steals from whom", "the classes behind Q1(a), Q1(b), Q2(a) and Q2(b)")
-    for model, question in QUESTION_OF_MODEL.items():
+    for model, question in homework_questions().items():
         run = runs.get(model)
         if run is not None and run.metrics is not None:
             section.blocks += (class_confusion_tables(run, f"{question}(a)", out_dir)

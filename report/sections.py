@@ -3,7 +3,8 @@ Q2(b)-Q2(c), each on its page, and page 5 the additional explanations (summary, 
 runs, why, the student's notes); with --appendix, the appendix after them."""
 import numpy as np
 
-from runs.descriptors import MODEL_TITLES, QUESTION_OF_MODEL, REFERENCE_MODEL, SIMULATED, TRAINING_FREE, source_meta
+from runs.descriptors import SIMULATED, source_meta
+from runs.kinds import REFERENCE_MODEL, TRAINING_FREE, homework_questions, run_kind
 
 from .appendix import appendix_sections
 from .comparison import TRAINING_FREE_NOTE, training_free_share
@@ -29,16 +30,17 @@ def hand_in_line(hand_in):
 def title_section(runs, out_dir, hand_in):
     """Page 1's top: the student's details, the homework, and what is missing or outdated."""
     simulated = any(run.simulated for run in runs.values())
-    blocks = [Text((f"{SIMULATED}: " if simulated else "") + HOMEWORK_TITLE + f", "
-                   f"{MODEL_TITLES['clip']} (Q1) and {MODEL_TITLES['debiaspl']} (Q2) on ImageNet100",
+    answered = " and ".join(f"{run_kind(model).title} ({question})"
+                            for model, question in homework_questions().items())
+    blocks = [Text((f"{SIMULATED}: " if simulated else "") + f"{HOMEWORK_TITLE}, {answered} on ImageNet100",
                    "subheading")]
     if simulated:
         blocks.append(Text(f"{SIMULATED}: these results come from simulated logits shaped like "
-                           "real runs (`python starter.py --demo`), not from CLIP or DebiasPL: "
+                           f"real runs (`{runs.commands.demo()}`), not from CLIP or DebiasPL: "
                            "they show what the report looks like, nothing about the models.", "note"))
-    blocks += [missing_run_note(model, out_dir) for model in QUESTION_OF_MODEL
+    blocks += [missing_run_note(model, runs, out_dir) for model in homework_questions()
                if runs.get(model) is None or runs[model].metrics is None]
-    blocks += [outdated_note(run, "metrics.json (true positives, for macro-F1)", out_dir)
+    blocks += [outdated_note(run, "metrics.json (true positives, for macro-F1)")
                for run in runs.values()
                if run.metrics is not None and np.isnan(true_positives(run.metrics)).any()]
     return Section(hand_in_line(hand_in), blocks=blocks)
@@ -67,7 +69,7 @@ def explanations_section(runs, out_dir, hand_in):
             f"{model} ({runs[model].title}): its measures are in the summary table.")).text, "small")
             for model in extras] + [Text(TRAINING_FREE_NOTE, "note")]
     blocks.append(Text("Q1(c) and Q2(c): what the cosines are, and the centered ones", "subheading"))
-    answered = {question: runs[model] for model, question in QUESTION_OF_MODEL.items()
+    answered = {question: runs[model] for model, question in homework_questions().items()
                 if runs.get(model) is not None and runs[model].metrics is not None
                 and runs[model].centroids is not None}
     blocks += [literal_note(run, f"{question}(c)") for question, run in answered.items()]
@@ -90,7 +92,7 @@ def build_sections(runs, comparisons, out_dir, hand_in, generated, appendix=Fals
     """The whole report as data: Q1(a) to Q2(c) on pages 1-4, the explanations on page 5 and,
     when asked for, the appendix."""
     sections = [title_section(runs, out_dir, hand_in)]
-    for number, model in enumerate(QUESTION_OF_MODEL):
+    for number, model in enumerate(homework_questions()):
         questions = question_sections(model, runs, out_dir)
         questions[0].new_page = number > 0
         sections += questions

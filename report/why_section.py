@@ -4,10 +4,9 @@ from pathlib import Path
 
 from analysis import why
 from runs.outputs import plural, read_json
-from runs.descriptors import CONCEPT_ALIGNED_MODEL, REFERENCE_MODEL
+from runs.kinds import CONCEPT_ALIGNED_MODEL, REFERENCE_MODEL
 
 from .content import Section, Table, Text, format_number
-from .run_folders import run_command
 
 
 WHY_FILE = "why.json"
@@ -58,7 +57,7 @@ def alignment_block(runs, out_dir):
     path = Path(out_dir) / CONCEPT_ALIGNED_MODEL / ALIGNMENT_FILE
     if not path.is_file() or REFERENCE_MODEL not in runs or runs[REFERENCE_MODEL].metrics is None:
         return Text("Algorithm 1 (CAP's detection of concept-mismatched classes) runs with "
-                    f"`{run_command(CONCEPT_ALIGNED_MODEL, out_dir)}`.", "note")
+                    f"`{runs.command(CONCEPT_ALIGNED_MODEL)}`.", "note")
     alignment = read_json(path, f"{CONCEPT_ALIGNED_MODEL}'s {ALIGNMENT_FILE}")
     recall = {model: {entry["wnid"]: entry["recall"] for entry in runs[model].metrics["classes"]}
               for model in (REFERENCE_MODEL, CONCEPT_ALIGNED_MODEL)

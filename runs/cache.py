@@ -14,7 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from runs.outputs import UserError, plural, write_atomic
+from runs.errors import UnusableCache
+from runs.outputs import plural, write_atomic
 from runs.descriptors import NO_META
 
 # The zip format's earliest date: members carry no time of writing, so equal content is equal bytes.
@@ -172,28 +173,27 @@ def contract_violation(arrays):
     return None
 
 
-def load_predictions(path, rebuild=None):
-    """The cache of a run; a missing, damaged or malformed one stops with what to do: for a cache
-    this tool wrote, the command `rebuild` (default: `--model <folder>` without --from-cache); for
-    one another tool wrote (no meta), the key to fix.
+def load_predictions(path):
+    """The cache of a run; a missing, damaged or malformed one stops (UnusableCache) with what
+    is wrong: for a cache this tool wrote, remaking its run fixes it; for one another tool wrote
+    (no meta), the problem names the key to fix.
 
     Without meta (a cache written by another tool), the model is the run folder's name and the
     provenance is unknown."""
     path = Path(path)
-    rebuild = rebuild or f"python starter.py --model {path.parent.name}"
-    rebuild_sentence = f"run `{rebuild}` to rebuild it"
     contract = "see the README's 'Bring your own logits'"
     if not path.is_file():
-        raise UserError(f"there is no cache at {path}; run `{rebuild}` first.")
+        raise UnusableCache(path, f"there is no cache at {path}", rebuildable=True)
     try:
         with np.load(path, allow_pickle=False) as archive:
             missing = [key for key in REQUIRED_KEYS if key not in archive.files]
             if missing and "meta" in archive.files:
-                raise UserError(f"the cache {path} lacks {', '.join(missing)}; {rebuild_sentence}.")
+                raise UnusableCache(path, f"the cache {path} lacks {', '.join(missing)}", rebuildable=True)
             if missing:  # another tool's cache: say what to add
-                raise UserError(f"the cache {path} lacks " + ", ".join(
+                raise UnusableCache(path, f"the cache {path} lacks " + ", ".join(
                     f"`{key}` ({KEY_CONTENTS[key]})" for key in missing)
-                    + f"; add {'it' if len(missing) == 1 else 'them'} to the np.savez call ({contract}).")
+                    + f"; add {'it' if len(missing) == 1 else 'them'} to the np.savez call ({contract}).",
+                    rebuildable=False)
             members = {info.filename.removesuffix(".npy"): info for info in archive.zip.infolist()}
             loaded = {}
             for key in PREDICTION_KEYS + FEATURE_KEYS:
@@ -204,14 +204,14 @@ def load_predictions(path, rebuild=None):
             "model": path.parent.name, "provenance": NO_META}
         if not isinstance(meta, dict) or "model" not in meta:
             raise ValueError("its meta entry names no model")
-    except UserError:
+    except UnusableCache:
         raise
     except Exception as error:
-        raise UserError(f"the cache {path} is damaged ({error}); {rebuild_sentence}.") from None
+        raise UnusableCache(path, f"the cache {path} is damaged ({error})", rebuildable=True) from None
     violation = contract_violation(loaded)
     if violation:
-        raise UserError(f"the cache {path} does not follow the predictions.npz contract: "
-                        f"{violation} ({contract}).")
+        raise UnusableCache(path, f"the cache {path} does not follow the predictions.npz contract: "
+                            f"{violation} ({contract}).", rebuildable=False)
     loaded["meta"] = meta
     # Another tool's float64 logits are read into memory as float32 (the tool writes float32).
     loaded["logits"] = loaded["logits"].astype(np.float32, copy=False)

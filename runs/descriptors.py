@@ -6,30 +6,11 @@ defaults, not the only case: any open_clip model on any dataset makes a run fold
 Metadata kept as data (stdlib only): the report, the analysis and the CLI read it.
 """
 import re
-import shlex
 from pathlib import Path
 
 from runs.outputs import read_json, write_json
+from runs.kinds import CHECKPOINT, REFERENCE_MODEL, RUN_KINDS, TRAINING_FREE, ZERO_SHOT_CLIP, nature_of, run_kind
 
-REFERENCE_MODEL = "clip"  # Q2: "keep the same order of classes as in Q1"
-LOGIT_ADJUSTED_MODEL = "clip-la"  # a run's cached logits, debiased without training
-PRIOR_MATCHED_MODEL = "clip-pm"  # a run's cached logits, balanced by prior matching
-CONCEPT_ALIGNED_MODEL = "clip-ca"  # a CLIP run's cached features, mismatched classes renamed
-ZERO_SHOT_CLIP, CHECKPOINT, TRAINING_FREE = "zero-shot CLIP", "checkpoint", "training-free"
-MODEL_KINDS = {"clip": ZERO_SHOT_CLIP, "debiaspl": CHECKPOINT, LOGIT_ADJUSTED_MODEL: TRAINING_FREE,
-               PRIOR_MATCHED_MODEL: TRAINING_FREE, CONCEPT_ALIGNED_MODEL: TRAINING_FREE}
-MODELS = tuple(MODEL_KINDS)  # --model's choices, in the report's order
-# The homework's runs' titles; any other run's title is built from its meta (model_title).
-MODEL_TITLES = {
-    "clip": "CLIP RN50 zero-shot",
-    "debiaspl": "DebiasPL (zero-shot, RN50)",
-    "clip-la": "CLIP RN50 + logit adjustment",
-    "clip-pm": "CLIP RN50 + prior matching",
-    "clip-ca": "CLIP RN50 + concept alignment",
-}
-METHOD_TITLES = {LOGIT_ADJUSTED_MODEL: "logit adjustment", PRIOR_MATCHED_MODEL: "prior matching",
-                 CONCEPT_ALIGNED_MODEL: "concept alignment"}
-QUESTION_OF_MODEL = {REFERENCE_MODEL: "Q1", "debiaspl": "Q2"}  # the homework's questions
 SIMULATED = "SIMULATED"  # in every title drawn from simulated logits (the demo's)
 DEFAULT_CLIP_ARCHITECTURE = "RN50"  # the homework's: OpenAI's RN50
 HOMEWORK_DATASET = "ImageNet100"
@@ -66,9 +47,9 @@ def is_known_clip(meta):
     from CLIP, directly or through a training-free method. A cache another tool wrote is not."""
     if meta.get("provenance") == NO_META:
         return False
-    if MODEL_KINDS.get(meta["model"]) == TRAINING_FREE:
+    if nature_of(meta["model"]) == TRAINING_FREE:
         return bool(source_meta(meta)) and is_known_clip(source_meta(meta))
-    return meta["model"] == "clip"
+    return nature_of(meta["model"]) == ZERO_SHOT_CLIP
 
 
 def weights_label(weights):
@@ -82,12 +63,15 @@ def base_title(meta):
     model = meta["model"]
     if meta.get("provenance") == NO_META:
         return model
-    if MODEL_KINDS.get(model) == TRAINING_FREE and meta.get("source_meta"):
-        return f"{base_title(meta['source_meta'])} + {METHOD_TITLES[model]}"
+    kind = run_kind(model)
+    if kind is None:
+        return model
+    if kind.nature == TRAINING_FREE and meta.get("source_meta"):
+        return f"{base_title(meta['source_meta'])} + {kind.method}"
     architecture = meta.get("architecture", DEFAULT_CLIP_ARCHITECTURE)
-    if model == "clip" and architecture != DEFAULT_CLIP_ARCHITECTURE:
+    if kind.nature == ZERO_SHOT_CLIP and architecture != DEFAULT_CLIP_ARCHITECTURE:
         return f"CLIP {architecture} ({weights_label(meta['weights'])}) zero-shot"
-    return MODEL_TITLES.get(model, model)
+    return kind.title
 
 
 def model_title(meta):
@@ -109,7 +93,8 @@ def question_of(run_id, meta):
     RN50 (or a cache brought in their place) in the folders clip and debiaspl."""
     if run_id != meta["model"] or meta.get("architecture", DEFAULT_CLIP_ARCHITECTURE) != DEFAULT_CLIP_ARCHITECTURE:
         return None
-    return QUESTION_OF_MODEL.get(run_id)
+    kind = run_kind(run_id)
+    return kind and kind.question
 
 
 def folder_safe(text):
@@ -123,17 +108,18 @@ def default_run_name(model, architecture=None, weights=None, dataset=None, sourc
     (clip: RN50 on ImageNet classes), `clip-<architecture>-<weights>` for another CLIP, with
     `<dataset>-` ahead for a dataset whose classes are not ImageNet's, and `<source>-la` (-pm,
     -ca) for a training-free run on another source than clip."""
-    if MODEL_KINDS[model] == TRAINING_FREE:
-        return model if source == REFERENCE_MODEL else f"{source}-{model.removeprefix('clip-')}"
+    kind = run_kind(model)
+    if kind.nature == TRAINING_FREE:
+        return model if source == REFERENCE_MODEL else f"{source}-{kind.folder_suffix or model}"
     name = model
-    if model == "clip" and architecture not in (None, DEFAULT_CLIP_ARCHITECTURE):
+    if kind.nature == ZERO_SHOT_CLIP and architecture not in (None, DEFAULT_CLIP_ARCHITECTURE):
         name = f"clip-{architecture}-{Path(str(weights)).stem}"
     return folder_safe(f"{dataset}-{name}" if dataset else name)
 
 
 def source_run(meta):
     """The run a training-free run debiased (clip for caches from before --source), else None."""
-    if MODEL_KINDS.get(meta["model"]) != TRAINING_FREE:
+    if nature_of(meta["model"]) != TRAINING_FREE:
         return None
     return meta.get("source_run", REFERENCE_MODEL)
 
@@ -141,14 +127,14 @@ def source_run(meta):
 def order_reference(meta):
     """The run whose class order a run's figures keep, or None for its own: clip for debiaspl
     (Q2: "the same order of classes as in Q1"), the source for a training-free run."""
-    if meta["model"] == "debiaspl":
+    if nature_of(meta["model"]) == CHECKPOINT:
         return REFERENCE_MODEL
     return source_run(meta)
 
 
 def descriptor(run_id, meta):
     """run.json: what the run is, for the report, the comparison and the explorer to find it."""
-    return {"id": run_id, "model": meta["model"], "kind": MODEL_KINDS.get(meta["model"]),
+    return {"id": run_id, "model": meta["model"], "kind": nature_of(meta["model"]),
             "title": model_title(meta), "architecture": meta.get("architecture"),
             "weights": meta.get("weights"), "dataset": run_dataset(meta), "split": run_split(meta),
             "source": source_run(meta), "order_reference": order_reference(meta),
@@ -173,7 +159,7 @@ def find_runs(out_dir):
             found[folder.name] = descriptor(folder.name, {"model": folder.name, **settings})
         elif (folder / "predictions.npz").is_file():
             found[folder.name] = descriptor(folder.name, {"model": folder.name, "provenance": NO_META})
-    homework = [run for run in MODELS if run in found]
+    homework = [run for run in RUN_KINDS if run in found]
     others = sorted(set(found) - set(homework), key=lambda run: (found[run]["dataset"] or "", run))
     return {run: found[run] for run in homework + others}
 
@@ -182,15 +168,3 @@ def split_out_dir(out, split):
     """Where a split's runs go: OUT itself for val (the homework's), OUT/<split> otherwise, so
     that a train run never overwrites a val run and clip's class order is the same split's."""
     return Path(out) if split == "val" else Path(out) / split
-
-
-def starter_command(model, where=(), *options):
-    """The command that makes `model`'s run, in the user's own folders: `where` holds the options
-    of the command at hand that say where its data and outputs are (options.py's `args.where`)."""
-    return shlex.join(["python", "starter.py", "--model", model, *where, *options])
-
-
-def run_folder_command(run_id, made_by, where=()):
-    """The command that makes the run folder `run_id` again: the --model that made it, the
-    options `where`, and --run-name when the folder is not named by its model."""
-    return starter_command(made_by, where, *(() if made_by == run_id else ("--run-name", run_id)))

@@ -101,14 +101,10 @@ def test_row_blocks_cover_every_row_once():
     assert cache.row_blocks(0, 3) == []
 
 
-class Options:
-    model, clip_weights, checkpoint, prompts, class_names = "clip", "/a/RN50.pt", "x", "single", "openai"
-    branch, precision, batch_size, chunk_size, no_features = "main", "fp32", 64, None, False
-    clip_model, title_note = "RN50", None
-
-
 def test_configuration_fingerprint_and_differences():
-    config = InferenceConfig.from_args(Options, "train")
+    config = InferenceConfig(model="clip", split="train", weights="/a/RN50.pt", architecture="RN50",
+                             prompts="single", class_names="openai", branch=None, features=True,
+                             precision="fp32", batch_size=64, chunk_size=default_chunk_size(64))
     assert config.chunk_size == default_chunk_size(64) == 8192 and default_chunk_size(100) == 8200
     assert config.meta() == {"model": "clip", "split": "train", "weights": "/a/RN50.pt",
                              "architecture": "RN50", "prompts": "single", "class_names": "openai",

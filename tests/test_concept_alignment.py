@@ -1,8 +1,8 @@
 """clip-ca: a planted concept mismatch is found, renamed and its recall restored from the cached
 features alone; the CLI runs it on a real (random-weights) clip cache with CLIP's text encoder."""
-import argparse
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,6 +10,8 @@ import pytest
 from runs import cache
 import metrics
 from demo import simulation
+from debias.settings import DerivedRunSettings
+from inference.config import ExecutionSettings
 from debias.concept_alignment import align_clip_concepts, alternative_names, clip_text_embedder
 from conftest import SUBSET_WNIDS, run_cli
 from runs.outputs import UserError, write_json
@@ -45,8 +47,7 @@ def planted_clip(tmp_path):
 
 
 def options(out):
-    return argparse.Namespace(out=str(out), ca_seed=0, ca_max_images=None, ca_names=None,
-                              device="cpu", trust_checkpoint=False, where=[], source="clip")
+    return DerivedRunSettings(execution=ExecutionSettings(device="cpu", text_cache_dir=Path(out) / "cache"))
 
 
 def recall_of(predictions, index):
@@ -111,7 +112,7 @@ def test_cli_runs_on_a_real_clip_cache_and_embeds_names_with_its_text_encoder(re
     assert (tmp_path / "clip-ca" / "metrics.json").is_file()
     # What the run's classes would be renamed with: clip's weights and prompts, unit embeddings.
     clip = cache.load_predictions(tmp_path / "clip" / "predictions.npz")
-    embed = clip_text_embedder(clip.meta, options(tmp_path))
+    embed = clip_text_embedder(clip.meta, options(tmp_path).execution)
     names = alternative_names(SUBSET_WNIDS[0], str(clip.names[0]))
     embeddings = embed(names)
     assert embeddings.shape == (len(names), clip.text_features.shape[1]) and len(names) > 1

@@ -19,7 +19,9 @@ import metrics
 from analysis import pseudo_labels
 from analysis import why
 from conftest import run_cli, synthetic_predictions
-from explorer import EXPLORER_FILE, write_explorer
+import explorer
+from cli.commands import for_out
+from explorer import DEFAULT_THUMBNAILS, EXPLORER_FILE
 from explorer.browser import (console_errors, headless_chromium, missing_browser, open_explorer,
                               requested_urls, save_page_screenshot)
 from explorer.images import MISSING, OUTSIDE, contained_file
@@ -28,13 +30,18 @@ from explorer.contents import embedded_images
 from explorer.run_data import find_runs, tables_in_order
 from analysis.explorer_tables import nearest_table
 from runs.outputs import write_json
-from runs.descriptors import MODEL_TITLES
+from runs.kinds import kind_names
 
 VIEWS = ("histogram", "confusion", "class", "compare", "selection")
 # Class names a cache may hold: none may run as script or turn into markup anywhere in the page.
 HOSTILE_NAMES = ["<script>window.pwned = 1</script>", '<img src=x onerror="window.pwned = 2">',
                  "</script><script>window.pwned = 3</script>", "&lt;b&gt; stays &amp; as typed",
                  "$x^2$ <b>bold</b> & <a href='javascript:window.pwned=4'>link</a>", "a plain class"]
+
+
+def write_explorer(out, thumbnails=DEFAULT_THUMBNAILS):
+    """The page of OUT, as --explore writes it."""
+    return explorer.write_explorer(out, for_out(out), thumbnails)
 
 
 # ---- without a browser
@@ -205,7 +212,7 @@ def test_hostile_cache_reads_nothing_outside_and_escapes_every_string(hostile_ou
 
 
 def test_the_image_limit_keeps_each_cells_most_confident_image_first(hostile_out):
-    run = find_runs(hostile_out[0])[0]
+    run = find_runs(hostile_out[0], for_out(hostile_out[0]))[0]
     tables = tables_in_order(run, run.metrics["own_order"])
     cells = tables.cells.shape[1]
     images, runs, limited = embedded_images([run], [tables], per_cell=100, limit=cells)
@@ -405,7 +412,7 @@ def test_the_demo_writes_an_explorer_of_its_simulated_runs(browser, simulated_de
     page = simulated_demo / EXPLORER_FILE
     data = page_data(page)
     assert [run["model"] for run in data["runs"]] == [
-        model for model in MODEL_TITLES if (simulated_demo / model / "metrics.json").is_file()]
+        model for model in kind_names() if (simulated_demo / model / "metrics.json").is_file()]
     assert len(data["runs"]) >= 4  # clip, debiaspl, clip-la, clip-pm at least
     assert all("SIMULATED" in run["images"]["note"] for run in data["runs"])
     open_page(browser, page)

@@ -1,14 +1,18 @@
 """The layout's promises: no import cycles among the project's modules (every package included),
 nothing imports starter, and the analysis side never needs torch."""
 import ast
+import re
 import subprocess
 import sys
 
 from conftest import PROJECT_DIR
 
-TOP_LEVEL = ("starter", "options", "metrics", "plotting")
-PACKAGES = ("sources", "demo", "inference", "runs", "analysis", "debias", "report", "explorer")
-TORCH_FREE = ("metrics", "plotting", "options", "sources.classes", "runs.outputs", "runs.descriptors",
+TOP_LEVEL = ("starter", "metrics", "plotting")
+PACKAGES = ("cli", "sources", "demo", "inference", "runs", "analysis", "debias", "report", "explorer")
+CLI_LAYER = ("starter", "cli")  # the only modules that see argparse and spell commands
+TORCH_FREE = ("metrics", "plotting", "cli.options", "cli.settings", "cli.commands", "cli.messages",
+              "sources.classes", "runs.outputs", "runs.descriptors", "runs.kinds", "runs.loader",
+              "runs.errors", "runs.tables", "debias.settings",
               "runs.cache", "inference.chunk_store", "inference.config", "inference.distributed",
               "analysis.pseudo_labels", "analysis.figure_workers", "analysis.run_analysis",
               "analysis.concepts", "analysis.why", "analysis.explorer_tables", "debias.logit_adjustment",
@@ -90,3 +94,35 @@ def test_analysis_side_imports_without_torch():
     result = subprocess.run([sys.executable, "-c", script], cwd=PROJECT_DIR, capture_output=True,
                             text=True, timeout=60)
     assert result.returncode == 0, result.stderr
+
+
+def below_the_cli():
+    """{module: its file} of every module below the CLI layer."""
+    return {module: path for module, path in module_files().items()
+            if module.partition(".")[0] not in CLI_LAYER}
+
+
+def test_no_module_below_the_cli_imports_argparse_or_reads_a_namespace():
+    offenders = []
+    for module, path in below_the_cli().items():
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, (ast.Import, ast.ImportFrom)):
+                names = [alias.name for alias in node.names] + [getattr(node, "module", None) or ""]
+                if "argparse" in names:
+                    offenders.append(f"{module} imports argparse")
+            elif isinstance(node, (ast.FunctionDef, ast.Lambda)) and "args" in [
+                    parameter.arg for parameter in node.args.posonlyargs + node.args.args + node.args.kwonlyargs]:
+                offenders.append(f"{module} takes a parameter `args`")  # *args, a tuple, is not one
+            elif isinstance(node, ast.Name) and node.id == "args" and isinstance(node.ctx, ast.Load):
+                offenders.append(f"{module} reads `args`")
+    assert not offenders, sorted(set(offenders))
+
+
+def test_python_starter_py_is_spelled_only_in_the_cli_layer():
+    spelled = [module for module, path in below_the_cli().items()
+               if re.search(r"python\W{0,4}starter\.py", path.read_text())]
+    assert not spelled
+    assert "python starter.py" not in "".join(
+        node.value for path in below_the_cli().values() for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.Constant) and isinstance(node.value, str))

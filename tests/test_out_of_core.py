@@ -15,6 +15,8 @@ from runs import cache
 from debias import logit_adjustment
 import starter
 from debias import training_free
+from debias.settings import DerivedRunSettings, LogitAdjustmentSettings
+from runs.kinds import run_kind
 from conftest import SUBSET_WNIDS
 
 NUM_CLASSES = 15
@@ -335,10 +337,8 @@ def test_training_free_runs_allocate_no_logits_sized_array(larger_cache, monkeyp
     predictions = cache.load_predictions(larger_cache / "clip" / "predictions.npz")
     if not (larger_cache / "clip" / "metrics.json").is_file():
         run_analysis.analyze(predictions, larger_cache / "clip", larger_cache)
-    args = starter.build_parser().parse_args(["--model", model, "--la-mode", "online",
-                                              "--out", str(larger_cache)])
-    peak, debiased = traced_peak(training_free.TRAINING_FREE_RUNS[model], args, larger_cache,
-                                 larger_cache / model)
+    settings = DerivedRunSettings(logit_adjustment=LogitAdjustmentSettings(mode="online"))
+    peak, debiased = traced_peak(run_kind(model).make, settings, larger_cache, larger_cache / model)
     assert isinstance(debiased.logits, np.memmap)  # read back from the streamed cache
     # clip-la keeps p̂ per batch of 64: 313 x 100 float64, 0.25 MB.
     assert peak < whole_array_bytes(predictions) / 4

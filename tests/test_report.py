@@ -26,7 +26,9 @@ from runs import outputs
 import plotting
 import report
 from runs import descriptors
+from runs.kinds import run_kind
 import starter
+from cli.commands import for_out
 from conftest import synthetic_predictions
 from report.hand_in import NOTES_HEADING
 
@@ -158,7 +160,7 @@ def direct_top_confusions(predictions, count=20):
 
 
 def test_comparison_data_and_figure(synthetic_runs):
-    runs = report.load_runs(synthetic_runs)
+    runs = report.load_runs(synthetic_runs, for_out(synthetic_runs))
     comparison, = report.comparison_groups(runs)
     clip_metrics = read_json(synthetic_runs / "clip" / "metrics.json")
     assert comparison.wnids == clip_metrics["own_order"]
@@ -194,7 +196,7 @@ def test_comparison_data_and_figure(synthetic_runs):
 
 def section_headings(sections_of):
     """The heading line of each SECTION_TITLES section of the synthetic runs' report."""
-    subtitles = {f"Q{number}({letter})": f"{descriptors.MODEL_TITLES[model]}: {topic}"
+    subtitles = {f"Q{number}({letter})": f"{run_kind(model).title}: {topic}"
                  for number, model in ((1, "clip"), (2, "debiaspl"))
                  for letter, topic in report.SUBQUESTION_TOPICS.items()}
     return [f"{title}: {subtitles.get(title, 'all runs')}" for title in sections_of]
@@ -527,7 +529,7 @@ def test_literal_cosines_of_other_logits_are_not_said_to_crowd(built_report):
 def test_hand_in_details_are_remembered_and_replaced(synthetic_runs, tmp_path, capsys):
     notes = tmp_path / "notes.md"
     notes.write_text("My **prompt** may be *wrong*.\n\n- it affects Q1\n- and Q2\n")
-    report.write_report(synthetic_runs, name="Ada L.", student_id="1234", date=date(2025, 10, 8),
+    report.write_report(synthetic_runs, for_out(synthetic_runs), name="Ada L.", student_id="1234", date=date(2025, 10, 8),
                         notes=notes)
     texts = pdfium_page_texts(synthetic_runs / "report.pdf")
     assert len(texts) <= 5
@@ -537,14 +539,14 @@ def test_hand_in_details_are_remembered_and_replaced(synthetic_runs, tmp_path, c
     assert "• it affects Q1" in texts[-1]
     assert capsys.readouterr().err == ""
     notes.unlink()  # remembered: the text, not the path
-    report.write_report(synthetic_runs, name="")  # starter's default: not given
+    report.write_report(synthetic_runs, for_out(synthetic_runs), name="")  # starter's default: not given
     texts = pdfium_page_texts(synthetic_runs / "report.pdf")
     assert "Name: Ada L." in texts[0] and "2025-10-08" in texts[0] and "My prompt" in texts[-1]
     hand_in = synthetic_runs / report.HAND_IN_FILE
     error = capsys.readouterr().err
     assert error == (f'note: kept name "Ada L.", student ID 1234, date 2025-10-08 and notes from '
                      f"{hand_in}; pass --name/--student-id/--date/--notes to change them\n")
-    report.write_report(synthetic_runs, name="Grace H.")
+    report.write_report(synthetic_runs, for_out(synthetic_runs), name="Grace H.")
     texts = pdfium_page_texts(synthetic_runs / "report.pdf")
     assert "Name: Grace H." in texts[0] and "Ada" not in texts[0]
     assert 'name "' not in capsys.readouterr().err
@@ -555,11 +557,11 @@ def test_hand_in_details_are_remembered_and_replaced(synthetic_runs, tmp_path, c
 def test_notes_that_cannot_be_read_are_one_sentence(synthetic_runs, tmp_path):
     missing = tmp_path / "missing.md"
     with pytest.raises(outputs.UserError, match=f"{missing} does not exist: pass --notes"):
-        report.write_report(synthetic_runs, notes=missing)
+        report.write_report(synthetic_runs, for_out(synthetic_runs), notes=missing)
     latin1 = tmp_path / "notes.txt"
     latin1.write_bytes("caf\xe9".encode("latin-1"))
     with pytest.raises(outputs.UserError, match=f"{latin1} is not UTF-8 text"):
-        report.write_report(synthetic_runs, notes=latin1)
+        report.write_report(synthetic_runs, for_out(synthetic_runs), notes=latin1)
     assert not (synthetic_runs / "report.pdf").exists() and not (synthetic_runs / report.HAND_IN_FILE).exists()
 
 

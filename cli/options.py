@@ -15,9 +15,12 @@ from sources import classes
 from explorer import DEFAULT_THUMBNAILS, EXPLORER_FILE
 from inference.models import PRECISIONS
 from inference.config import DEFAULT_CHUNK_IMAGES
-from runs.descriptors import DEFAULT_CLIP_ARCHITECTURE, MODEL_KINDS, MODELS, REFERENCE_MODEL, TRAINING_FREE
+from debias.settings import ConceptAlignmentSettings, LogitAdjustmentSettings
+from runs.descriptors import DEFAULT_CLIP_ARCHITECTURE
+from runs.kinds import REFERENCE_MODEL, RUN_KINDS, TRAINING_FREE, kind_names
 
-PROJECT_DIR = Path(__file__).resolve().parent
+PROJECT_DIR = Path(__file__).resolve().parent.parent
+LA_DEFAULTS = LogitAdjustmentSettings()  # clip-la's options' defaults, and --batch-size's
 COURSE_DATA_DIR = "/scratch/eecs542f25_class_root/eecs542f25_class/shared_data/imagenet-100"
 
 
@@ -72,24 +75,27 @@ class OneLineErrorParser(argparse.ArgumentParser):
 def model_choice(text):
     """argparse type of --model: one of the runs this tool makes, with the nearest named on a
     typo."""
-    if text in MODELS:
+    if text in RUN_KINDS:
         return text
-    nearest = difflib.get_close_matches(text, MODELS, n=1, cutoff=0.4)
+    nearest = difflib.get_close_matches(text, kind_names(), n=1, cutoff=0.4)
     hint = f"did you mean --model {nearest[0]}? " if nearest else ""
     raise argparse.ArgumentTypeError(f"{text!r} is not a model this tool runs; {hint}"
-                                     f"(choose from {', '.join(MODELS)})")
+                                     f"(choose from {', '.join(kind_names())})")
+
+
+def model_help():
+    """--model's help: every registered kind with what it is."""
+    training_free = kind_names(TRAINING_FREE)
+    return ("which run to make: " + "; ".join(f"{name} ({kind.help})" for name, kind in RUN_KINDS.items())
+            + (f". {', '.join(training_free)} take --source RUN, clip by default" if training_free else ""))
 
 
 def build_parser():
     parser = OneLineErrorParser(
         prog="starter.py", description=WORKFLOW, formatter_class=HelpFormatter,
         usage="python %(prog)s (--model MODEL | --demo | --report | --explore | --bundle) [options]")
-    parser.add_argument("--model", type=model_choice, metavar="{" + ",".join(MODELS) + "}",
-                        help="which model to evaluate: clip (Q1; any open_clip model with "
-                             "--clip-model), debiaspl (Q2; run clip first), clip-la (a run's "
-                             "cached logits, logit-adjusted), clip-pm (prior-matched) or clip-ca "
-                             "(a CLIP run's cached features, its concept-mismatched classes "
-                             "renamed); the last three take --source RUN, clip by default")
+    parser.add_argument("--model", type=model_choice, metavar="{" + ",".join(kind_names()) + "}",
+                        help=model_help())
     parser.add_argument("--demo", action="store_true",
                         help="check the install (random weights in the real file formats on a few "
                              "generated images, into OUT/demo/install-check/), then analyse "
@@ -207,7 +213,7 @@ def build_parser():
                            help="fp32: exact, TF32 off, so a GPU run's logits equal a CPU run's "
                                 "(CLIP's near-tied predictions do not flip); fp16 / bf16: autocast "
                                 "on a CUDA GPU, faster on slow GPUs, ~1e-3 off")
-    inference.add_argument("--batch-size", type=int, default=64,
+    inference.add_argument("--batch-size", type=int, default=LA_DEFAULTS.batch_size,
                            help="images per forward pass; for clip-la, images per moving-average "
                                 "update of the prior p̂")
     inference.add_argument("--chunk-size", type=int, metavar="N",
@@ -232,24 +238,24 @@ def build_parser():
         "clip's cached logits s become s − λ·log p̂, where p̂ starts uniform and, over batches of "
         "--batch-size images in a seeded random order, p̂ ← m·p̂ + (1 − m)·(mean softmax "
         "probability, before debiasing, of the batch's images whose top probability is ≥ τ).")
-    adjustment.add_argument("--la-momentum", type=unit_interval, default=0.99, metavar="m",
+    adjustment.add_argument("--la-momentum", type=unit_interval, default=LA_DEFAULTS.momentum, metavar="m",
                             help="moving-average momentum m of p̂ (DebiasPL's zero-shot script "
                                  "uses qhat_m 0.99)")
-    adjustment.add_argument("--la-threshold", type=unit_interval, default=0.95, metavar="τ",
+    adjustment.add_argument("--la-threshold", type=unit_interval, default=LA_DEFAULTS.threshold, metavar="τ",
                             help="confidence threshold τ: only images whose top softmax probability "
                                  "is ≥ τ enter a batch's mean; a batch with none leaves p̂ unchanged")
-    adjustment.add_argument("--la-lambda", type=finite_float, default=1.0, metavar="λ",
+    adjustment.add_argument("--la-lambda", type=finite_float, default=LA_DEFAULTS.strength, metavar="λ",
                             help="adjustment strength λ in s − λ·log p̂ (0 leaves clip unchanged; "
                                  "la_sweep.png shows λ from 0 to 2)")
-    adjustment.add_argument("--la-mode", choices=("final", "online"), default="final",
+    adjustment.add_argument("--la-mode", choices=("final", "online"), default=LA_DEFAULTS.mode,
                             help="final: every image debiased with p̂ after the last batch; online: "
                                  "each batch debiased with p̂ as it is before that batch's update, as "
                                  "DebiasPL debiases its pseudo-labels (so the first batch keeps "
                                  "clip's predictions)")
-    adjustment.add_argument("--la-seed", type=int, default=0,
+    adjustment.add_argument("--la-seed", type=int, default=LA_DEFAULTS.seed,
                             help="seed of the random image order the batches are drawn in (the cache "
                                  "is sorted by class: unshuffled batches would hold one class each)")
-    adjustment.add_argument("--la-passes", type=int, default=1,
+    adjustment.add_argument("--la-passes", type=int, default=LA_DEFAULTS.passes,
                             help="passes over the images while estimating p̂, each in a new "
                                  "random order; online mode debiases with the last pass's p̂. "
                                  "One pass of 79 batches (ImageNet100, batch 64) leaves "
@@ -261,7 +267,7 @@ def build_parser():
         "cached image features; each is renamed to the WordNet synonym whose CLIP text embedding "
         "best matches a cluster of the images left unmatched, and the logits are recomputed from "
         "the cached features.")
-    alignment.add_argument("--ca-seed", type=int, default=0,
+    alignment.add_argument("--ca-seed", type=int, default=ConceptAlignmentSettings.seed,
                            help="seed of Algorithm 1's K-means (and of its sample)")
     alignment.add_argument("--ca-names", type=Path, metavar="FILE",
                            help="alternative names to choose from, beside ImageNet classes' "
@@ -326,9 +332,6 @@ def missing_data_folder(args):
             "IMAGENET100_ROOT, or try `python starter.py --demo`, which needs no data.")
 
 
-TRAINING_FREE_MODELS = [model for model, kind in MODEL_KINDS.items() if kind == TRAINING_FREE]
-
-
 def for_reports(args):
     return bool(args.report or args.demo)
 
@@ -342,19 +345,27 @@ MODE_OPTIONS = {
     "thumbnails": ("--report, --explore or --demo", lambda args: for_reports(args) or args.explore),
     "from_cache": ("--model", lambda args: bool(args.model)),
     "verbose": ("--demo", lambda args: args.demo),
-    "title_note": ("--model clip or debiaspl", lambda args: args.model in ("clip", "debiaspl")),
-    **dict.fromkeys(("no_features", "clip_model", "templates"), ("--model clip", lambda args: args.model == "clip")),
-    "source": ("--model clip-la, clip-pm or clip-ca", lambda args: args.model in TRAINING_FREE_MODELS),
-    **dict.fromkeys(("checkpoint", "branch"), ("--model debiaspl", lambda args: args.model == "debiaspl")),
-    **dict.fromkeys(("la_momentum", "la_threshold", "la_lambda", "la_mode", "la_seed", "la_passes"),
-                    ("--model clip-la", lambda args: args.model == "clip-la")),
-    **dict.fromkeys(("ca_seed", "ca_max_images", "ca_names"), ("--model clip-ca", lambda args: args.model == "clip-ca")),
-    "pm_target": ("--model clip-pm", lambda args: args.model == "clip-pm"),
 }
 
 
+def kind_options():
+    """{option's dest: the run kinds that take it}, from the registry (RunKind.options)."""
+    taking = {}
+    for name, kind in RUN_KINDS.items():
+        for dest in kind.options:
+            taking.setdefault(dest, []).append(name)
+    return taking
+
+
+def or_list(names):
+    return ", ".join(names[:-1]) + " or " + names[-1] if len(names) > 1 else names[0]
+
+
 def unused_option_notes(parser, args):
-    """One note for each option given that this command does not use."""
+    """One note for each option given that this command does not use: those of other modes
+    (MODE_OPTIONS) and those of other run kinds (the registry's RunKind.options)."""
+    unused = [(dest, modes) for dest, (modes, applies) in MODE_OPTIONS.items() if not applies(args)]
+    unused += [(dest, "--model " + or_list(kinds)) for dest, kinds in kind_options().items()
+               if args.model not in kinds]
     return [f"note: --{dest.replace('_', '-')} applies to {modes} only; it is not used here."
-            for dest, (modes, applies) in MODE_OPTIONS.items()
-            if getattr(args, dest) != parser.get_default(dest) and not applies(args)]
+            for dest, modes in unused if getattr(args, dest) != parser.get_default(dest)]
