@@ -237,8 +237,14 @@ def write_report(out_dir, args):
                         f"run `python starter.py --report --out {out_dir / 'demo'}` to report on "
                         f"them, or `{starter_command(REFERENCE_MODEL, args.where)}` first.")
     import report
-    for path in report.write_report(out_dir, name=args.name, student_id=args.student_id,
-                                    date=args.date, notes=args.notes, appendix=args.appendix):
+    import study
+    written = report.write_report(out_dir, name=args.name, student_id=args.student_id,
+                                  date=args.date, notes=args.notes, appendix=args.appendix)
+    if not written:
+        print(f"note: no report.pdf: {out_dir} holds none of the homework's runs ("
+              f"{starter_command(REFERENCE_MODEL, args.where)} for Q1); the study covers its runs",
+              file=sys.stderr)
+    for path in (*written, *study.write_study(out_dir)):
         print(f"wrote {path}")
 
 

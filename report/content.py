@@ -6,12 +6,16 @@ from pathlib import Path
 
 import numpy as np
 
+from runs.descriptors import SIMULATED
 from runs.outputs import plural
 
 from .run_folders import run_command
 
 
 NOT_AVAILABLE = "n/a"
+
+
+SIMULATED_WARNING = f"{SIMULATED} (demo, not a real run)"  # heads each page of simulated results
 
 
 @dataclass
