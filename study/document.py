@@ -6,7 +6,7 @@ import numpy as np
 from report.content import Image, Section, Table, Text, format_number
 from report.questions import HISTOGRAM_FIGURES, figure_blocks, top_confusion_table
 from report.run_folders import run_command
-from report.why_section import concept_blocks
+from report.why_section import concept_blocks, figure4_table
 from runs.descriptors import CONCEPT_ALIGNED_MODEL, SIMULATED
 from runs.outputs import plural
 
@@ -24,9 +24,13 @@ def agreement_figure_name(agreement):
 
 
 def run_label(number, run_id, limit=None):
-    """"#3 clip-la", cut to `limit` characters with an ellipsis."""
+    """"#3 clip-la"; past `limit` characters, cut in the middle with an ellipsis, since run names
+    often differ only at their ends."""
     label = f"#{number} {run_id}"
-    return label if limit is None or len(label) <= limit else label[:limit - 1] + "…"
+    if limit is None or len(label) <= limit:
+        return label
+    head = (limit - 1) // 3
+    return f"{label[:head]}…{label[len(label) - (limit - 1 - head):]}"
 
 
 def study_title(out_dir, numbered):
@@ -44,19 +48,22 @@ def title_section(out_dir, numbered, not_analysed):
         f"where its CLIP features were kept. {RUNS_FILE} and {CLASSES_FILE}, beside this file, hold "
         "the same numbers at full precision for pandas or R.")]
     if simulated:
-        blocks.append(Text(f"{SIMULATED}: {', '.join(simulated)} come from simulated logits "
-                           "(`python starter.py --demo`, the benchmarks), not from a model: they "
-                           "show what the study looks like, nothing about the models.", "note"))
-    blocks += [Text(f"{run.model} is not analysed yet, so not in the study: run "
-                    f"`{run_command(run.model, out_dir, (run.directory / 'predictions.npz').is_file(), run.made_by)}`.",
-                    "note") for run in not_analysed]
+        which = ("Every run comes" if len(simulated) == len(numbered) else
+                 f"{', '.join(simulated)} {'comes' if len(simulated) == 1 else 'come'}")
+        blocks.append(Text(f"{SIMULATED}: {which} from simulated logits (`python starter.py "
+                           "--demo`, the benchmarks), not from a model: they show what the study "
+                           "looks like, nothing about the models.", "note"))
+    for run in not_analysed:
+        cached = (run.directory / "predictions.npz").is_file()
+        blocks.append(Text(f"{run.model} is not analysed yet, so not in the study: run "
+                           f"`{run_command(run.model, out_dir, cached, run.made_by)}`.", "note"))
     return Section(study_title(out_dir, numbered), blocks=blocks)
 
 
-def runs_section(numbered):
+def runs_section(runs, numbered):
     changes = method_changes(numbered)
     return Section("Runs", "what each run is, its accuracy and its prediction-count imbalance",
-                   run_tables(numbered) + ([changes] if changes else []))
+                   run_tables(numbered) + [figure4_table(runs)] + ([changes] if changes else []))
 
 
 def imbalance_section():
@@ -113,15 +120,25 @@ def agreement_blocks(agreement, numbers):
     if len(agreement.runs) > 2:
         blocks.append(Image(agreement_figure_name(agreement), f"Spearman ρ of each two runs' "
                             f"predicted counts per class on {agreement.label}", orientation="portrait"))
-    which = ", ".join(run_label(numbers[run], run) for run in agreement.model_runs)
-    every = "the model run" if len(agreement.model_runs) == 1 else "every model run"
-    for shared, words in ((agreement.over_predicted, f"over-predicted by {every} ({which}): more "
-                                                      "predictions than images"),
-                          (agreement.never_predicted, f"never predicted by {every} ({which})")):
-        blocks.append(shared_table(shared, f"{plural(len(shared), 'class')} {words}",
-                                   "predictions: the fewest–most over those runs; the most "
-                                   "over-predicted first") if shared else
-                      Text(f"No class {words}.", "note"))
+    named = len(agreement.model_runs) <= 3  # else by number: the heat map and table name them
+    which = ", ".join(run_label(numbers[run], run) if named else f"#{numbers[run]}"
+                      for run in agreement.model_runs)
+    every = f"the model run ({which})" if len(agreement.model_runs) == 1 else f"every model run ({which})"
+    spread = "predictions: the fewest–most over those runs"
+    if agreement.over_predicted:
+        blocks.append(shared_table(agreement.over_predicted, f"{plural(len(agreement.over_predicted), 'class')} "
+                                   f"over-predicted by {every}: more predictions than images",
+                                   f"{spread}; the most over-predicted first"))
+    else:
+        blocks.append(Text(f"No class is over-predicted (more predictions than images) by {every}.", "note"))
+    if agreement.never_predicted:
+        blocks.append(shared_table(agreement.never_predicted, f"{plural(len(agreement.never_predicted), 'class')} "
+                                   f"never predicted by {every}", spread))
+    else:
+        blocks.append(Text(f"The model run ({which}) predicts every class at least once."
+                           if len(agreement.model_runs) == 1 else
+                           f"Every class is predicted at least once by one of the model runs ({which}).",
+                           "note"))
     return blocks
 
 
@@ -181,7 +198,8 @@ def run_section(number, run, record, diagnosis, mismatched, out_dir):
     of its imbalance."""
     label = run_label(number, run.model)
     blocks = [brief_line(record)]
-    blocks += figure_blocks(run, HISTOGRAM_FIGURES[1:], out_dir, label, orientation="portrait")
+    blocks += figure_blocks(run, HISTOGRAM_FIGURES[1:], out_dir, label, orientation="portrait",
+                            fit_page=True)  # shrunk where the page would overflow
     blocks += top_confusion_table(run, label, out_dir, TOP_CONFUSIONS)
     blocks += [figure4_text(record), *causes_blocks(run, diagnosis, mismatched)]
     return Section(label, run.title, blocks, new_page=True)
@@ -191,7 +209,7 @@ def build_sections(out_dir, runs, not_analysed, numbered, agreements, diagnoses,
     """The whole study: its first page (what it is, the runs table), accuracy against imbalance,
     whether the same classes are over-predicted, then one page per run."""
     numbers = {record["run"]: number for number, record in numbered.items()}
-    sections = [title_section(out_dir, numbered, not_analysed), runs_section(numbered),
+    sections = [title_section(out_dir, numbered, not_analysed), runs_section(runs, numbered),
                 imbalance_section(), agreement_section(agreements, numbers)]
     return sections + [run_section(number, runs[record["run"]], record, diagnoses[record["run"]],
                                    mismatched[record["run"]], out_dir)

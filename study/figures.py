@@ -14,6 +14,15 @@ COLORBAR_MARGIN = 1.0
 HEAT_MAP_CELL = 0.6  # inches, at most; fewer where many runs share the page's width
 
 
+def coinciding(x, y, shown, decimals=4):
+    """{(x, y): [indices]} of the shown points, those that coincide to `decimals` together, so
+    that their labels are written once, side by side, not over each other."""
+    points = {}
+    for index in np.flatnonzero(shown):
+        points.setdefault((round(x[index], decimals), round(y[index], decimals)), []).append(index)
+    return points
+
+
 def imbalance_figure(labels, groups, accuracy, balanced_accuracy, kl, gini, sources, title=""):
     """Two panels, one point per run, its marker and colour its group's (dataset): the KL of
     its predicted counts against its accuracy, their Gini against its balanced accuracy.
@@ -35,9 +44,9 @@ def imbalance_figure(labels, groups, accuracy, balanced_accuracy, kl, gini, sour
         for name, (marker, color) in style.items():
             members = shown & (groups == name)
             ax.scatter(x[members], y[members], marker=marker, color=color, s=36, zorder=3)
-        for index in np.flatnonzero(shown):
-            ax.annotate(labels[index], (x[index], y[index]), xytext=(4, 3),
-                        textcoords="offset points", fontsize=7)
+        for (x_value, y_value), together in coinciding(x, y, shown).items():
+            ax.annotate(", ".join(labels[index] for index in together), (x_value, y_value),
+                        xytext=(4, 3), textcoords="offset points", fontsize=7)
         for index, source in enumerate(sources):
             if source is not None and shown[index] and shown[source]:
                 ax.annotate("", xy=(x[index], y[index]), xytext=(x[source], y[source]),
@@ -47,7 +56,8 @@ def imbalance_figure(labels, groups, accuracy, balanced_accuracy, kl, gini, sour
         ax.set_xlabel(x_label + (f"\nnot shown (undefined or infinite): {', '.join(hidden)}"
                                  if hidden else ""))
         ax.set_ylabel(y_label)
-        ax.set_ylim(bottom=0)
+        ax.set_ylim(0, 1.12 * max(y[shown], default=0) or 1)  # room for the labels above
+        ax.margins(x=0.15)  # ... and on the right
         ax.grid(alpha=0.3)
     handles = [Line2D([], [], linestyle="", marker=marker, color=color, label=name)
                for name, (marker, color) in style.items()]
@@ -74,7 +84,8 @@ def agreement_figure(rho, labels, short_labels, title=""):
     fontsize = float(np.clip(cell * 72 / 3, 4, 9))
     for row, column in zip(*np.nonzero(lower)):
         value = rho[row, column]
-        ax.text(column, row, "n/a" if np.isnan(value) else f"{value:.2f}", ha="center",
+        text = "n/a" if np.isnan(value) else f"{value:.2f}".replace("-0.00", "0.00")
+        ax.text(column, row, text, ha="center",
                 va="center", fontsize=fontsize, color="white" if abs(value) > 0.6 else "black")
     ax.set_xticks(np.arange(count), short_labels, fontsize=7)
     ax.set_yticks(np.arange(count), labels, fontsize=7)

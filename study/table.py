@@ -76,33 +76,29 @@ def kl_cell(record):
 
 
 def run_tables(numbered):
-    """The two tables of every run, `numbered` {number: record}: what each run is, then its
-    accuracy and imbalance."""
+    """Every run `numbered` {number: record} in two tables: what it is, then its accuracy and
+    imbalance."""
     what = Table(["#", "run", "model", "weights", "dataset", "split", "images", "classes"],
                  [[str(number), r["run"], r["model"], r["weights"], r["dataset"] or UNKNOWN_DATASET,
                    r["split"], f"{r['images']:,}", f"{r['classes']:,}"]
                   for number, r in numbered.items()], "The runs")
     measures = Table(
-        ["#", "run", "accuracy", "balanced acc.", "max / min count", "never predicted",
-         "KL (nats)", "Gini", "Fig. 4 ρ, literal", "Fig. 4 ρ, centered", "mismatched"],
+        ["#", "run", "accuracy", "bal. acc.", "max / min", "never pred.", "KL (nats)", "Gini",
+         "mismatched"],
         [[str(number), r["run"], format_number(r["accuracy"]), format_number(r["balanced_accuracy"]),
           f"{r['max_predicted']:,} / {r['min_predicted']:,}", f"{r['never_predicted']:,}", kl_cell(r),
-          format_number(r["gini"], 3), format_number(r["figure4_rho_literal"], 3),
-          format_number(r["figure4_rho_centered"], 3),
+          format_number(r["gini"], 3),
           NOT_AVAILABLE if r["mismatched_classes"] is None else str(r["mismatched_classes"])]
          for number, r in numbered.items()],
         "Accuracy and prediction-count imbalance",
-        "max / min count: the most and the least predicted class's number of predictions; never "
-        "predicted: classes no image is predicted as.\n"
+        "bal. acc.: balanced accuracy, the mean recall over the classes. max / min: the most and the "
+        "least predicted class's number of predictions; never pred.: classes no image is predicted "
+        "as.\n"
         "KL: of the predicted-class distribution from uniform, in nats (0 = balanced, log K = one "
         "class takes every image); † from the true class distribution instead, on a dataset whose "
         "classes hold different numbers of images (runs.csv has both).\n"
         "Gini of the predicted counts: their mean absolute difference over twice their mean (0 = "
         "balanced, (K−1)/K = one class takes every image).\n"
-        "Fig. 4 ρ: Spearman correlation of each class's predicted count with the mean cosine of its "
-        "10 nearest centroids (images grouped by pseudo-label); the CAP paper's Figure 4 claims it "
-        "is negative. Literal: of the mean logits; centered: after subtracting each image's mean "
-        "logit.\n"
         f"mismatched: classes Algorithm 1 (CAP) found concept-mismatched, for zero-shot CLIP runs "
         f"whose --model {CONCEPT_ALIGNED_MODEL} run exists; {NOT_AVAILABLE} where unknown.")
     return [what, measures]

@@ -7,13 +7,14 @@ import sys
 from conftest import PROJECT_DIR
 
 TOP_LEVEL = ("starter", "options", "metrics", "plotting")
-PACKAGES = ("sources", "demo", "inference", "runs", "analysis", "debias", "report", "explorer")
+PACKAGES = ("sources", "demo", "inference", "runs", "analysis", "debias", "report", "study",
+            "explorer")
 TORCH_FREE = ("metrics", "plotting", "options", "sources.classes", "runs.outputs", "runs.descriptors",
               "runs.cache", "inference.chunk_store", "inference.config", "inference.distributed",
               "analysis.pseudo_labels", "analysis.figure_workers", "analysis.run_analysis",
               "analysis.concepts", "analysis.why", "analysis.explorer_tables", "debias.logit_adjustment",
-              "debias.training_free", "report", "report.bundle", "explorer", "explorer.contents",
-              "explorer.page")
+              "debias.training_free", "report", "report.bundle", "study", "explorer",
+              "explorer.contents", "explorer.page")
 
 
 def module_files():
