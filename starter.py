@@ -188,7 +188,8 @@ def run_demo(args):
     demo_out = Path(args.out) / "demo"
     check_install(args, demo_out / "install-check")
     analyse_simulated_runs(args, demo_out)
-    print(f"DEMO done: open {demo_out / 'report.pdf'}; `python starter.py --model clip --from-cache "
+    print(f"DEMO done: open {demo_out / 'report.pdf'} (and {demo_out / 'study.pdf'}, every run side "
+          f"by side); `python starter.py --model clip --from-cache "
           f"--out {demo_out}` prints Q1's answers as a real run does ({SIMULATED} here).")
 
 

@@ -124,11 +124,11 @@ def agreement_blocks(agreement, numbers):
     which = ", ".join(run_label(numbers[run], run) if named else f"#{numbers[run]}"
                       for run in agreement.model_runs)
     every = f"the model run ({which})" if len(agreement.model_runs) == 1 else f"every model run ({which})"
-    spread = "predictions: the fewest–most over those runs"
+    spread = "" if len(agreement.model_runs) == 1 else "predictions: the fewest–most over those runs"
     if agreement.over_predicted:
         blocks.append(shared_table(agreement.over_predicted, f"{plural(len(agreement.over_predicted), 'class')} "
                                    f"over-predicted by {every}: more predictions than images",
-                                   f"{spread}; the most over-predicted first"))
+                                   "; ".join(filter(None, [spread, "the most over-predicted first"]))))
     else:
         blocks.append(Text(f"No class is over-predicted (more predictions than images) by {every}.", "note"))
     if agreement.never_predicted:
@@ -153,17 +153,21 @@ def agreement_section(agreements, numbers):
                                 "dataset?", blocks, new_page=True)
 
 
-def figure4_text(record):
-    """Figure 4's claim on a run, in one line."""
+def figure4_text(claims):
+    """Figure 4's claim on a run (metrics.json's figure4_claim), in one line."""
+    if not claims:
+        return Text("Figure 4's claim: not tested (metrics.json from before the test).", "small")
     parts = []
     for kind in ("literal", "centered"):
-        rho, p_value = record[f"figure4_rho_{kind}"], record[f"figure4_p_{kind}"]
-        if rho is not None:
-            supported = "supported" if rho < 0 and p_value < 0.05 else "not supported"
-            parts.append(f"{kind} centroids ρ = {format_number(rho, 3)} (p = {p_value:.2g}, {supported})")
+        claim = claims[kind]
+        parts.append(f"{kind} centroids " + (
+            f"undefined (it needs 3 classes with a centroid and other centroids near it, and "
+            f"unequal counts; {claim['num_classes']} qualify)"
+            if claim["rho"] is None else
+            f"ρ = {format_number(claim['rho'], 3)} (p = {claim['p_value']:.2g}, "
+            f"{'supported' if claim['supported'] else 'not supported'})"))
     return Text("Figure 4's claim (the less often a class is predicted, the closer its 10 nearest "
-                "centroids): " + ("; ".join(parts) if parts else "not tested (older metrics.json)")
-                + ".", "small")
+                "centroids): " + "; ".join(parts) + ".", "small")
 
 
 def brief_line(record):
@@ -201,7 +205,7 @@ def run_section(number, run, record, diagnosis, mismatched, out_dir):
     blocks += figure_blocks(run, HISTOGRAM_FIGURES[1:], out_dir, label, orientation="portrait",
                             fit_page=True)  # shrunk where the page would overflow
     blocks += top_confusion_table(run, label, out_dir, TOP_CONFUSIONS)
-    blocks += [figure4_text(record), *causes_blocks(run, diagnosis, mismatched)]
+    blocks += [figure4_text(run.metrics.get("figure4_claim")), *causes_blocks(run, diagnosis, mismatched)]
     return Section(label, run.title, blocks, new_page=True)
 
 

@@ -8,8 +8,8 @@ from analysis import why
 from report.content import NOT_AVAILABLE, Table, format_number
 from report.measures import class_arrays, weights_cell
 from runs.descriptors import (CONCEPT_ALIGNED_MODEL, DEFAULT_CLIP_ARCHITECTURE, METHOD_TITLES,
-                              MODEL_KINDS, MODEL_TITLES, NO_META, REFERENCE_MODEL, TRAINING_FREE,
-                              source_meta)
+                              MODEL_KINDS, MODEL_TITLES, NO_META, REFERENCE_MODEL, SIMULATED,
+                              TRAINING_FREE, source_meta)
 
 UNKNOWN_DATASET = "not recorded"  # a cache whose meta does not name its dataset
 
@@ -79,7 +79,8 @@ def run_tables(numbered):
     """Every run `numbered` {number: record} in two tables: what it is, then its accuracy and
     imbalance."""
     what = Table(["#", "run", "model", "weights", "dataset", "split", "images", "classes"],
-                 [[str(number), r["run"], r["model"], r["weights"], r["dataset"] or UNKNOWN_DATASET,
+                 [[str(number), r["run"], (f"{SIMULATED} " if r["simulated"] else "") + r["model"],
+                   r["weights"], r["dataset"] or UNKNOWN_DATASET,
                    r["split"], f"{r['images']:,}", f"{r['classes']:,}"]
                   for number, r in numbered.items()], "The runs")
     measures = Table(
