@@ -195,6 +195,41 @@ def kl_from_uniform(predicted_counts):
     return float(np.sum(p * np.log(p * counts.size)))
 
 
+def kl_divergence(counts, reference_counts):
+    """KL(p || q) in nats of the distributions p and q that two count vectors over the same K
+    classes make (a run's predicted counts against its true counts, say), with 0 log 0 = 0.
+
+    0 when p = q; inf when p puts mass on a class q has none of; NaN when either holds no counts.
+    With equal reference counts it is kl_from_uniform.
+    """
+    counts = np.asarray(counts, dtype=np.float64)
+    reference = np.asarray(reference_counts, dtype=np.float64)
+    if counts.shape != reference.shape:
+        raise ValueError(f"counts over {counts.shape} and {reference.shape} classes")
+    if counts.sum() == 0 or reference.sum() == 0:
+        return float("nan")
+    mass = counts > 0
+    if (reference[mass] == 0).any():
+        return float("inf")
+    p, q = counts[mass] / counts.sum(), reference[mass] / reference.sum()
+    return float(np.sum(p * np.log(p / q)))
+
+
+def gini(counts):
+    """Gini coefficient of a count vector: the mean absolute difference between any two classes'
+    counts over twice the mean count. 0 when every class has the same count, (K-1)/K when one
+    class has them all; NaN when there are no classes or no counts.
+
+    From the counts sorted ascending, x_1 <= ... <= x_K: sum_i (2i - K - 1) x_i / (K sum_i x_i),
+    which is the pairwise definition without its K x K differences.
+    """
+    counts = np.sort(np.asarray(counts, dtype=np.float64))
+    if counts.size == 0 or counts.sum() == 0:
+        return float("nan")
+    ranks = np.arange(1, counts.size + 1)
+    return float(np.sum((2 * ranks - counts.size - 1) * counts) / (counts.size * counts.sum()))
+
+
 def classes_below_balanced(predicted_counts, fraction=0.5):
     """Number of classes predicted fewer than `fraction` x N/K times (N predictions, K classes)."""
     counts = np.asarray(predicted_counts, dtype=np.float64)

@@ -187,7 +187,8 @@ def run_demo(args):
     demo_out = Path(args.out) / "demo"
     check_install(args, demo_out / "install-check")
     analyse_simulated_runs(args, demo_out)
-    print(f"DEMO done: open {demo_out / 'report.pdf'}; `python starter.py --model clip --from-cache "
+    print(f"DEMO done: open {demo_out / 'report.pdf'} (and {demo_out / 'study.pdf'}, every run side "
+          f"by side); `python starter.py --model clip --from-cache "
           f"--out {demo_out}` prints Q1's answers as a real run does ({SIMULATED} here).")
 
 
@@ -236,9 +237,15 @@ def write_report(out_dir, args):
                         f"run `{for_out(out_dir / 'demo').report()}` to report on "
                         f"them, or `{Commands(tuple(args.where)).first_run()}` first.")
     import report
-    for path in report.write_report(out_dir, for_out(out_dir), name=args.name,
-                                    student_id=args.student_id, date=args.date, notes=args.notes,
-                                    appendix=args.appendix):
+    import study
+    written = report.write_report(out_dir, for_out(out_dir), name=args.name,
+                                  student_id=args.student_id, date=args.date, notes=args.notes,
+                                  appendix=args.appendix)
+    if not written:
+        print(f"note: no report.pdf: {out_dir} holds none of the homework's runs "
+              f"(`{Commands(tuple(args.where)).first_run()}` for Q1); the study covers its runs",
+              file=sys.stderr)
+    for path in (*written, *study.write_study(out_dir, for_out(out_dir))):
         print(f"wrote {path}")
 
 

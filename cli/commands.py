@@ -28,8 +28,8 @@ class Commands:
         when `from_cache`): the --model that made it, and --run-name when the folder is not named
         by it."""
         made_by = made_by or run_id
-        return self.model(made_by, *(("--from-cache",) if from_cache else ()),
-                          *(() if made_by == run_id else ("--run-name", run_id)))
+        return starter_command("--model", made_by, *(("--from-cache",) if from_cache else ()), *self.where,
+                               *(() if made_by == run_id else ("--run-name", run_id)))
 
     def first_run(self):
         """The command to start with: the homework's first run."""

@@ -123,8 +123,9 @@ def build_parser():
                         help="skip inference: redo metrics and figures from OUT/<model>/predictions.npz")
     parser.add_argument("--report", action="store_true",
                         help="write OUT/report.pdf, OUT/report.md and OUT/comparison.png from the "
-                             "runs already in OUT (after --model's run when both are given; "
-                             "--demo always writes its own)")
+                             "homework's runs already in OUT, and OUT/study.pdf, study.md, runs.csv "
+                             "and classes.csv over every run in OUT (after --model's run when both "
+                             "are given; --demo always writes its own)")
     parser.add_argument("--explore", action="store_true",
                         help=f"write OUT/{EXPLORER_FILE} alone from the runs already in OUT: one "
                              "interactive page that opens offline (--report and --demo write it "

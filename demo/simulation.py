@@ -27,6 +27,7 @@ import numpy as np
 
 from sources import classes
 from runs.cache import Predictions
+from runs.descriptors import HOMEWORK_DATASET
 
 DIMENSION = 1024
 IMAGES_PER_CLASS = 50
@@ -141,6 +142,7 @@ def simulated_predictions(seed=0, images_per_class=IMAGES_PER_CLASS, dimension=D
             names=np.array([row["clip_name"] for row in table]),
             paths=np.array([f"{wnids[label]}/simulated_{index:05d}.JPEG" for index, label in enumerate(labels)]),
             meta={"model": model, "simulated": True, "seed": seed, "dimension": dimension,
+                  "dataset": HOMEWORK_DATASET,
                   "data": f"simulated: ImageNet100's classes, {images_per_class} images each",
                   "weights": "none (simulated logits)", **({"logit_scale": LOGIT_SCALE} if clip else {})},
             image_features=features if clip else None,

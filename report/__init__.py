@@ -17,7 +17,7 @@ from runs.descriptors import SIMULATED
 
 from .comparison import (COMPARISON_FIGURE, PSEUDO_LABEL_THRESHOLDS, comparison_groups,
                          draw_comparison)
-from .content import Image, Section, Table, Text
+from .content import SIMULATED_WARNING, Image, Section, Table, Text
 from .markdown import render_markdown
 from .measures import SUMMARY_COLUMNS, run_measures
 from .pdf import (CELL_PADDING, COMPACT_COLUMN_INCHES, FONT, paragraph_styles, register_fonts,
@@ -31,7 +31,8 @@ from .sections import HOMEWORK_TITLE, build_sections
 
 def write_report(out_dir, commands, name=None, student_id=None, date=None, notes=None, appendix=False):
     """Write OUT/comparison.png (clip's dataset) and a comparison-<run>.png for every other
-    dataset's runs, OUT/report.pdf and OUT/report.md.
+    dataset's runs, OUT/report.pdf and OUT/report.md; return their paths. Nothing (and ()) when
+    no homework run (Q1's clip, Q2's debiaspl) has been analysed: the study covers other runs.
 
     name, student_id, date (a datetime.date, of submission; default today) and notes (the path
     of a plain-text or Markdown file): None or "" means not given this time, and the ones given
@@ -39,6 +40,8 @@ def write_report(out_dir, commands, name=None, student_id=None, date=None, notes
     the commands its notes suggest."""
     out_dir = Path(out_dir)
     runs = load_runs(out_dir, commands)
+    if not any(run.question and run.metrics for run in runs.values()):
+        return ()
     hand_in = resolve_hand_in(out_dir, name, student_id, date, notes)
     comparisons = comparison_groups(runs)
     for comparison in comparisons:
@@ -51,7 +54,8 @@ def write_report(out_dir, commands, name=None, student_id=None, date=None, notes
               + f", submitted {hand_in.submission_date:%Y-%m-%d} (generated {generated:%Y-%m-%d %H:%M})")
     title = (f"{SIMULATED}: " if simulated else "") + HOMEWORK_TITLE
     write_atomic(out_dir / "report.pdf",
-                 lambda f: render_pdf(sections, out_dir, f, title, footer, simulated))
+                 lambda f: render_pdf(sections, out_dir, f, title, footer,
+                                      SIMULATED_WARNING if simulated else None))
     write_atomic(out_dir / "report.md", lambda f: f.write(render_markdown(sections).encode()))
     return out_dir / "report.pdf", out_dir / "report.md"
 

@@ -14,7 +14,7 @@ FOLDER_IN_ZIP = "code"
 SOURCE_SUFFIXES = (".py", ".md", ".txt", ".tsv", ".ini", ".js", ".css", ".html")
 SKIPPED_FOLDERS = {"figures", ".git", "__pycache__", ".pytest_cache", ".ci"}
 # A folder holding any of these is an output folder (an OUT given inside the project): skipped.
-OUTPUT_MARKERS = ("predictions.npz", "metrics.json", "report.pdf")
+OUTPUT_MARKERS = ("predictions.npz", "metrics.json", "report.pdf", "study.pdf")
 
 
 def source_files(root=PROJECT_DIR):

@@ -5,11 +5,15 @@ from pathlib import Path
 
 import numpy as np
 
+from runs.descriptors import SIMULATED
 from runs.outputs import plural
 
 
 
 NOT_AVAILABLE = "n/a"
+
+
+SIMULATED_WARNING = f"{SIMULATED} (demo, not a real run)"  # heads each page of simulated results
 
 
 @dataclass

@@ -22,7 +22,6 @@ from reportlab.platypus.doctemplate import ActionFlowable
 
 import plotting
 from runs.outputs import FIGURE_DPI
-from runs.descriptors import SIMULATED
 
 from .content import Image, Table
 
@@ -283,12 +282,12 @@ def fit_to_page(image, story, frame_width, frame_height):
 
 
 class ReportDocument(BaseDocTemplate):
-    """A4 pages, portrait and landscape, whose running header names the sections they show and
-    whose footer numbers them."""
+    """A4 pages, portrait and landscape, whose running header names the sections they show (after
+    the `warning`, in red, on every page when there is one) and whose footer numbers them."""
 
-    def __init__(self, file, first_section, footer, simulated, **options):
+    def __init__(self, file, first_section, footer, warning, **options):
         self.current_section, self.page_sections = first_section, []
-        self.footer, self.simulated = footer, simulated
+        self.footer, self.warning = footer, warning
         templates = []
         for orientation in (PORTRAIT, LANDSCAPE):
             size, frame_width, frame_height = page_geometry(orientation)
@@ -312,9 +311,9 @@ class ReportDocument(BaseDocTemplate):
         width, height = canvas._pagesize
         canvas.saveState()
         canvas.setFont(f"{FONT}-Bold", 8)
-        if self.simulated:
+        if self.warning:
             canvas.setFillColor(colors.HexColor("#B00020"))
-        header = (f"{SIMULATED} (demo, not a real run) · " if self.simulated else "") + " · ".join(self.page_sections)
+        header = (f"{self.warning} · " if self.warning else "") + " · ".join(self.page_sections)
         frame_width = page_geometry(PORTRAIT if width < height else LANDSCAPE)[1]
         canvas.drawString((width - frame_width) / 2, height - 0.32 * inch, header)
         canvas.setFillColor(colors.HexColor("#666666"))
@@ -324,9 +323,10 @@ class ReportDocument(BaseDocTemplate):
         self.page_sections = []
 
 
-def render_pdf(sections, out_dir, file, title, footer, simulated):
-    """Write the sections as a PDF to the binary `file`."""
+def render_pdf(sections, out_dir, file, title, footer, warning=None):
+    """Write the sections as a PDF to the binary `file`; `warning` (what is not real in it, say)
+    heads every page in red."""
     register_fonts()
-    document = ReportDocument(file, None, footer, simulated, title=title,
+    document = ReportDocument(file, None, footer, warning, title=title,
                               author="starter.py --report")
     document.build(pdf_story(sections, out_dir, paragraph_styles()))

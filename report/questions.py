@@ -60,11 +60,12 @@ def class_confusion_tables(run, label, out_dir):
     return tables
 
 
-def top_confusion_table(run, label, out_dir):
-    """Q(b)'s who steals from whom: the largest off-diagonal cells of the confusion matrix."""
+def top_confusion_table(run, label, out_dir, count=None):
+    """Q(b)'s who steals from whom: the largest off-diagonal cells of the confusion matrix (the
+    `count` largest; default all metrics.json lists)."""
     if "top_confusions" not in run.metrics:
         return [outdated_note(run, "metrics.json (who steals from whom)")]
-    cells = run.metrics["top_confusions"]
+    cells = run.metrics["top_confusions"][:count]
     rows = [[str(rank), cell["true"]["name"], cell["predicted"]["name"], str(cell["count"]),
              f"{cell['share_of_true']:.0%}"] for rank, cell in enumerate(cells, start=1)]
     return [Table(["#", "true class", "predicted as", "images", "of true class"], rows,

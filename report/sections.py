@@ -79,7 +79,7 @@ def explanations_section(runs, out_dir, hand_in):
         blocks += centered_view(run, out_dir, f"{question}(c)")
     blocks.append(Text("Why the pseudo-labels are imbalanced, in brief", "subheading"))
     blocks += [Text(block.text, "small") if isinstance(block, Text) and block.style == "body" else block
-               for block in why_in_brief(runs, out_dir)]
+               for block in why_in_brief(runs)]
     blocks.append(Text(NOTES_HEADING, "subheading"))
     blocks += (notes_blocks(hand_in.notes) if hand_in.notes else [Text(
         "No statement given: write one in a plain-text or Markdown file and pass it with "

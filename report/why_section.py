@@ -1,5 +1,6 @@
 """Why the pseudo-labels are imbalanced: Figure 4's claim on every run, then concept mismatch and
-confusion (the CAP paper's two causes) in clip's features, from why.json and alignment.json."""
+confusion (the CAP paper's two causes) in a CLIP run's features, from its why.json (the homework
+report shows clip's, the study every run's) and alignment.json."""
 from pathlib import Path
 
 from analysis import why
@@ -42,12 +43,13 @@ def gap_table(diagnosis):
                  "image embedding, images grouped by true label)", compact=True)
 
 
-def margin_text(diagnosis):
-    """CAP's confusion-aware margin against clip's largest confusions, in one sentence."""
+def margin_text(diagnosis, model):
+    """CAP's confusion-aware margin against the run `model`'s largest confusions, in one
+    sentence."""
     margin = diagnosis["concepts"]["margin"]
     return Text(f"Concept confusion: {margin['coinciding_with_top_confusions']} of the "
                 f"{plural(len(margin['pairs']), 'class pair')} that CAP's confusion-aware margin "
-                f"would push apart most are among {REFERENCE_MODEL}'s "
+                f"would push apart most are among {model}'s "
                 f"{margin['top_confusions_compared']} largest confusions (similarity: "
                 f"{margin['similarity']}).")
 
@@ -70,10 +72,17 @@ def alignment_block(runs, out_dir):
                  f"features, and {CONCEPT_ALIGNED_MODEL}'s WordNet synonym for each", compact=True)
 
 
-def clip_diagnosis(out_dir):
-    """clip's why.json, None when it has none."""
-    path = Path(out_dir) / REFERENCE_MODEL / WHY_FILE
-    return read_json(path, f"{REFERENCE_MODEL}'s {WHY_FILE}") if path.is_file() else None
+def run_diagnosis(run):
+    """A run's why.json, None when it has none (or there is no run)."""
+    if run is None or not (run.directory / WHY_FILE).is_file():
+        return None
+    return read_json(run.directory / WHY_FILE, f"{run.model}'s {WHY_FILE}")
+
+
+def concept_blocks(run, diagnosis):
+    """The CAP paper's two causes in a run's CLIP features (its why.json's concepts): its widest
+    concept gaps, and CAP's margin against its largest confusions."""
+    return [gap_table(diagnosis), margin_text(diagnosis, run.model)]
 
 
 def no_concepts_note(diagnosis):
@@ -88,17 +97,17 @@ def why_section(runs, out_dir):
     two causes in clip's features."""
     section = Section("Why", "the causes of imbalance (Figure 4's claim; concept mismatch and "
                              "confusion, CAP)", [figure4_table(runs)])
-    diagnosis = clip_diagnosis(out_dir)
+    clip = runs.get(REFERENCE_MODEL)
+    diagnosis = run_diagnosis(clip)
     note = no_concepts_note(diagnosis)
-    section.blocks += ([note] if note else
-                       [gap_table(diagnosis), margin_text(diagnosis), alignment_block(runs, out_dir)])
+    section.blocks += [note] if note else [*concept_blocks(clip, diagnosis), alignment_block(runs, out_dir)]
     return section
 
 
-def why_in_brief(runs, out_dir):
+def why_in_brief(runs):
     """Page 5's Why: Figure 4's claim on every run and one sentence per cause."""
     blocks = [figure4_table(runs)]
-    diagnosis = clip_diagnosis(out_dir)
+    diagnosis = run_diagnosis(runs.get(REFERENCE_MODEL))
     note = no_concepts_note(diagnosis)
     if note:
         return blocks + [note]
@@ -108,4 +117,4 @@ def why_in_brief(runs, out_dir):
              f"from their images ({REFERENCE_MODEL}): "
              + ", ".join(f"{entry['name']} ({format_number(entry['cosine'], 3)})" for entry in gaps)
              + "."),
-        margin_text(diagnosis)]
+        margin_text(diagnosis, REFERENCE_MODEL)]

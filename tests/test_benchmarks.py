@@ -1,5 +1,6 @@
 """Smoke tests: every benchmark script runs at tiny sizes and prints its result table, so that a
 refactor cannot break one silently. They assert that it ran, never how fast."""
+import re
 import subprocess
 import sys
 
@@ -53,3 +54,10 @@ def test_large_cache_benchmark_runs():
     for command in ("clip --from-cache", "clip-pm"):
         assert sum(line.startswith(command) and " GB " in line for line in printed.splitlines()) == 1
     assert "\nclip-la " not in printed and "\nreport " not in printed
+
+
+def test_study_benchmark_runs():
+    printed = run_benchmark("bench_study.py", "--runs", "3", "--distinct", "2", "--images", "120",
+                            "--classes", "6", "--dimension", "8")
+    assert "SIMULATED runs: 3 of 120 images x 6 classes (2 analysed, the others copies)" in printed
+    assert re.search(r"\nstudy: [0-9.]+ s \(best of [0-9.]+\), (within|OVER) <= 60 s; study.pdf ", printed)

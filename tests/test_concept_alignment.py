@@ -1,6 +1,7 @@
 """clip-ca: a planted concept mismatch is found, renamed and its recall restored from the cached
 features alone; the CLI runs it on a real (random-weights) clip cache with CLIP's text encoder."""
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -10,11 +11,14 @@ import pytest
 from runs import cache
 import metrics
 from demo import simulation
+from cli.commands import for_out
+from cli.messages import explain
 from debias.settings import DerivedRunSettings
+from runs.errors import MissingFeatures
 from inference.config import ExecutionSettings
 from debias.concept_alignment import align_clip_concepts, alternative_names, clip_text_embedder
 from conftest import SUBSET_WNIDS, run_cli
-from runs.outputs import UserError, write_json
+from runs.outputs import write_json
 
 IMAGES_PER_CLASS, DIMENSION, SCALE = 30, 32, 100.0
 PLANTED = 5  # the class whose text embedding misses its images
@@ -100,8 +104,12 @@ def test_a_cache_without_features_says_so(planted_clip):
     clip = cache.load_predictions(out / "clip" / "predictions.npz")
     clip.image_features = clip.text_features = None
     cache.save_predictions(out / "clip" / "predictions.npz", clip)
-    with pytest.raises(UserError, match="needs the image features of a CLIP run.*clip/predictions.npz has none.*--model clip` again without --no-features"):
+    with pytest.raises(MissingFeatures) as raised:
         align_clip_concepts(options(out), out, out / "clip-ca", lambda names: None)
+    assert (raised.value.run_id, raised.value.made_by) == ("clip", "clip")
+    assert re.fullmatch(r"--model clip-ca needs the image features of a CLIP run, and .*clip/predictions.npz "
+                        r"has none; run `python starter.py --model clip --out OUT` again without "
+                        r"--no-features\.", explain(raised.value, for_out("OUT")))
 
 
 def test_cli_runs_on_a_real_clip_cache_and_embeds_names_with_its_text_encoder(real_runs, tmp_path):

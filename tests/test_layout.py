@@ -8,7 +8,8 @@ import sys
 from conftest import PROJECT_DIR
 
 TOP_LEVEL = ("starter", "metrics", "plotting")
-PACKAGES = ("cli", "sources", "demo", "inference", "runs", "analysis", "debias", "report", "explorer")
+PACKAGES = ("cli", "sources", "demo", "inference", "runs", "analysis", "debias", "report", "study",
+            "explorer")
 CLI_LAYER = ("starter", "cli")  # the only modules that see argparse and spell commands
 TORCH_FREE = ("metrics", "plotting", "cli.options", "cli.settings", "cli.commands", "cli.messages",
               "sources.classes", "runs.outputs", "runs.descriptors", "runs.kinds", "runs.loader",
@@ -16,8 +17,8 @@ TORCH_FREE = ("metrics", "plotting", "cli.options", "cli.settings", "cli.command
               "runs.cache", "inference.chunk_store", "inference.config", "inference.distributed",
               "analysis.pseudo_labels", "analysis.figure_workers", "analysis.run_analysis",
               "analysis.concepts", "analysis.why", "analysis.explorer_tables", "debias.logit_adjustment",
-              "debias.training_free", "report", "report.bundle", "explorer", "explorer.contents",
-              "explorer.page")
+              "debias.training_free", "report", "report.bundle", "study", "explorer",
+              "explorer.contents", "explorer.page")
 
 
 def module_files():

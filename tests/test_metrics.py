@@ -135,3 +135,32 @@ def test_largest_confusions_against_direct_enumeration():
     assert ours(5, predicted_class=7) == expected(lambda t, p: p == 7, 5)
     assert ours(500) == expected(lambda t, p: True, 500)  # every non-zero off-diagonal cell
     assert ours(5, true_class=2, predicted_class=2) == []  # the diagonal is never a confusion
+
+
+@pytest.mark.parametrize("counts", [[5, 5, 5, 5], [9, 0, 3, 1], [0, 0, 7], [1, 2, 3, 4, 50]])
+def test_gini_is_the_mean_absolute_difference_over_twice_the_mean(counts):
+    counts = np.asarray(counts, dtype=np.float64)
+    pairwise = np.abs(counts[:, None] - counts[None, :]).mean()
+    assert metrics.gini(counts) == pytest.approx(pairwise / (2 * counts.mean()))
+
+
+def test_gini_bounds_and_undefined():
+    assert metrics.gini([4, 4, 4]) == 0.0
+    assert metrics.gini([0, 0, 0, 8]) == pytest.approx(3 / 4)  # (K-1)/K: one class takes all
+    assert np.isnan(metrics.gini([])) and np.isnan(metrics.gini([0, 0]))
+
+
+@pytest.mark.parametrize("counts, reference", [([3, 1, 0, 6], [2, 2, 3, 3]), ([5, 5], [1, 9]),
+                                               ([4, 4, 4], [7, 7, 7])])
+def test_kl_divergence_matches_scipy(counts, reference):
+    from scipy.stats import entropy
+    assert metrics.kl_divergence(counts, reference) == pytest.approx(entropy(counts, reference))
+
+
+def test_kl_divergence_to_equal_counts_is_kl_from_uniform_and_undefined_cases():
+    assert metrics.kl_divergence([9, 1, 0, 2], [3, 3, 3, 3]) == pytest.approx(
+        metrics.kl_from_uniform([9, 1, 0, 2]))
+    assert metrics.kl_divergence([1, 2, 1], [0, 4, 4]) == np.inf  # predicted where none belong
+    assert np.isnan(metrics.kl_divergence([0, 0], [1, 1])) and np.isnan(metrics.kl_divergence([1, 1], [0, 0]))
+    with pytest.raises(ValueError):
+        metrics.kl_divergence([1, 2], [1, 2, 3])
