@@ -73,7 +73,7 @@ def study_out(tmp_path_factory):
     assert starter.main(["--model", "clip-pm", "--out", str(out)]) == 0
     (out / "clip-ca").mkdir()
     (out / "clip-ca" / "alignment.json").write_text(json.dumps({"mismatched": [{"wnid": MISMATCHED}]}))
-    study.write_study(out)
+    study.write_study(out, for_out(out))
     return out
 
 
