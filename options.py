@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sources import classes
+from sources import classes, samples
 from explorer import DEFAULT_THUMBNAILS, EXPLORER_FILE
 from inference.models import PRECISIONS
 from inference.config import DEFAULT_CHUNK_IMAGES
@@ -104,6 +104,11 @@ def build_parser():
     parser.add_argument("--data", default=os.environ.get("IMAGENET100_ROOT", COURSE_DATA_DIR),
                         help="dataset root holding val/ (and train/), or a split folder itself; "
                              "the default is $IMAGENET100_ROOT when set, else the course's copy")
+    parser.add_argument("--labels", type=Path, metavar="FILE",
+                        help="--data is then one flat folder of images, and FILE their labels: a CSV "
+                             "of file name and label (Kaggle's LOC_val_solution.csv) or one label a "
+                             "line in the images' sorted order (the devkit's ground truth, with its "
+                             "meta.mat beside it); see docs/data-layouts.md for shards and parquet")
     parser.add_argument("--split", choices=classes.SPLITS,
                         help="which split folder of the root: val (the homework's), or train "
                              "(the images a semi-supervised learner pseudo-labels: ImageNet-1k's "
@@ -314,7 +319,7 @@ def missing_data_folder(args):
     """Why --data names no folder, with the fix for where its value came from; None when it is
     one."""
     data = Path(args.data).expanduser()
-    if data.is_dir():
+    if data.is_dir() or samples.is_shard_pattern(args.data):
         return None
     if "--data" in args.where:
         return f"the data folder {data} (--data) does not exist; check the path."
@@ -342,7 +347,8 @@ MODE_OPTIONS = {
     "thumbnails": ("--report, --explore or --demo", lambda args: for_reports(args) or args.explore),
     "from_cache": ("--model", lambda args: bool(args.model)),
     "verbose": ("--demo", lambda args: args.demo),
-    "title_note": ("--model clip or debiaspl", lambda args: args.model in ("clip", "debiaspl")),
+    **dict.fromkeys(("title_note", "labels"), ("--model clip or debiaspl",
+                                                lambda args: args.model in ("clip", "debiaspl"))),
     **dict.fromkeys(("no_features", "clip_model", "templates"), ("--model clip", lambda args: args.model == "clip")),
     "source": ("--model clip-la, clip-pm or clip-ca", lambda args: args.model in TRAINING_FREE_MODELS),
     **dict.fromkeys(("checkpoint", "branch"), ("--model debiaspl", lambda args: args.model == "debiaspl")),

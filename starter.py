@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 
 from analysis import run_analysis
-from sources import classes
+from sources import classes, samples
 from inference import models
 from debias import training_free
 from explorer import EXPLORER_FILE
@@ -53,7 +53,7 @@ RANDOM_WEIGHTS = "random weights"  # the install check's --title-note
 def chosen_split(args):
     """The run's split: --split, else the one --data names (its val folder, or a split folder
     given directly); val when --data is not on this machine (a run from cache)."""
-    if args.split or not Path(args.data).expanduser().is_dir():
+    if args.split or args.labels or not Path(args.data).expanduser().is_dir():
         return args.split or classes.SPLITS[0]
     return classes.resolve_split_dir(args.data)[0]
 
@@ -68,24 +68,28 @@ def cache_differences(meta, args, split):
         if weights.is_file() and (str(weights.resolve()) != cached_file
                                   or weights.stat().st_size != meta["weights_identity"]["bytes"]):
             differences.append(f"the weights {cached_file}, not {weights}")
-    data = Path(args.data).expanduser()
-    if meta.get("file_list_sha256") and data.is_dir():
-        split_dir = classes.resolve_split_dir(data, split)[1]
-        if classes.file_list_identity(classes.list_image_files(split_dir)) != meta["file_list_sha256"]:
-            differences.append(f"other image files than {split_dir} holds now")
+    if meta.get("file_list_sha256") and not missing_data_folder(args):
+        source = open_source(args, split)
+        if source.fingerprint() != meta["file_list_sha256"]:
+            differences.append(f"other image files than {source.location} holds now")
     return differences
 
 
+def open_source(args, split):
+    """--data's samples (sources.samples.SampleSource); a shard index is cached in OUT/cache."""
+    return samples.open_source(args.data, split, args.labels, Path(args.out) / "cache")[1]
+
+
 def describe_dataset(args, split):
-    """(split folder, its classes.DatasetClasses: names and, for clip, the prompt templates) of
-    --data for a model run; a folder that is not there stops with its fix."""
+    """(--data's samples, their classes.DatasetClasses: names and, for clip, the prompt
+    templates) for a model run; a folder that is not there stops with its fix."""
     if missing_data_folder(args):
         raise UserError(missing_data_folder(args))
-    split_dir = classes.resolve_split_dir(args.data, split)[1]
+    source = open_source(args, split)
     clip = args.model == "clip"
-    return split_dir, classes.dataset_classes(split_dir, args.class_names, args.class_names_file,
-                                              args.templates if clip else None,
-                                              args.prompts if clip else None)
+    return source, samples.describe_source(source, args.class_names, args.class_names_file,
+                                           args.templates if clip else None,
+                                           args.prompts if clip else None)
 
 
 def run_folder(args, split, described=None):
@@ -97,29 +101,29 @@ def run_folder(args, split, described=None):
         return args.run_name
     if MODEL_KINDS[args.model] == TRAINING_FREE:
         return default_run_name(args.model, source=args.source)
-    if described is None and Path(args.data).expanduser().is_dir():
-        described = classes.dataset_classes(classes.resolve_split_dir(args.data, split)[1], prompts=None)
+    if described is None and not missing_data_folder(args):
+        described = samples.describe_source(open_source(args, split), prompts=None)
     dataset = described.dataset if described is not None and described.imagenet_indices is None else None
     return default_run_name(args.model, args.clip_model if args.model == "clip" else None,
                             args.clip_weights, dataset)
 
 
-def infer(args, split, split_dir, described, out_dir, run_dir):
-    """A model run over split_dir's images (`described`, from describe_dataset) into
+def infer(args, split, source, described, out_dir, run_dir):
+    """A model run over the source's images (`described`, from describe_dataset) into
     RUN/predictions.npz: its Predictions, None in the other processes of a torchrun job. A wrong
     setup (no clip run for debiaspl, a dataset debiaspl cannot predict, an unknown CLIP model or
     weights) stops before any model loads."""
     clip = args.model == "clip"
     if args.model == "debiaspl" and described.imagenet_indices is None:
-        raise UserError(f"--model debiaspl predicts ImageNet-1k's 1,000 classes, but the class "
-                        f"folders of {split_dir} ({described.folders[0]}, ...) are not ImageNet "
+        raise UserError(f"--model debiaspl predicts ImageNet-1k's 1,000 classes, but the classes "
+                        f"of {source.location} ({described.folders[0]}, ...) are not ImageNet "
                         "wnids; run --model clip on this dataset instead.")
     run_analysis.reference_order(out_dir, args.model, list(described.folders), where=args.where)
     from inference import engine  # torch and the models load only when a model runs
     if clip:
         models.check_clip_choice(args.clip_model, args.clip_weights, args.trust_checkpoint)
     return engine.predict(InferenceConfig.from_args(args, split, described), described, args,
-                             split_dir, run_dir)
+                          source, run_dir)
 
 
 def run(args):
@@ -128,7 +132,7 @@ def run(args):
     split = chosen_split(args)
     out_dir = split_out_dir(args.out, split)
     model_run = not args.from_cache and MODEL_KINDS[args.model] != TRAINING_FREE
-    split_dir, described = describe_dataset(args, split) if model_run else (None, None)
+    source, described = describe_dataset(args, split) if model_run else (None, None)
     run_dir = out_dir / run_folder(args, split, described)
     cache = run_dir / "predictions.npz"
     if args.from_cache:
@@ -149,7 +153,7 @@ def run(args):
         from debias import concept_alignment  # scikit-learn, and CLIP's text encoder for the new names
         predictions = concept_alignment.align_clip_concepts(args, out_dir, run_dir)
     else:
-        predictions = infer(args, split, split_dir, described, out_dir, run_dir)
+        predictions = infer(args, split, source, described, out_dir, run_dir)
         if predictions is None:  # another process of a torchrun job: the main one analyses
             return None
     write_descriptor(run_dir, predictions.meta)

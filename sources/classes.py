@@ -60,14 +60,6 @@ def find_class_folders(val_dir):
     return wnids
 
 
-def list_image_files(val_dir):
-    """Relative paths of the files ImageFolder would load from val_dir's class folders."""
-    return [os.path.relpath(os.path.join(root, name), val_dir)
-            for class_dir in find_class_folders(val_dir)
-            for root, _, names in os.walk(Path(val_dir) / class_dir, followlinks=True)
-            for name in names if name.lower().endswith(IMAGE_EXTENSIONS)]
-
-
 def file_list_identity(paths):
     """SHA-256 of the dataset's relative file list: tells whether a cache saw the same images."""
     import hashlib
@@ -180,8 +172,7 @@ def dataset_classes(split_dir, class_names="openai", class_names_file=None, temp
     imagenet = are_imagenet1k_wnids(folders)
     indices, table_names = describe_classes(folders, class_names) if imagenet else (None, None)
     root = dataset_root(split_dir)
-    names_file = (Path(class_names_file).expanduser() if class_names_file
-                  else dataset_file(split_dir, CLASS_NAMES_FILE))
+    names_file = names_file_of(split_dir, class_names_file, given_names)
     if names_file:
         names, names_source = read_class_names(names_file, folders, split_dir), str(names_file)
     elif given_names:
@@ -277,12 +268,19 @@ def read_class_names(path, folders, split_dir):
     return tuple(names)
 
 
+def names_file_of(split_dir, class_names_file=None, given_names=None):
+    """The file naming the classes: --class-names-file, else the dataset's classnames.txt unless
+    the data names its classes itself (`given_names`: a parquet dataset's metadata)."""
+    if class_names_file:
+        return Path(class_names_file).expanduser()
+    return None if given_names else dataset_file(split_dir, CLASS_NAMES_FILE)
+
+
 def names_for_unnamed_classes(split_dir, class_names_file=None, given_names=None):
-    """The class names of a source whose labels are numbers (webdataset shards, parquet): the
-    class-names file's (--class-names-file, else classnames.txt beside the data), else the
-    names the data carries (`given_names`); line i names label i."""
-    path = (Path(class_names_file).expanduser() if class_names_file
-            else dataset_file(Path(split_dir), CLASS_NAMES_FILE))
+    """The class names of a source whose labels are numbers (webdataset shards, parquet), line i
+    naming label i: --class-names-file's, else the names the data carries (`given_names`), else
+    classnames.txt's."""
+    path = names_file_of(Path(split_dir), class_names_file, given_names)
     if path:
         names = read_lines(path, "class-names file")
         if not names:

@@ -14,6 +14,7 @@ from runs import cache
 from sources import classes
 from inference import engine
 from inference import models
+from sources.folder import FolderSource
 from conftest import PROJECT_DIR, RUN_FILES, SUBSET_WNIDS, run_cli
 
 
@@ -239,4 +240,5 @@ def test_odd_image_files_load_as_rgb(demo_inputs):
     first_class = sorted((demo_inputs.data / "val" / SUBSET_WNIDS[0]).iterdir())
     assert [Image.open(p).mode for p in first_class] == ["L", "CMYK", "RGB"]
     assert Image.open(first_class[2]).format == "PNG"
-    assert all(engine.load_rgb(p).mode == "RGB" for p in first_class)
+    source = FolderSource(demo_inputs.data / "val")  # its first 3 samples: the first class's
+    assert all(engine.load_rgb(source, index).mode == "RGB" for index in range(3))
