@@ -180,6 +180,11 @@ def build_parser():
     clip.add_argument("--templates", type=Path, metavar="FILE",
                       help="prompt templates, one per line with {c} for the class name "
                            f"(CLIP_benchmark's {classes.TEMPLATES_FILE} format)")
+    clip.add_argument("--rescore", metavar="RUN",
+                      help="re-predict the CLIP run RUN's cached image features (its folder under "
+                           "OUT) with this command's --templates or --prompts single and "
+                           "--class-names-file or --class-names, without reading an image, into "
+                           "OUT/RUN-rescored (or --run-name): CLIP's text encoder is the whole cost")
     clip.add_argument("--no-features", action="store_true",
                       help="keep only the logits in the cache, not CLIP's image embeddings [N, D] "
                            "and class text embeddings [K, D] (image_features, text_features; "
@@ -349,7 +354,8 @@ MODE_OPTIONS = {
     "verbose": ("--demo", lambda args: args.demo),
     **dict.fromkeys(("title_note", "labels"), ("--model clip or debiaspl",
                                                 lambda args: args.model in ("clip", "debiaspl"))),
-    **dict.fromkeys(("no_features", "clip_model", "templates"), ("--model clip", lambda args: args.model == "clip")),
+    **dict.fromkeys(("no_features", "clip_model", "templates", "rescore"),
+                    ("--model clip", lambda args: args.model == "clip")),
     "source": ("--model clip-la, clip-pm or clip-ca", lambda args: args.model in TRAINING_FREE_MODELS),
     **dict.fromkeys(("checkpoint", "branch"), ("--model debiaspl", lambda args: args.model == "debiaspl")),
     **dict.fromkeys(("la_momentum", "la_threshold", "la_lambda", "la_mode", "la_seed", "la_passes"),

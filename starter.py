@@ -30,7 +30,7 @@ from pathlib import Path
 
 from analysis import run_analysis
 from sources import classes, samples
-from inference import models
+from inference import models, rescore
 from debias import training_free
 from explorer import EXPLORER_FILE
 from runs.cache import load_predictions, save_predictions
@@ -99,6 +99,8 @@ def run_folder(args, split, described=None):
     this machine (a run from cache)."""
     if args.run_name:
         return args.run_name
+    if args.rescore:
+        return rescore.default_run_name(args.rescore)
     if MODEL_KINDS[args.model] == TRAINING_FREE:
         return default_run_name(args.model, source=args.source)
     if described is None and not missing_data_folder(args):
@@ -131,7 +133,7 @@ def run(args):
     metrics.json summary, its folder); None in the other processes of a torchrun job."""
     split = chosen_split(args)
     out_dir = split_out_dir(args.out, split)
-    model_run = not args.from_cache and MODEL_KINDS[args.model] != TRAINING_FREE
+    model_run = not (args.from_cache or args.rescore) and MODEL_KINDS[args.model] != TRAINING_FREE
     source, described = describe_dataset(args, split) if model_run else (None, None)
     run_dir = out_dir / run_folder(args, split, described)
     cache = run_dir / "predictions.npz"
@@ -149,6 +151,10 @@ def run(args):
         classes.warn_if_not_imagenet100([str(wnid) for wnid in predictions.wnids])
     elif args.model in training_free.TRAINING_FREE_RUNS:
         predictions = training_free.TRAINING_FREE_RUNS[args.model](args, out_dir, run_dir)  # cached by it
+    elif args.rescore:
+        predictions = rescore.rescore(args.rescore, out_dir, run_dir, args.templates, args.prompts,
+                                      args.class_names_file, args.class_names, args.device,
+                                      args.trust_checkpoint, args.where)
     elif args.model == CONCEPT_ALIGNED_MODEL:
         from debias import concept_alignment  # scikit-learn, and CLIP's text encoder for the new names
         predictions = concept_alignment.align_clip_concepts(args, out_dir, run_dir)
@@ -286,7 +292,8 @@ def main(argv=None):
     if main_process:
         for note in unused_option_notes(parser, args):
             print(note, file=sys.stderr)
-    if not main_process and (args.demo or args.from_cache or args.model not in ("clip", "debiaspl")):
+    if not main_process and (args.demo or args.from_cache or args.rescore
+                             or args.model not in ("clip", "debiaspl")):
         return 0  # under torchrun, only model inference is shared out; the rest is the first process's
     try:
         terminate_as_interrupt()
