@@ -299,7 +299,7 @@ def analyze(predictions, run_dir, out_dir):
                              passed.confusion, cosines, predictions.paths, NEIGHBOR_COUNT)
     # Everything is computed and drawn before the first file is written.
     title = model_title(predictions.meta)
-    marks = why.mismatch_marks(predictions.meta, run_dir, out_dir)
+    marks = why.mismatch_marks(predictions.meta, run_dir, out_dir, diagnosis)
     figures = draw_figures(summary, passed.confusion, title, marks.get(Path(run_dir), ()))
     figures["pseudo_labels.png"] = draw_pseudo_labels(selection, title)
     figures = {run_dir / name: figure for name, figure in figures.items()}
@@ -307,7 +307,7 @@ def analyze(predictions, run_dir, out_dir):
     write_json(run_dir / "metrics.json", summary)
     write_json(run_dir / "centroids.json", centroids)
     write_json(run_dir / "pseudo_labels.json", selection)
-    write_json(run_dir / "why.json", diagnosis)
+    write_json(run_dir / why.WHY_FILE, diagnosis)
     write_tables(run_dir / TABLES_FILE, tables)
     write_figures(figures)
     return summary, centroids, selection
