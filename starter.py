@@ -35,14 +35,14 @@ from cli.messages import explain
 from cli.options import build_parser, missing_data_folder, unused_option_notes
 from cli.settings import derived_run_settings, execution_settings, inference_config
 from explorer import EXPLORER_FILE
-from inference import models
+from inference import models, rescore
 from inference.distributed import current_place
 from runs.cache import load_predictions, save_predictions
 from runs.descriptors import SIMULATED, default_run_name, find_runs, split_out_dir, write_descriptor
 from runs.kinds import (CHECKPOINT, LOGIT_ADJUSTED_MODEL, MODEL_NATURES, PRIOR_MATCHED_MODEL, REFERENCE_MODEL,
                         TRAINING_FREE, ZERO_SHOT_CLIP, kind_names, run_kind)
 from runs.outputs import UserError, plural
-from sources import classes
+from sources import classes, layouts
 
 # The demo's install check: real code and random weights on a few classes (CLIP's text encoder
 # costs ~0.25 s per class name on a CPU) and images.
@@ -54,7 +54,7 @@ RANDOM_WEIGHTS = "random weights"  # the install check's --title-note
 def chosen_split(args):
     """The run's split: --split, else the one --data names (its val folder, or a split folder
     given directly); val when --data is not on this machine (a run from cache)."""
-    if args.split or not Path(args.data).expanduser().is_dir():
+    if args.split or args.labels or not Path(args.data).expanduser().is_dir():
         return args.split or classes.SPLITS[0]
     return classes.resolve_split_dir(args.data)[0]
 
@@ -69,24 +69,28 @@ def cache_differences(meta, args, split):
         if weights.is_file() and (str(weights.resolve()) != cached_file
                                   or weights.stat().st_size != meta["weights_identity"]["bytes"]):
             differences.append(f"the weights {cached_file}, not {weights}")
-    data = Path(args.data).expanduser()
-    if meta.get("file_list_sha256") and data.is_dir():
-        split_dir = classes.resolve_split_dir(data, split)[1]
-        if classes.file_list_identity(classes.list_image_files(split_dir)) != meta["file_list_sha256"]:
-            differences.append(f"other image files than {split_dir} holds now")
+    if meta.get("file_list_sha256") and not missing_data_folder(args):
+        source = open_source(args, split)
+        if source.fingerprint() != meta["file_list_sha256"]:
+            differences.append(f"other image files than {source.location} holds now")
     return differences
 
 
+def open_source(args, split):
+    """--data's samples (sources.samples.SampleSource); a shard index is cached in OUT/cache."""
+    return layouts.open_source(args.data, split, args.labels, Path(args.out) / "cache")[1]
+
+
 def describe_dataset(args, split):
-    """(split folder, its classes.DatasetClasses: names and, for clip, the prompt templates) of
-    --data for a model run; a folder that is not there stops with its fix."""
+    """(--data's samples, their classes.DatasetClasses: names and, for clip, the prompt
+    templates) for a model run; a folder that is not there stops with its fix."""
     if missing_data_folder(args):
         raise UserError(missing_data_folder(args))
-    split_dir = classes.resolve_split_dir(args.data, split)[1]
+    source = open_source(args, split)
     clip = run_kind(args.model).nature == ZERO_SHOT_CLIP
-    return split_dir, classes.dataset_classes(split_dir, args.class_names, args.class_names_file,
-                                              args.templates if clip else None,
-                                              args.prompts if clip else None)
+    return source, layouts.describe_source(source, args.class_names, args.class_names_file,
+                                           args.templates if clip else None,
+                                           args.prompts if clip else None)
 
 
 def run_folder(args, split, described=None):
@@ -96,31 +100,33 @@ def run_folder(args, split, described=None):
     this machine (a run from cache)."""
     if args.run_name:
         return args.run_name
+    if args.rescore:
+        return rescore.default_run_name(args.rescore)
     if run_kind(args.model).nature == TRAINING_FREE:
         return default_run_name(args.model, source=args.source)
-    if described is None and Path(args.data).expanduser().is_dir():
-        described = classes.dataset_classes(classes.resolve_split_dir(args.data, split)[1], prompts=None)
+    if described is None and not missing_data_folder(args):
+        described = layouts.describe_source(open_source(args, split), prompts=None)
     dataset = described.dataset if described is not None and described.imagenet_indices is None else None
     clip = run_kind(args.model).nature == ZERO_SHOT_CLIP
     return default_run_name(args.model, args.clip_model if clip else None,
                             args.clip_weights, dataset)
 
 
-def infer(args, split, split_dir, described, out_dir, run_dir):
-    """A model run over split_dir's images (`described`, from describe_dataset) into
+def infer(args, split, source, described, out_dir, run_dir):
+    """A model run over the source's images (`described`, from describe_dataset) into
     RUN/predictions.npz: its Predictions, None in the other processes of a torchrun job. A wrong
     setup (no clip run for debiaspl, a dataset a checkpoint cannot predict, an unknown CLIP model
     or weights) stops before any model loads."""
     kind = run_kind(args.model)
     if kind.nature == CHECKPOINT and described.imagenet_indices is None:
-        raise UserError(f"--model {args.model} predicts ImageNet-1k's 1,000 classes, but the class "
-                        f"folders of {split_dir} ({described.folders[0]}, ...) are not ImageNet "
+        raise UserError(f"--model {args.model} predicts ImageNet-1k's 1,000 classes, but the classes "
+                        f"of {source.location} ({described.folders[0]}, ...) are not ImageNet "
                         f"wnids; run --model {REFERENCE_MODEL} on this dataset instead.")
     run_analysis.reference_order(out_dir, args.model, list(described.folders))
     if kind.nature == ZERO_SHOT_CLIP:
         models.check_clip_choice(args.clip_model, args.clip_weights, args.trust_checkpoint)
     return kind.make(inference_config(args, split, described), execution_settings(args), described,
-                     split_dir, run_dir)
+                     source, run_dir)
 
 
 def run(args):
@@ -129,8 +135,8 @@ def run(args):
     split = chosen_split(args)
     out_dir = split_out_dir(args.out, split)
     kind = run_kind(args.model)
-    model_run = not args.from_cache and kind.nature in MODEL_NATURES
-    split_dir, described = describe_dataset(args, split) if model_run else (None, None)
+    model_run = not (args.from_cache or args.rescore) and kind.nature in MODEL_NATURES
+    source, described = describe_dataset(args, split) if model_run else (None, None)
     run_dir = out_dir / run_folder(args, split, described)
     cache = run_dir / "predictions.npz"
     if args.from_cache:
@@ -147,8 +153,12 @@ def run(args):
         classes.warn_if_not_imagenet100([str(wnid) for wnid in predictions.wnids])
     elif kind.nature == TRAINING_FREE:
         predictions = kind.make(derived_run_settings(args), out_dir, run_dir)  # cached by it
+    elif args.rescore:
+        predictions = rescore.rescore(args.rescore, out_dir, run_dir, args.templates, args.prompts,
+                                      args.class_names_file, args.class_names, args.device,
+                                      args.trust_checkpoint)
     else:
-        predictions = infer(args, split, split_dir, described, out_dir, run_dir)
+        predictions = infer(args, split, source, described, out_dir, run_dir)
         if predictions is None:  # another process of a torchrun job: the main one analyses
             return None
     write_descriptor(run_dir, predictions.meta)
@@ -289,7 +299,8 @@ def main(argv=None):
     if main_process:
         for note in unused_option_notes(parser, args):
             print(note, file=sys.stderr)
-    if not main_process and (args.demo or args.from_cache or run_kind(args.model).nature not in MODEL_NATURES):
+    if not main_process and (args.demo or args.from_cache or args.rescore
+                             or run_kind(args.model).nature not in MODEL_NATURES):
         return 0  # under torchrun, only model inference is shared out; the rest is the first process's
     try:
         terminate_as_interrupt()

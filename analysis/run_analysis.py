@@ -251,20 +251,6 @@ def draw_figures(summary, confusion, title, mismatched=()):
     return figures
 
 
-def redrawn_histograms(marks, run_dir):
-    """{path: Figure}: the histograms of the other runs in `marks` (why.mismatch_marks), from their
-    metrics.json."""
-    figures = {}
-    for folder, mismatched in marks.items():
-        path = folder / "metrics.json"
-        if folder == Path(run_dir) or not path.is_file():
-            continue
-        summary = read_json(path, f"{folder.name}'s metrics")
-        figures.update({folder / name: figure for name, figure in draw_histograms(
-            summary, model_title(summary["settings"]), mismatched).items()})
-    return figures
-
-
 def draw_pseudo_labels(selection, model_title):
     """pseudo_labels.png from pseudo_labels.json's content."""
     def column(table, key):
@@ -303,15 +289,14 @@ def analyze(predictions, run_dir, out_dir):
                              passed.confusion, cosines, predictions.paths, NEIGHBOR_COUNT)
     # Everything is computed and drawn before the first file is written.
     title = model_title(predictions.meta)
-    marks = why.mismatch_marks(predictions.meta, run_dir, out_dir)
-    figures = draw_figures(summary, passed.confusion, title, marks.get(Path(run_dir), ()))
+    marks = why.mismatch_marks(predictions.meta, run_dir, out_dir, diagnosis)
+    figures = draw_figures(summary, passed.confusion, title, marks)
     figures["pseudo_labels.png"] = draw_pseudo_labels(selection, title)
     figures = {run_dir / name: figure for name, figure in figures.items()}
-    figures.update(redrawn_histograms(marks, run_dir))
     write_json(run_dir / "metrics.json", summary)
     write_json(run_dir / "centroids.json", centroids)
     write_json(run_dir / "pseudo_labels.json", selection)
-    write_json(run_dir / "why.json", diagnosis)
+    write_json(run_dir / why.WHY_FILE, diagnosis)
     write_tables(run_dir / TABLES_FILE, tables)
     write_figures(figures)
     return summary, centroids, selection

@@ -8,10 +8,12 @@
   each class's concept gap, the cosine between its text embedding and its visual prototype, and
   whether its own text is the one nearest to its images. Concept confusion: the class pairs that
   CAP's confusion-aware margin would push apart most, next to the run's largest confusions.
-  The mismatched classes of Algorithm 1 come from clip-ca (alignment.json), which runs it: it
-  costs tens of seconds, too much for every analysis.
+  And Algorithm 1's verdict on every class (mismatch_verdicts): its input is the two feature
+  arrays, so a brought cache needs no model or weights for it. It costs seconds at ImageNet100's
+  size (tens on two busy cores); clip-ca reuses the same detection to rename the classes.
 numpy and scipy.special only (through concepts.py), like the rest of the analysis.
 """
+import functools
 from pathlib import Path
 
 import numpy as np
@@ -20,9 +22,10 @@ from analysis import concepts
 import metrics
 from runs.outputs import none_if_nan, read_json
 from runs.descriptors import default_run_name
-from runs.kinds import CONCEPT_ALIGNED_MODEL, REFERENCE_MODEL
+from runs.kinds import CONCEPT_ALIGNED_MODEL, REFERENCE_MODEL, ZERO_SHOT_CLIP, nature_of
 
 GAP_LISTED = 10  # classes listed with the widest concept gap
+WHY_FILE = "why.json"
 ALIGNMENT_FILE = "alignment.json"  # clip-ca's: the mismatched classes and their new names
 
 
@@ -48,8 +51,13 @@ def figure4_tests(predicted_counts, cosines):
 
 def mismatched_wnids(out_dir, source=REFERENCE_MODEL):
     """The classes (wnids) Algorithm 1 found concept-mismatched in the CLIP run `source`'s
-    features: those of the alignment.json its clip-ca run writes (OUT/clip-ca, or
-    OUT/<source>-ca); None before that run exists."""
+    features: those its why.json records, else those of the alignment.json its clip-ca run
+    writes (OUT/clip-ca, or OUT/<source>-ca); None when neither exists."""
+    path = Path(out_dir) / source / WHY_FILE
+    if path.is_file():
+        mismatch = (read_json(path, f"{source}'s {WHY_FILE}").get("concepts") or {}).get("mismatch")
+        if mismatch:
+            return [entry["wnid"] for entry in mismatch["mismatched"]]
     return aligned_wnids(Path(out_dir) / default_run_name(CONCEPT_ALIGNED_MODEL, source=source))
 
 
@@ -62,20 +70,21 @@ def aligned_wnids(alignment_run_dir):
     return [entry["wnid"] for entry in alignment["mismatched"]]
 
 
-def mismatch_marks(meta, run_dir, out_dir):
-    """{run folder: mismatched wnids} whose histograms mark the classes Algorithm 1 found
-    concept-mismatched in a zero-shot CLIP run's features (its clip-ca run's alignment.json):
-    that run's and its clip-ca run's, whose text embeddings they are about. The CLIP run's
-    analysis marks them once its clip-ca has run; clip-ca's marks its own and redraws its
-    source's, analysed before clip-ca ran."""
+def mismatch_marks(meta, run_dir, out_dir, diagnosis=None):
+    """The wnids a run's own histograms mark as concept-mismatched by Algorithm 1: a CLIP run's
+    own verdict (its `diagnosis`, the why.json being written; else its clip-ca run's
+    alignment.json, for a cache without features), a clip-ca run's alignment.json. A run's
+    analysis draws only its own figures: the source's marks come from the source's own
+    analysis."""
     run_dir = Path(run_dir)
-    if meta["model"] == "clip":
-        return {run_dir: mismatched_wnids(out_dir, run_dir.name) or []}
-    if meta["model"] != CONCEPT_ALIGNED_MODEL:
-        return {}
-    source = meta.get("source_run", REFERENCE_MODEL)
-    mismatched = aligned_wnids(run_dir) or []
-    return {run_dir: mismatched, **({Path(out_dir) / source: mismatched} if mismatched else {})}
+    mismatch = ((diagnosis or {}).get("concepts") or {}).get("mismatch")
+    if mismatch:
+        return [entry["wnid"] for entry in mismatch["mismatched"]]
+    if meta["model"] == CONCEPT_ALIGNED_MODEL:
+        return aligned_wnids(run_dir) or []
+    if nature_of(meta["model"]) == ZERO_SHOT_CLIP:
+        return aligned_wnids(Path(out_dir) / default_run_name(CONCEPT_ALIGNED_MODEL, source=run_dir.name)) or []
+    return []
 
 
 def class_entry(wnids, names, index):
@@ -133,8 +142,27 @@ def diagnose(predictions, predicted, confidence, cosines, summary):
         return why
     gaps, prototypes = concept_gaps(predictions, predicted)
     why["concepts"] = {"gap": gaps, "margin": margin_pairs(predictions, predicted, confidence,
-                                                           prototypes, summary["top_confusions"])}
+                                                           prototypes, summary["top_confusions"]),
+                       "mismatch": mismatch_verdicts(predictions, predicted, confidence)}
     return why
+
+
+def mismatch_verdicts(predictions, predicted, confidence, seed=0):
+    """Algorithm 1 on the run's features: its settings, the mismatched classes (fewest
+    predictions first) and every class's verdict (left unmatched, mismatched)."""
+    detection = concepts.detect_mismatched_classes(
+        predictions.image_features, predictions.text_features, predicted, confidence,
+        random_state=seed)
+    remaining = set(detection.remaining_classes.tolist())
+    mismatched = set(detection.mismatched.tolist())
+    entry = functools.partial(class_entry, predictions.wnids, predictions.names)
+    return {"algorithm": "CAP's Algorithm 1 on the cached image and text features",
+            "settings": {"seed": seed, "images_used": detection.num_images_used,
+                         "sampled": detection.sampled, "n_init": concepts.DETECTION_N_INIT,
+                         "stop_at": len(detection.remaining_classes)},
+            "mismatched": [entry(k) for k in detection.mismatched.tolist()],
+            "classes": [{**entry(k), "left_unmatched": k in remaining, "mismatched": k in mismatched}
+                        for k in range(len(predictions.wnids))]}
 
 
 CONCEPT_NOTE = ("concept mismatch and confusion need CLIP's image features: make the CLIP run "

@@ -22,7 +22,7 @@ def missing_run_fix(error, commands):
         again = "first" if error.problem == MissingRun.MISSING else "again on this dataset"
         return f"run `{commands.run(error.run_id, made_by)}` {again}"
     if error.others:
-        return f"pass --source with one of {', '.join(error.others)}"
+        return f"pass {error.choose_with} with one of {', '.join(error.others)}"
     return f"make the run {error.run_id} first"
 
 

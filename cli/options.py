@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sources import classes
+from sources import classes, samples
 from explorer import DEFAULT_THUMBNAILS, EXPLORER_FILE
 from inference.models import PRECISIONS
 from inference.config import DEFAULT_CHUNK_IMAGES
@@ -110,6 +110,11 @@ def build_parser():
     parser.add_argument("--data", default=os.environ.get("IMAGENET100_ROOT", COURSE_DATA_DIR),
                         help="dataset root holding val/ (and train/), or a split folder itself; "
                              "the default is $IMAGENET100_ROOT when set, else the course's copy")
+    parser.add_argument("--labels", type=Path, metavar="FILE",
+                        help="--data is then one flat folder of images, and FILE their labels: a CSV "
+                             "of file name and label (Kaggle's LOC_val_solution.csv) or one label a "
+                             "line in the images' sorted order (the devkit's ground truth, with its "
+                             "meta.mat beside it); see docs/data-layouts.md for shards and parquet")
     parser.add_argument("--split", choices=classes.SPLITS,
                         help="which split folder of the root: val (the homework's), or train "
                              "(the images a semi-supervised learner pseudo-labels: ImageNet-1k's "
@@ -182,6 +187,11 @@ def build_parser():
     clip.add_argument("--templates", type=Path, metavar="FILE",
                       help="prompt templates, one per line with {c} for the class name "
                            f"(CLIP_benchmark's {classes.TEMPLATES_FILE} format)")
+    clip.add_argument("--rescore", metavar="RUN",
+                      help="re-predict the CLIP run RUN's cached image features (its folder under "
+                           "OUT) with this command's --templates or --prompts single and "
+                           "--class-names-file or --class-names, without reading an image, into "
+                           "OUT/RUN-rescored (or --run-name): CLIP's text encoder is the whole cost")
     clip.add_argument("--no-features", action="store_true",
                       help="keep only the logits in the cache, not CLIP's image embeddings [N, D] "
                            "and class text embeddings [K, D] (image_features, text_features; "
@@ -321,7 +331,7 @@ def missing_data_folder(args):
     """Why --data names no folder, with the fix for where its value came from; None when it is
     one."""
     data = Path(args.data).expanduser()
-    if data.is_dir():
+    if data.is_dir() or samples.is_shard_pattern(args.data):
         return None
     if "--data" in args.where:
         return f"the data folder {data} (--data) does not exist; check the path."

@@ -21,7 +21,7 @@ from runs.cache import in_blocks, load_predictions, write_predictions
 from runs.errors import MissingFeatures
 from runs.kinds import CONCEPT_ALIGNED_MODEL
 from runs.outputs import UserError, read_json, write_json
-from runs.descriptors import DEFAULT_CLIP_ARCHITECTURE
+from inference.text_encoder import clip_text_embedder
 from debias.training_free import derived_meta, load_clip_cache
 
 
@@ -43,37 +43,6 @@ def read_alternative_names(path):
                         "name or class name) to a list of alternative names, e.g. "
                         '{"annual_crop": ["farmland", "crop field"]}.')
     return names
-
-
-def clip_text_embedder(clip_meta, execution):
-    """names -> [len(names), D] unit text embeddings from the CLIP that made clip's cache (its
-    weights, prompts and precision), each name averaged over the prompt templates as the
-    zero-shot classifier is; for the demo's SIMULATED clip, the simulation's (see
-    simulation.simulated_name_embedder)."""
-    if clip_meta.get("simulated"):  # the demo's: made by no CLIP, so its names' stand-ins
-        from demo import simulation
-        return simulation.simulated_name_embedder(clip_meta["seed"], clip_meta["dimension"])
-    from inference import models  # torch and open_clip: only for the alternative names' embeddings
-    architecture = clip_meta.get("architecture", DEFAULT_CLIP_ARCHITECTURE)
-    weights = clip_meta.get("weights", "openai")
-    precision = clip_meta.get("precision", "fp32")
-    device = models.resolve_device(execution.device)
-    models.set_precision(device, precision)
-    clip, _ = models.load_clip_weights(architecture, weights, execution.trust_checkpoint)
-    clip = clip.to(device).eval()
-    identity = models.clip_weights_identity(architecture, weights)
-    if identity.get("sha256") and identity["sha256"] != clip_meta.get("weights_identity", {}).get("sha256"):
-        print(f"warning: {weights} is not the weights file the source's cache was made with; the "
-              "alternative names are embedded with it all the same.", file=sys.stderr)
-    # The templates the cache was made with; caches from before they were recorded, by --prompts.
-    templates = tuple(clip_meta.get("templates") or models.clip_prompt_templates(clip_meta.get("prompts", "ensemble")))
-
-    def embed(names):
-        path = models.text_classifier_path(execution.text_cache_dir, architecture, identity,
-                                           templates, names, precision)
-        return models.clip_text_classifier(clip, architecture, templates, names, device,
-                                           precision, path).numpy().T
-    return embed
 
 
 def aligned_text_features(clip, detection, embed, given_names=None):
@@ -109,9 +78,11 @@ def align_clip_concepts(settings, out_dir, run_dir, embed=None):
         print(f"note: Algorithm 1 ran on a seeded sample of {detection.num_images_used} of the "
               f"{len(clip.labels)} images (--ca-max-images).", file=sys.stderr)
     given_names = read_alternative_names(alignment.names_file) if alignment.names_file else None
-    text_features, choices = aligned_text_features(clip, detection,
-                                                   embed or clip_text_embedder(clip.meta, settings.execution),
-                                                   given_names)
+    execution = settings.execution
+    embed = embed or clip_text_embedder(clip.meta, execution.device, execution.trust_checkpoint,
+                                        execution.text_cache_dir,
+                                        needed_by=f"--model {CONCEPT_ALIGNED_MODEL}")
+    text_features, choices = aligned_text_features(clip, detection, embed, given_names)
     renamed = [f"{choice['name']} -> {choice['chosen']}" for choice in choices if choice["renamed"]]
     print(f"concept alignment: {len(choices)} mismatched classes; "
           + (f"renamed {', '.join(renamed)}" if renamed else "none has a better-matching name"))

@@ -1,11 +1,12 @@
-"""Inference: a model over an image folder, chunk by chunk, into the run's cache.
+"""Inference: a model over a source of samples (sources/samples.py: a folder, shards, parquet
+files, a flat folder with labels), chunk by chunk, into the run's cache.
 
-`predict` scans the folder, builds the model, computes the chunks that have no part yet (under
+`predict` indexes the source, builds the model, computes the chunks that have no part yet (under
 torchrun, this process's share of them: see chunk_store.py and distributed.py) and, in the main
 process, merges the parts into predictions.npz once every chunk has one. Every image carries
-its index in the sorted file list from the loader to its part, so each is counted exactly once.
+its index in the source from the loader to its part, so each is counted exactly once.
 """
-import os
+import io
 import sys
 import time
 from dataclasses import dataclass
@@ -28,32 +29,33 @@ class Unreadable:
     reason: str
 
 
-def load_rgb(path):
-    """Any image (grayscale, CMYK, a PNG named .JPEG) as RGB, or Unreadable (truncated, corrupt).
+def load_rgb(source, index):
+    """Sample `index` of the source as an RGB image, whatever its encoding (grayscale, CMYK, a
+    PNG named .JPEG), or Unreadable (missing, truncated, corrupt).
 
     Module-level, like the classes below, so DataLoader workers can receive it under any start
     method."""
     from PIL import Image
     try:
-        with open(path, "rb") as file:
-            return Image.open(file).convert("RGB")
+        with Image.open(io.BytesIO(source.read(index))) as image:
+            return image.convert("RGB")
     except Exception as error:  # PIL raises OSError, SyntaxError, ValueError... on bad files
         return Unreadable(str(error) or type(error).__name__)
 
 
 class IndexedImages:
-    """The folder's (path, label) samples as (transformed image or Unreadable, label, index)."""
+    """A SampleSource's samples as (transformed image or Unreadable, label, index)."""
 
-    def __init__(self, samples, transform):
-        self.samples = samples
+    def __init__(self, source, transform):
+        self.source = source
         self.transform = transform
 
     def __len__(self):
-        return len(self.samples)
+        return len(self.source)
 
     def __getitem__(self, index):
-        path, label = self.samples[index]
-        image = load_rgb(path)
+        image = load_rgb(self.source, index)
+        label = int(self.source.labels[index])
         return (image if isinstance(image, Unreadable) else self.transform(image)), label, index
 
 
@@ -87,7 +89,7 @@ def compute_chunks(model, dataset, device, precision, batch_size, workers, skip_
         for images, batch_labels, batch_indices, bad in loader:
             unreadable.update(bad)
             if bad and not skip_bad_images:
-                named = "; ".join(f"{dataset.samples[i][0]} ({reason})" for i, reason in bad)
+                named = "; ".join(f"{dataset.source.describe(i)} ({reason})" for i, reason in bad)
                 raise UserError(f"cannot read {named}: fix or remove the file(s), or pass "
                                 "--skip-bad-images to evaluate the other images.")
             if images is not None:
@@ -190,12 +192,12 @@ def build_model(config, execution, described, device, place):
     return built or build()
 
 
-def predict(config, execution, described, split_dir, run_dir):
+def predict(config, execution, described, source, run_dir):
     """Run the configured model (`config`, InferenceConfig) as `execution` (ExecutionSettings)
-    says over split_dir's classes (`described`, classes.DatasetClasses) into RUN/predictions.npz;
-    return its Predictions in the main process, None in the others."""
+    says over the source's samples (sources.samples.SampleSource; their classes `described`,
+    classes.DatasetClasses) into RUN/predictions.npz; return its Predictions in the main
+    process, None in the others."""
     import torch
-    from torchvision.datasets import ImageFolder
     place = distributed.current_place()
     wnids = list(described.folders)
     if place.is_main:
@@ -204,14 +206,9 @@ def predict(config, execution, described, split_dir, run_dir):
                    f"{described.templates_source}" if config.templates else "")
         print(f"{described.dataset}: {plural(len(wnids), 'class', 'classes')} named by "
               f"{described.names_source}{prompts}")
-    # Scan the files before loading a model, so a wrong folder fails in seconds.
-    folder = ImageFolder(split_dir, allow_empty=True)
-    if folder.classes != wnids:
-        raise UserError(f"{split_dir} changed while it was being read; run again.")
-    if not folder.samples:
-        raise UserError(f"the class folders of {split_dir} hold no image files.")
-    relative_paths = [os.path.relpath(path, split_dir) for path, _ in folder.samples]
-    file_list_sha256 = classes.file_list_identity(relative_paths)
+    # The source was indexed before the model loads, so a wrong folder fails in seconds.
+    keys = source.keys()
+    file_list_sha256 = source.fingerprint()
     torch.set_num_threads(execution.threads or place.cpus)
     device = models.resolve_device(execution.device, place.local_rank)
     models.set_precision(device, config.precision)
@@ -219,10 +216,10 @@ def predict(config, execution, described, split_dir, run_dir):
     try:
         model, transform, identity = build_model(config, execution, described, device, place)
         manifest = {**config.meta(), "weights_identity": identity, "file_list_sha256": file_list_sha256,
-                    "device": device.type, "chunk_size": config.chunk_size}
+                    "layout": source.layout, "device": device.type, "chunk_size": config.chunk_size}
         store = ChunkStore(run_dir, config.fingerprint(identity, file_list_sha256, device.type,
                                                        described.names),
-                           len(relative_paths), config.chunk_size, manifest)
+                           len(keys), config.chunk_size, manifest)
         if place.is_main:
             note = store.prepare()
             if note:
@@ -231,7 +228,7 @@ def predict(config, execution, described, split_dir, run_dir):
         distributed.wait_for_all(place)  # everyone has the same list before any part is written
         own = missing[place.rank::place.world_size]
         with JobProgress(store, place, f"{config.model} on {described.dataset}") as progress:
-            compute_chunks(model, IndexedImages(folder.samples, transform), device, config.precision,
+            compute_chunks(model, IndexedImages(source, transform), device, config.precision,
                            config.batch_size, place.cpus if execution.workers is None else execution.workers,
                            execution.skip_bad_images, store, own, progress)
             if not place.is_main:
@@ -242,12 +239,12 @@ def predict(config, execution, described, split_dir, run_dir):
         distributed.stop(place)
     cache = run_dir / "predictions.npz"
     meta = {**{key: value for key, value in manifest.items() if key != "chunk_size"},
-            "data": str(split_dir), "image_files": len(relative_paths)}
+            **source.meta(), "image_files": len(keys)}
     text_features = None
     if config.features:
         text_features = model.text_features
         meta["logit_scale"] = model.scale  # logits = logit_scale x image_features @ text_features.T
-    skipped = store.merge(cache, relative_paths, wnids, list(described.names), meta, text_features)
+    skipped = store.merge(cache, keys, wnids, list(described.names), meta, text_features)
     for index, reason in sorted(skipped.items()):
-        print(f"skipped unreadable image {folder.samples[index][0]} ({reason})", file=sys.stderr)
+        print(f"skipped unreadable image {source.describe(index)} ({reason})", file=sys.stderr)
     return load_predictions(cache)

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from sources.classes import SINGLE_TEMPLATE as SINGLE_PROMPT, fill_template, openai_imagenet_templates
+from inference import offline_weights
 from runs.outputs import UserError, plural, write_atomic
 
 DEFAULT_CLIP_ARCHITECTURE = "RN50"
@@ -224,9 +225,10 @@ def uses_quick_gelu(architecture, weights, is_tag):
                               for tag in tags)
 
 
-def build_unloaded_clip(architecture, quick_gelu, device="cpu"):
+def build_unloaded_clip(architecture, quick_gelu, device="cpu", preprocessing=None):
     """(model, eval transform) of `architecture` before a weights file fills it: no random draws,
-    no "initialized randomly" warning. On the meta device it is a skeleton of shapes only."""
+    no "initialized randomly" warning. On the meta device it is a skeleton of shapes only.
+    `preprocessing`: create_model_and_transforms's image options (a tag's, offline_weights)."""
     import logging
     import open_clip
     import torch
@@ -234,7 +236,7 @@ def build_unloaded_clip(architecture, quick_gelu, device="cpu"):
     try:
         with without_random_init(), torch.device(device):
             model, _, transform = open_clip.create_model_and_transforms(
-                architecture, force_quick_gelu=quick_gelu, device=device)
+                architecture, force_quick_gelu=quick_gelu, device=device, **(preprocessing or {}))
     finally:
         logging.disable(logging.NOTSET)
     return model, transform
@@ -248,8 +250,10 @@ def check_clip_state_dict(model, state_dict, architecture, weights):
 def check_clip_choice(architecture, weights, trust=False):
     """Stop early, before any image is read or model built, on an unknown --clip-model, a tag it
     does not have, a missing file or a file of another architecture (read, but compared with a
-    skeleton on the meta device); downloads nothing."""
+    skeleton on the meta device); downloads nothing. A tag must be in a local cache or the
+    network reachable (offline_weights.resolve_tag)."""
     if weights_are_a_tag(architecture, weights):
+        offline_weights.resolve_tag(architecture, weights)
         return
     state_dict = read_clip_state_dict(weights, trust)
     quick_gelu = uses_quick_gelu(architecture, weights, is_tag=False)
@@ -258,12 +262,14 @@ def check_clip_choice(architecture, weights, trust=False):
 
 
 def load_clip_weights(architecture, weights, trust=False):
-    """(open_clip CLIP `architecture` holding `weights`, its eval transform): a tag open_clip
-    downloads, or a local file."""
+    """(open_clip CLIP `architecture` holding `weights`, its eval transform): a local file, or a
+    tag, read from the local caches when it is there (offline_weights) and else downloaded by
+    open_clip."""
     import open_clip
     is_tag = weights_are_a_tag(architecture, weights)
     quick_gelu = uses_quick_gelu(architecture, weights, is_tag)
-    if is_tag:
+    cached = offline_weights.resolve_tag(architecture, weights) if is_tag else None
+    if is_tag and cached is None:
         try:
             model, _, transform = open_clip.create_model_and_transforms(
                 architecture, pretrained=weights, force_quick_gelu=quick_gelu)
@@ -272,8 +278,9 @@ def load_clip_weights(architecture, weights, trust=False):
                             f"({str(error).splitlines()[0]}); download them elsewhere and pass "
                             "--clip-weights PATH.") from None
         return model, transform
-    model, transform = build_unloaded_clip(architecture, quick_gelu)
-    state_dict = read_clip_state_dict(weights, trust)
+    preprocessing = offline_weights.tag_preprocessing(architecture, weights) if cached else None
+    model, transform = build_unloaded_clip(architecture, quick_gelu, preprocessing=preprocessing)
+    state_dict = read_clip_state_dict(cached or weights, trust)
     check_clip_state_dict(model, state_dict, architecture, weights)
     model.load_state_dict(state_dict)
     return model, transform

@@ -10,9 +10,6 @@ from runs.kinds import CONCEPT_ALIGNED_MODEL, REFERENCE_MODEL
 from .content import Section, Table, Text, format_number
 
 
-WHY_FILE = "why.json"
-
-
 ALIGNMENT_FILE = "alignment.json"  # clip-ca's mismatched classes and their new names
 
 
@@ -54,29 +51,34 @@ def margin_text(diagnosis, model):
                 f"{margin['similarity']}).")
 
 
-def alignment_block(runs, out_dir):
-    """clip-ca's renamed classes with their recall before and after, or how to get them."""
+def alignment_block(runs, out_dir, diagnosis):
+    """The classes Algorithm 1 found concept-mismatched in clip's features (clip's why.json) with
+    their recall, and clip-ca's new name for each once it has run (its alignment.json)."""
     path = Path(out_dir) / CONCEPT_ALIGNED_MODEL / ALIGNMENT_FILE
-    if not path.is_file() or REFERENCE_MODEL not in runs or runs[REFERENCE_MODEL].metrics is None:
+    aligned = read_json(path, f"{CONCEPT_ALIGNED_MODEL}'s {ALIGNMENT_FILE}") if path.is_file() else None
+    mismatch = diagnosis["concepts"].get("mismatch")
+    if mismatch is None and aligned is None:  # a why.json from before the analysis ran Algorithm 1
         return Text("Algorithm 1 (CAP's detection of concept-mismatched classes) runs with "
                     f"`{runs.command(CONCEPT_ALIGNED_MODEL)}`.", "note")
-    alignment = read_json(path, f"{CONCEPT_ALIGNED_MODEL}'s {ALIGNMENT_FILE}")
     recall = {model: {entry["wnid"]: entry["recall"] for entry in runs[model].metrics["classes"]}
               for model in (REFERENCE_MODEL, CONCEPT_ALIGNED_MODEL)
               if model in runs and runs[model].metrics is not None}
-    rows = [[f"{entry['name']} ({entry['wnid']})", entry["chosen"] if entry["renamed"] else "(kept)"]
+    chosen = {entry["wnid"]: entry["chosen"] if entry["renamed"] else "(kept)"
+              for entry in (aligned or {}).get("mismatched", [])}
+    classes = mismatch["mismatched"] if mismatch else aligned["mismatched"]
+    rows = [[f"{entry['name']} ({entry['wnid']})", chosen.get(entry["wnid"], "")]
             + [format_number(recall[model].get(entry["wnid"]), 3) for model in recall]
-            for entry in alignment["mismatched"]]
+            for entry in classes]
+    renaming = (f"{CONCEPT_ALIGNED_MODEL}'s WordNet synonym for each" if aligned else
+                f"`{runs.command(CONCEPT_ALIGNED_MODEL)}` renames them")
     return Table(["mismatched class", "renamed to", *(f"recall, {model}" for model in recall)], rows,
                  f"Concept-mismatched classes found by Algorithm 1 in {REFERENCE_MODEL}'s image "
-                 f"features, and {CONCEPT_ALIGNED_MODEL}'s WordNet synonym for each", compact=True)
+                 f"features; {renaming}", compact=True)
 
 
 def run_diagnosis(run):
     """A run's why.json, None when it has none (or there is no run)."""
-    if run is None or not (run.directory / WHY_FILE).is_file():
-        return None
-    return read_json(run.directory / WHY_FILE, f"{run.model}'s {WHY_FILE}")
+    return None if run is None else run.why
 
 
 def concept_blocks(run, diagnosis):
@@ -100,7 +102,8 @@ def why_section(runs, out_dir):
     clip = runs.get(REFERENCE_MODEL)
     diagnosis = run_diagnosis(clip)
     note = no_concepts_note(diagnosis)
-    section.blocks += [note] if note else [*concept_blocks(clip, diagnosis), alignment_block(runs, out_dir)]
+    section.blocks += ([note] if note else
+                       [*concept_blocks(clip, diagnosis), alignment_block(runs, out_dir, diagnosis)])
     return section
 
 
@@ -117,4 +120,14 @@ def why_in_brief(runs):
              f"from their images ({REFERENCE_MODEL}): "
              + ", ".join(f"{entry['name']} ({format_number(entry['cosine'], 3)})" for entry in gaps)
              + "."),
-        margin_text(diagnosis, REFERENCE_MODEL)]
+        *mismatch_sentence(diagnosis), margin_text(diagnosis, REFERENCE_MODEL)]
+
+
+def mismatch_sentence(diagnosis):
+    """Algorithm 1's verdict in clip's why.json, in one sentence (none in an older why.json)."""
+    mismatch = diagnosis["concepts"].get("mismatch")
+    if mismatch is None:
+        return []
+    named = ", ".join(entry["name"] for entry in mismatch["mismatched"]) or "none"
+    return [Text(f"Algorithm 1 (CAP) finds {plural(len(mismatch['mismatched']), 'class', 'classes')} "
+                 f"concept-mismatched in {REFERENCE_MODEL}'s features: {named}.")]

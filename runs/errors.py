@@ -14,12 +14,13 @@ class MissingRun(UserError):
     cache, a folder of another name); needed_by: the --model or step that needs it; purpose:
     what for, in words; path: the file that is missing or unusable; problem: what is wrong with
     it ("does not exist", or why it cannot serve, when remaking the run on this dataset fixes
-    it); others: runs in OUT that could stand in (for --source)."""
+    it); others: runs in OUT that could stand in, through the option `choose_with`."""
 
     MISSING = "does not exist"
 
-    def __init__(self, run_id, made_by, needed_by, purpose, path, others=(), problem=MISSING):
-        self.run_id, self.made_by, self.needed_by = run_id, made_by, needed_by
+    def __init__(self, run_id, made_by, needed_by, purpose, path, others=(), problem=MISSING,
+                 choose_with="--source"):
+        self.run_id, self.made_by, self.needed_by, self.choose_with = run_id, made_by, needed_by, choose_with
         self.purpose, self.path, self.others, self.problem = purpose, Path(path), tuple(others), problem
         super().__init__(f"{needed_by} needs the run {run_id} to {purpose}, but {self.path} "
                          f"{problem}")

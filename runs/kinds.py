@@ -85,11 +85,12 @@ CONCEPT_ALIGNED_MODEL = "clip-ca"
 register(RunKind(
     REFERENCE_MODEL, ZERO_SHOT_CLIP, "CLIP RN50 zero-shot",
     "Q1; any open_clip model with --clip-model", "inference.engine:predict",
-    options=("clip_model", "clip_weights", "prompts", "templates", "no_features", "title_note"),
+    options=("clip_model", "clip_weights", "prompts", "templates", "no_features", "title_note", "labels",
+             "rescore"),
     question="Q1"))
 register(RunKind(
     "debiaspl", CHECKPOINT, "DebiasPL (zero-shot, RN50)", "Q2; run clip first",
-    "inference.engine:predict", options=("checkpoint", "branch", "title_note"), question="Q2"))
+    "inference.engine:predict", options=("checkpoint", "branch", "title_note", "labels"), question="Q2"))
 register(RunKind(
     LOGIT_ADJUSTED_MODEL, TRAINING_FREE, "CLIP RN50 + logit adjustment", "a run's cached logits, "
     "logit-adjusted", "debias.training_free:adjust_clip_predictions",

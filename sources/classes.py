@@ -30,7 +30,8 @@ CLASS_NAME_SOURCES = {"openai": "CLIP's curated ImageNet names", "wordnet": "Wor
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 
 
-SPLITS = ("val", "train")  # --split: the dataset root's folders
+# --split: the dataset root's folders; CLIP_benchmark's exports name their evaluation split test.
+SPLITS = ("val", "train", "test")
 
 
 def resolve_split_dir(data, split=None):
@@ -43,7 +44,7 @@ def resolve_split_dir(data, split=None):
                         "IMAGENET100_ROOT.")
     present = [name for name in SPLITS if (root / name).is_dir()]
     if present:
-        chosen = split or SPLITS[0]
+        chosen = split or ("test" if present == ["test"] else SPLITS[0])
         if chosen not in present:
             raise UserError(f"{root} has no {chosen} folder (it has {', '.join(present)}); pass "
                             f"--split {present[0]}, or --data pointing to the {chosen} images.")
@@ -57,14 +58,6 @@ def find_class_folders(val_dir):
         raise UserError(f"{val_dir} holds no class folders; --data must point to a dataset's root "
                         "(holding val/ or train/) or to a folder of class folders.")
     return wnids
-
-
-def list_image_files(val_dir):
-    """Relative paths of the files ImageFolder would load from val_dir's class folders."""
-    return [os.path.relpath(os.path.join(root, name), val_dir)
-            for class_dir in find_class_folders(val_dir)
-            for root, _, names in os.walk(Path(val_dir) / class_dir, followlinks=True)
-            for name in names if name.lower().endswith(IMAGE_EXTENSIONS)]
 
 
 def file_list_identity(paths):
@@ -168,23 +161,28 @@ class DatasetClasses:
 
 
 def dataset_classes(split_dir, class_names="openai", class_names_file=None, templates_file=None,
-                    prompts="ensemble"):
-    """The classes of split_dir's class folders: their names, ImageNet-1k indices and CLIP's
+                    prompts="ensemble", folders=None, given_names=None):
+    """The classes of split_dir's class folders (or of `folders`, the class ids of a source in
+    another layout, whose files sit in split_dir): their names, ImageNet-1k indices and CLIP's
     prompt templates. `prompts` is "ensemble", "single", or None for a model without prompts
-    (debiaspl: then no templates are read, and open_clip is not imported)."""
+    (debiaspl: then no templates are read, and open_clip is not imported). `given_names` are
+    names the data carries itself (a parquet dataset's metadata), used when no file names them."""
     split_dir = Path(split_dir)
-    folders = tuple(find_class_folders(split_dir))
+    folders = tuple(find_class_folders(split_dir) if folders is None else folders)
     imagenet = are_imagenet1k_wnids(folders)
     indices, table_names = describe_classes(folders, class_names) if imagenet else (None, None)
     root = dataset_root(split_dir)
-    names_file = (Path(class_names_file).expanduser() if class_names_file
-                  else dataset_file(split_dir, CLASS_NAMES_FILE))
+    names_file = names_file_of(split_dir, class_names_file, given_names)
     if names_file:
         names, names_source = read_class_names(names_file, folders, split_dir), str(names_file)
+    elif given_names:
+        names, names_source = tuple(given_names), "the dataset's metadata"
     elif imagenet:
         names, names_source = tuple(table_names), CLASS_NAME_SOURCES[class_names]
     else:
         names, names_source = folder_names(folders, split_dir, root), FOLDER_NAMES_SOURCE
+    if prompts is not None:
+        warn_about_names(names, folders, names_source)
     templates, templates_source = prompt_templates(split_dir, templates_file, prompts, imagenet)
     # resolve(): "." names no folder; "/" stays nameless, and is then named by its path.
     dataset = (imagenet and standard_imagenet_name(folders)) or root.resolve().name or str(root)
@@ -223,24 +221,12 @@ def folder_names(folders, split_dir, root):
                         + f", and the class folders of {split_dir} look like ImageNet wnids, which "
                           f"name nothing in CLIP's prompts; {fix}")
     names = tuple(class_folder_label(folder) for folder in folders)
-    clash = first_clash(names)
-    if clash:
-        first, second = (folders[index] for index in clash)
+    repeated = same_to_clip(names)
+    if repeated:
+        first, second = (folders[index] for index in repeated[0][:2])
         raise UserError(f"the class folders {first!r} and {second!r} of {split_dir} both read "
-                        f"{names[clash[0]]!r} as a class name; {fix}")
+                        f"{names[repeated[0][0]]!r} as a class name; {fix}")
     return names
-
-
-def first_clash(names):
-    """(i, j) of the first two names CLIP cannot tell apart, else None: its tokenizer lowercases
-    and collapses whitespace, so "Forest" and "forest" would be one text embedding."""
-    seen = {}
-    for index, name in enumerate(names):
-        key = " ".join(name.lower().split())
-        if key in seen:
-            return seen[key], index
-        seen[key] = index
-    return None
 
 
 def read_lines(path, what):
@@ -268,18 +254,11 @@ def read_lines(path, what):
 
 
 def read_class_names(path, folders, split_dir):
+    """The class-names file's names, one for each class folder. Blank and repeated names are
+    kept, as CLIP_benchmark keeps them (warn_about_names says what they cost)."""
     what = "class-names file"
     names = read_lines(path, what)
     order = "one class name per line, in the sorted order of the class folders' names"
-    for number, name in enumerate(names, 1):
-        if not name:
-            raise UserError(f"line {number} of the {what} {path} is blank; write {order}.")
-    clash = first_clash(names)
-    if clash:
-        first, second = clash
-        raise UserError(f"lines {first + 1} ({names[first]!r}) and {second + 1} ({names[second]!r}) "
-                        f"of the {what} {path} are the same name to CLIP, which ignores case; give "
-                        "each class its own name.")
     if len(names) != len(folders):
         where = (f"line {len(names) + 1} would name the folder {folders[len(names)]!r}"
                  if len(names) < len(folders) else
@@ -287,6 +266,60 @@ def read_class_names(path, folders, split_dir):
         raise UserError(f"the {what} {path} has {len(names)} names but {split_dir} has "
                         f"{len(folders)} class folders ({where}); write {order}.")
     return tuple(names)
+
+
+def names_file_of(split_dir, class_names_file=None, given_names=None):
+    """The file naming the classes: --class-names-file, else the dataset's classnames.txt unless
+    the data names its classes itself (`given_names`: a parquet dataset's metadata)."""
+    if class_names_file:
+        return Path(class_names_file).expanduser()
+    return None if given_names else dataset_file(split_dir, CLASS_NAMES_FILE)
+
+
+def names_for_unnamed_classes(split_dir, class_names_file=None, given_names=None):
+    """The class names of a source whose labels are numbers (webdataset shards, parquet), line i
+    naming label i: --class-names-file's, else the names the data carries (`given_names`), else
+    classnames.txt's."""
+    path = names_file_of(Path(split_dir), class_names_file, given_names)
+    if path:
+        names = read_lines(path, "class-names file")
+        if not names:
+            raise UserError(f"the class-names file {path} holds no names; write one class name "
+                            "per line, line i naming label i.")
+        return tuple(names)
+    if given_names:
+        return tuple(given_names)
+    raise UserError(f"the labels of {split_dir} are class numbers and nothing names them: write "
+                    f"the class names, one per line with line i naming label i, to "
+                    f"{dataset_root(Path(split_dir)) / CLASS_NAMES_FILE} or pass "
+                    "--class-names-file FILE.")
+
+
+def same_to_clip(names):
+    """The groups of class indices whose names CLIP cannot tell apart (its tokenizer lowercases
+    and collapses whitespace, so "Forest" and "forest" are one text embedding)."""
+    groups = {}
+    for index, name in enumerate(names):
+        groups.setdefault(" ".join(name.lower().split()), []).append(index)
+    return [group for group in groups.values() if len(group) > 1]
+
+
+def warn_about_names(names, folders, names_source):
+    """One warning for the names CLIP's prompts cannot tell apart, one for blank names. Both are
+    kept rather than refused: CLIP_benchmark's own lists have them (imagenet1k names `missile`
+    and `sunglasses` twice, clevr_closest_object_distance has a blank name), its published
+    numbers are made with them, and refusing would leave those datasets unusable."""
+    repeated = same_to_clip(names)
+    if repeated:
+        listed = "; ".join(f"{names[group[0]]!r} ({', '.join(folders[index] for index in group)})"
+                           for group in repeated)
+        print(f"warning: the class names of {names_source} give {len(repeated)} name(s) to "
+              f"several classes, whose prompts are then the same, so CLIP cannot tell them apart: "
+              f"{listed}.", file=sys.stderr)
+    blank = [folders[index] for index, name in enumerate(names) if not name.strip()]
+    if blank:
+        print(f"warning: {names_source} gives the class(es) {', '.join(blank)} a blank name, so "
+              "their prompts name no class (CLIP_benchmark evaluates them so).", file=sys.stderr)
 
 
 def read_templates(path):

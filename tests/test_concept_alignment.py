@@ -16,7 +16,8 @@ from cli.messages import explain
 from debias.settings import DerivedRunSettings
 from runs.errors import MissingFeatures
 from inference.config import ExecutionSettings
-from debias.concept_alignment import align_clip_concepts, alternative_names, clip_text_embedder
+from debias.concept_alignment import align_clip_concepts, alternative_names
+from inference.text_encoder import clip_text_embedder
 from conftest import SUBSET_WNIDS, run_cli
 from runs.outputs import write_json
 
@@ -120,7 +121,7 @@ def test_cli_runs_on_a_real_clip_cache_and_embeds_names_with_its_text_encoder(re
     assert (tmp_path / "clip-ca" / "metrics.json").is_file()
     # What the run's classes would be renamed with: clip's weights and prompts, unit embeddings.
     clip = cache.load_predictions(tmp_path / "clip" / "predictions.npz")
-    embed = clip_text_embedder(clip.meta, options(tmp_path).execution)
+    embed = clip_text_embedder(clip.meta, "cpu", cache_dir=tmp_path / "cache")
     names = alternative_names(SUBSET_WNIDS[0], str(clip.names[0]))
     embeddings = embed(names)
     assert embeddings.shape == (len(names), clip.text_features.shape[1]) and len(names) > 1

@@ -141,8 +141,6 @@ def test_folder_names_that_read_alike(tmp_path):
 
 
 @pytest.mark.parametrize("file_name, lines, fragments", [
-    ("classnames.txt", ["annual crop", "", "herbaceous"], ["line 2", "is blank"]),
-    ("classnames.txt", ["Forest", "crops", "forest"], ["lines 1 ('Forest') and 3 ('forest')"]),
     ("classnames.txt", ["crops", "forest"], ["has 2 names", "has 3 class folders", "line 3 would name "
                                              "the folder 'herbaceous-vegetation'", "sorted order"]),
     ("classnames.txt", NAMES + ["desert"], ["has 4 names", "line 4 ('desert') has no folder"]),
@@ -190,3 +188,51 @@ def test_subset_warning_only_for_imagenet_subsets(capsys):
 def test_labels_and_prompts():
     assert classes.class_folder_label("herbaceous-vegetation__2") == "herbaceous vegetation 2"
     assert classes.fill_template("a {c} {not a field}", "forest") == "a forest {not a field}"
+
+
+CLIP_BENCHMARK_LISTS = classes.PROJECT_DIR / "tests" / "data" / "clip_benchmark" / "en_classnames.json"
+
+
+def clip_benchmark_lists():
+    """CLIP_benchmark 1.6.2's class lists of its English datasets (its en_classnames.json, MIT)."""
+    import json
+    return json.loads(CLIP_BENCHMARK_LISTS.read_text())
+
+
+@pytest.mark.parametrize("dataset", sorted(clip_benchmark_lists()))
+def test_clip_benchmark_class_lists_are_accepted(tmp_path, dataset, capsys):
+    """Every English list of CLIP_benchmark, as its exports write classnames.txt: accepted as
+    written, with one warning for the names CLIP cannot tell apart (found here by collections,
+    independently of the code) and one for blank names."""
+    import collections
+    names = clip_benchmark_lists()[dataset]
+    folders = [f"{index:04d}" for index in range(len(names))]
+    split_dir = class_folders(tmp_path / dataset, folders)
+    write_lines(split_dir / classes.CLASS_NAMES_FILE, names)
+    described = classes.dataset_classes(split_dir, prompts="single")
+    assert described.names == tuple(names)
+    warnings = capsys.readouterr().err
+    counts = collections.Counter(" ".join(name.lower().split()) for name in names)
+    repeated = sorted(name for name, count in counts.items() if count > 1)
+    assert ("cannot tell them apart" in warnings) == bool(repeated)
+    for name in repeated:
+        assert repr(name) in warnings
+    assert ("a blank name" in warnings) == ("" in names)
+    assert warnings.count("warning:") == bool(repeated) + ("" in names)
+
+
+def test_the_repeated_and_blank_names_are_named(tmp_path, capsys):
+    """The two lists that CLIP_benchmark ships and that used to be refused: the warning names
+    the classes that share a name, and the class whose name is blank."""
+    lists = clip_benchmark_lists()
+    imagenet = class_folders(tmp_path / "imagenet1k", [f"{index:04d}" for index in range(1000)])
+    write_lines(imagenet / classes.CLASS_NAMES_FILE, lists["imagenet1k"])
+    classes.dataset_classes(imagenet, prompts="single")
+    warning = capsys.readouterr().err
+    for name in ("missile", "sunglasses"):
+        indices = [index for index, value in enumerate(lists["imagenet1k"]) if value == name]
+        assert f"{name!r} ({', '.join(f'{index:04d}' for index in indices)})" in warning
+    clevr = class_folders(tmp_path / "clevr", list("abcdef"))
+    write_lines(clevr / classes.CLASS_NAMES_FILE, lists["clevr_closest_object_distance"])
+    described = classes.dataset_classes(clevr, prompts="single")
+    assert described.names[3] == "" and "the class(es) d a blank name" in capsys.readouterr().err

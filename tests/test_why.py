@@ -69,5 +69,42 @@ def test_histograms_mark_the_classes_clip_ca_found_mismatched(clip_out, monkeypa
     marks.clear(), written.clear()
     clip.meta = {"model": "clip-ca", "clip": clip.meta}
     run_analysis.analyze(clip, clip_out / "clip-ca", clip_out)
-    assert marks == [(run_analysis.MISMATCH_LABEL, [4])] * 4
-    assert {clip_out / "clip" / f"histogram_{quantity}.png" for quantity in ("precision", "recall")} < set(written)
+    assert marks == [(run_analysis.MISMATCH_LABEL, [4])] * 2
+    # One run's analysis writes its own folder only: clip's histograms are clip's analysis's.
+    assert written and all(path.parent == clip_out / "clip-ca" for path in written)
+
+
+def test_algorithm_1_runs_on_a_brought_cache_without_any_model(tmp_path):
+    """A cache brought from elsewhere, with image and text features but no weights, analysed in a
+    fresh interpreter that never imports torch or open_clip: why.json gives every class Algorithm
+    1's verdict, finding the planted classes (those whose text embedding points away from their
+    images, test_concepts.planted_run), and the recall histogram marks them."""
+    import subprocess
+    import sys
+    from conftest import PROJECT_DIR
+    from test_concepts import LOGIT_SCALE, planted_run
+    run = planted_run()
+    wnids = np.array([f"class{k:02d}" for k in range(len(run.text_features))])
+    cache.save_predictions(tmp_path / "brought" / "predictions.npz", cache.Predictions(
+        logits=(LOGIT_SCALE * run.image_features @ run.text_features.T).astype(np.float32),
+        labels=run.labels.astype(np.int64), paths=np.array([f"{i}.jpg" for i in range(len(run.labels))]),
+        wnids=wnids, names=np.array([f"thing {k}" for k in range(len(wnids))]),
+        meta={"model": "clip", "logit_scale": LOGIT_SCALE},
+        image_features=run.image_features, text_features=run.text_features))
+    script = ("import sys, starter\n"
+              "code = starter.main(['--model', 'clip', '--from-cache', '--run-name', 'brought', "
+              f"'--out', {str(tmp_path)!r}])\n"
+              "assert not {'torch', 'open_clip'} & set(sys.modules), 'a model library was imported'\n"
+              "sys.exit(code)")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                            timeout=300, cwd=PROJECT_DIR)
+    assert result.returncode == 0, result.stderr
+    mismatch = read(tmp_path / "brought" / "why.json")["concepts"]["mismatch"]
+    planted = sorted(wnids[run.planted].tolist())
+    assert sorted(entry["wnid"] for entry in mismatch["mismatched"]) == planted
+    assert sorted(entry["wnid"] for entry in mismatch["classes"] if entry["mismatched"]) == planted
+    assert len(mismatch["classes"]) == len(wnids)
+    assert why.mismatched_wnids(tmp_path, "brought") == [entry["wnid"] for entry in mismatch["mismatched"]]
+    marks = why.mismatch_marks({"model": "clip"}, tmp_path / "brought", tmp_path,
+                               read(tmp_path / "brought" / "why.json"))
+    assert sorted(marks) == planted

@@ -1,0 +1,46 @@
+"""The ImageFolder layout: one folder per class, the images anywhere below it.
+
+The samples are in torchvision ImageFolder's order (classes sorted, then every file below a
+class's folder in sorted walk order), read without torch, so a cache made before the other
+layouts existed has the same keys and fingerprint.
+"""
+import os
+from pathlib import Path
+
+import numpy as np
+
+from runs.outputs import UserError
+from sources import classes
+from sources.samples import SampleSource
+
+
+def image_files(split_dir, class_folders):
+    """(relative paths, labels) of the files ImageFolder loads, in its order."""
+    paths, labels = [], []
+    for label, class_folder in enumerate(class_folders):
+        for root, _, names in sorted(os.walk(Path(split_dir) / class_folder, followlinks=True)):
+            for name in sorted(names):
+                if name.lower().endswith(classes.IMAGE_EXTENSIONS):
+                    paths.append(os.path.relpath(os.path.join(root, name), split_dir))
+                    labels.append(label)
+    return paths, np.asarray(labels, dtype=np.int64)
+
+
+class FolderSource(SampleSource):
+    layout = "folder"
+
+    def __init__(self, split_dir):
+        self.split_dir = self.location = Path(split_dir)
+        self.class_ids = tuple(classes.find_class_folders(split_dir))
+        self.paths, self.labels = image_files(split_dir, self.class_ids)
+        if not self.paths:
+            raise UserError(f"the class folders of {split_dir} hold no image files.")
+
+    def key(self, index):
+        return self.paths[index]
+
+    def keys(self):
+        return list(self.paths)
+
+    def read(self, index):
+        return (self.split_dir / self.paths[index]).read_bytes()
