@@ -69,10 +69,11 @@ class InferenceConfig:
     def fingerprint(self, weights_identity, file_list_sha256, device_type, class_names=()):
         """SHA-256 of everything a part's logits depend on: the options (not the weights' path,
         which may differ between nodes, but the file's content), the prompts' class names, the
-        image file list and the kind of device. Parts with another fingerprint are never mixed
-        into this run's cache."""
+        image file list and the kind of device; not the batch size, so that a run resumed with a
+        smaller batch (after running out of GPU memory, say) reuses its parts. Parts with
+        another fingerprint are never mixed into this run's cache."""
         options = {key: value for key, value in asdict(self).items()
-                   if key not in ("weights", "title_note")}
+                   if key not in ("weights", "title_note", "batch_size")}
         content = {key: value for key, value in weights_identity.items() if key != "path"}
         key = json.dumps([options, content, file_list_sha256, device_type, list(class_names)],
                          sort_keys=True)
