@@ -15,6 +15,7 @@ from sources import classes
 from explorer import DEFAULT_THUMBNAILS, EXPLORER_FILE
 from inference.models import PRECISIONS
 from inference.config import DEFAULT_CHUNK_IMAGES
+from inference.distributed import DEFAULT_BARRIER_SECONDS
 from runs.descriptors import DEFAULT_CLIP_ARCHITECTURE, MODEL_KINDS, MODELS, REFERENCE_MODEL, TRAINING_FREE
 
 PROJECT_DIR = Path(__file__).resolve().parent
@@ -223,6 +224,16 @@ def build_parser():
     inference.add_argument("--threads", type=int,
                            help="torch threads per process; the default is the process's share of "
                                 "the usable CPUs, as for --workers")
+    inference.add_argument("--chunk-wait", type=positive_seconds, metavar="SECONDS",
+                           help="under torchrun: how long the main process waits for a new part "
+                                "of the others once its own chunks are done, before it names the "
+                                "missing chunks and stops; the default is 3 x its slowest chunk, "
+                                "at least 60 s")
+    inference.add_argument("--barrier-timeout", type=positive_seconds, metavar="SECONDS",
+                           default=DEFAULT_BARRIER_SECONDS,
+                           help="under torchrun: how long a process waits for the others to "
+                                "start and at a barrier (the first waits for the main process's "
+                                "model build) before it stops")
     inference.add_argument("--skip-bad-images", action="store_true",
                            help="evaluate the images that can be read and list the unreadable ones "
                                 "in metrics.json under 'skipped'; without it, unreadable images stop "
@@ -289,6 +300,14 @@ def submission_date(text):
         return date.fromisoformat(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a date written YYYY-MM-DD") from None
+
+
+def positive_seconds(text):
+    """argparse type: a number of seconds above 0."""
+    value = finite_float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text} is not a number of seconds above 0")
+    return value
 
 
 def unit_interval(text):

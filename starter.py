@@ -34,10 +34,11 @@ from inference import models
 from debias import training_free
 from explorer import EXPLORER_FILE
 from runs.cache import load_predictions, save_predictions
-from inference.distributed import current_place
+from inference.distributed import current_place, exit_at_once, follow_launcher
 from options import build_parser, missing_data_folder, unused_option_notes
 from inference.config import InferenceConfig
-from analysis.figure_workers import figure_processes, terminate_as_interrupt
+from analysis.figure_workers import Terminated, figure_processes, terminate_as_interrupt
+from runs import lock
 from runs.outputs import UserError, plural
 from runs.descriptors import (CONCEPT_ALIGNED_MODEL, LOGIT_ADJUSTED_MODEL, MODEL_KINDS, MODELS, PRIOR_MATCHED_MODEL,
                   REFERENCE_MODEL, SIMULATED, TRAINING_FREE, default_run_name, find_runs, split_out_dir,
@@ -130,6 +131,14 @@ def run(args):
     model_run = not args.from_cache and MODEL_KINDS[args.model] != TRAINING_FREE
     split_dir, described = describe_dataset(args, split) if model_run else (None, None)
     run_dir = out_dir / run_folder(args, split, described)
+    # One job writes a run folder; a training-free run reads its source's (runs/lock.py).
+    source = [out_dir / args.source] if MODEL_KINDS[args.model] == TRAINING_FREE and not args.from_cache else []
+    with lock.hold(writes=[run_dir], reads=source, enabled=current_place().is_main):
+        return make_and_analyse(args, split, out_dir, run_dir, split_dir, described)
+
+
+def make_and_analyse(args, split, out_dir, run_dir, split_dir, described):
+    """run()'s work in the run folder, whose lock it holds."""
     cache = run_dir / "predictions.npz"
     if args.from_cache:
         others = [run_id for run_id, descriptor in find_runs(out_dir).items()
@@ -278,6 +287,7 @@ def main(argv=None):
     if args.chunk_size is not None and (args.chunk_size < 1 or args.chunk_size % args.batch_size):
         parser.error(f"--chunk-size must be a multiple of --batch-size ({args.batch_size}), so that "
                      "a chunk's batches are the same in every process")
+    follow_launcher(current_place())  # under torchrun: end with torchrun's agent, however it ends
     main_process = current_place().is_main
     if main_process:
         for note in unused_option_notes(parser, args):
@@ -291,20 +301,26 @@ def main(argv=None):
                 run_demo(args)  # its report included
             elif args.model:
                 print_run(args)
-            if args.report and not args.demo and main_process:
-                write_report(split_out_dir(args.out, chosen_split(args)), args)
             if (args.report or args.explore) and not args.demo and main_process:
-                write_explorer(split_out_dir(args.out, chosen_split(args)), args)
+                out_dir = split_out_dir(args.out, chosen_split(args))
+                with lock.hold(writes=[out_dir / "report"], reads=[out_dir / run for run in find_runs(out_dir)]):
+                    if args.report:
+                        write_report(out_dir, args)
+                    write_explorer(out_dir, args)
             if args.bundle and main_process:
                 write_bundle(Path(args.out))
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
+        exit_at_once(current_place(), 2)
         return 2
-    except KeyboardInterrupt:
-        print("interrupted: outputs already written are complete; nothing is half-written (a model "
-              "run goes on from its finished chunks when the same command runs again).",
-              file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as interrupt:
+        if main_process:  # one line for the job
+            print("interrupted: outputs already written are complete; nothing is half-written (a "
+                  "model run goes on from its finished chunks when the same command runs again).",
+                  file=sys.stderr)
+        code = 143 if isinstance(interrupt, Terminated) else 130  # 128 + SIGTERM's or SIGINT's number
+        exit_at_once(current_place(), code)
+        return code
     return 0
 
 
