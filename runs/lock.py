@@ -129,7 +129,24 @@ def locks_work(folder):
     return not any(option in options for option in NODE_LOCAL_LOCKS)
 
 
-class KernelLock:
+class Lock:
+    """What both kinds of lock share: release() lets go, then removes the folders that take()
+    made for the lock file when they are still empty (a command that stopped early, such as a
+    --from-cache run with a mistyped --out, leaves no folder)."""
+    made_folders = ()
+
+    def release(self):
+        self.let_go()
+        remove_if_empty(self.made_folders)
+
+
+def remove_if_empty(folders):
+    for folder in folders:
+        with contextlib.suppress(OSError):
+            folder.rmdir()
+
+
+class KernelLock(Lock):
     """A POSIX lock on the target's lock file, held until release()."""
 
     def __init__(self, target, shared):
@@ -157,7 +174,7 @@ class KernelLock:
         os.write(descriptor, holder.line().encode())
         self.descriptor = descriptor
 
-    def release(self):
+    def let_go(self):
         """Delete the file when no one else holds it (we then hold it alone, exclusively), and
         let go. A reader's conversion to exclusive is atomic for POSIX locks."""
         with contextlib.suppress(OSError):
@@ -166,7 +183,7 @@ class KernelLock:
         os.close(self.descriptor)  # closing releases every lock of this process on the file
 
 
-class HeartbeatLock:
+class HeartbeatLock(Lock):
     """The fallback: a writer's file (the lock file, created exclusively) and one file per
     reader; each holder touches its file every HEARTBEAT_SECONDS. A writer makes its file before
     it looks for readers, and a reader before it looks for a writer, so of two that start at
@@ -228,7 +245,7 @@ class HeartbeatLock:
             with contextlib.suppress(OSError):
                 os.utime(self.path)
 
-    def release(self):
+    def let_go(self):
         self.stop.set()
         self.path.unlink(missing_ok=True)
 
@@ -236,7 +253,19 @@ class HeartbeatLock:
 def take(target, shared=False):
     """The lock of `target` (a folder or file, which need not exist yet; its parent is made):
     exclusive to write it, shared to read it. Raises FolderInUse when another job holds it."""
-    Path(target).parent.mkdir(parents=True, exist_ok=True)
+    folder = Path(target).parent
+    made = [path for path in (folder, *folder.parents) if not path.exists()]  # the deepest first
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        taken = kind_that_works(target, shared)
+    except BaseException:
+        remove_if_empty(made)
+        raise
+    taken.made_folders = made
+    return taken
+
+
+def kind_that_works(target, shared):
     if locks_work(Path(target).parent):
         try:
             return KernelLock(target, shared)

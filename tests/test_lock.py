@@ -133,3 +133,9 @@ def test_training_free_run_and_report_refuse_while_their_source_is_written(clip_
         assert run_cli("--report", "--out", clip_out) == 2
         assert "writes it; wait for it to end." in capsys.readouterr().err
     assert not (clip_out / "clip-la").exists() and not (clip_out / "report.pdf").exists()
+
+
+def test_a_command_that_stops_early_leaves_no_folder(tmp_path, capsys):
+    assert run_cli("--model", "clip", "--from-cache", "--out", tmp_path / "typo" / "out") == 2
+    assert f"error: there is no cache at {tmp_path / 'typo' / 'out' / 'clip'}" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
