@@ -123,7 +123,7 @@ def ended_by_signals():
 
 def exit_at_once(place, code):
     """Under torchrun, end this process now with `code`, once what it printed is out: after an
-    interrupt or an error its interpreter's and torch's teardown took 4-5 s more here, past the
+    interrupt or an error its interpreter's and torch's teardown took 4-7 s more here, past the
     5 s a preempted job's processes have to end in, and nothing is left to write (each part was
     written whole, the lock was let go)."""
     if place.world_size > 1:
