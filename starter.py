@@ -29,18 +29,19 @@ import time
 from pathlib import Path
 
 from analysis import run_analysis
-from analysis.figure_workers import figure_processes, terminate_as_interrupt
+from analysis.figure_workers import Terminated, figure_processes, terminate_as_interrupt
 from cli.commands import Commands, for_out
 from cli.messages import explain
 from cli.options import build_parser, missing_data_folder, unused_option_notes
 from cli.settings import derived_run_settings, execution_settings, inference_config
 from explorer import EXPLORER_FILE
 from inference import models, rescore
-from inference.distributed import current_place
+from inference.distributed import current_place, exit_at_once, follow_launcher
 from runs.cache import load_predictions, save_predictions
 from runs.descriptors import SIMULATED, default_run_name, find_runs, split_out_dir, write_descriptor
 from runs.kinds import (CHECKPOINT, LOGIT_ADJUSTED_MODEL, MODEL_NATURES, PRIOR_MATCHED_MODEL, REFERENCE_MODEL,
                         TRAINING_FREE, ZERO_SHOT_CLIP, kind_names, run_kind)
+from runs import lock
 from runs.outputs import UserError, plural
 from sources import classes, layouts
 
@@ -136,8 +137,19 @@ def run(args):
     out_dir = split_out_dir(args.out, split)
     kind = run_kind(args.model)
     model_run = not (args.from_cache or args.rescore) and kind.nature in MODEL_NATURES
-    source, described = describe_dataset(args, split) if model_run else (None, None)
+    samples, described = describe_dataset(args, split) if model_run else (None, None)
     run_dir = out_dir / run_folder(args, split, described)
+    # One job writes a run folder; a run made from another run's cache reads that one's
+    # (runs/lock.py).
+    reads = [out_dir / args.source] if kind.nature == TRAINING_FREE and not args.from_cache else []
+    reads += [out_dir / args.rescore] if args.rescore and not args.from_cache else []
+    with lock.hold(writes=[run_dir], reads=reads, enabled=current_place().is_main):
+        return make_and_analyse(args, kind, split, out_dir, run_dir, samples, described)
+
+
+def make_and_analyse(args, kind, split, out_dir, run_dir, samples, described):
+    """run()'s work in the run folder, whose lock it holds; `samples` and `described` those of
+    describe_dataset for a model run."""
     cache = run_dir / "predictions.npz"
     if args.from_cache:
         others = [run_id for run_id, descriptor in find_runs(out_dir).items()
@@ -158,7 +170,7 @@ def run(args):
                                       args.class_names_file, args.class_names, args.device,
                                       args.trust_checkpoint)
     else:
-        predictions = infer(args, split, source, described, out_dir, run_dir)
+        predictions = infer(args, split, samples, described, out_dir, run_dir)
         if predictions is None:  # another process of a torchrun job: the main one analyses
             return None
     write_descriptor(run_dir, predictions.meta)
@@ -295,6 +307,7 @@ def main(argv=None):
     if args.chunk_size is not None and (args.chunk_size < 1 or args.chunk_size % args.batch_size):
         parser.error(f"--chunk-size must be a multiple of --batch-size ({args.batch_size}), so that "
                      "a chunk's batches are the same in every process")
+    follow_launcher(current_place())  # under torchrun: end with torchrun's agent, however it ends
     main_process = current_place().is_main
     if main_process:
         for note in unused_option_notes(parser, args):
@@ -309,20 +322,26 @@ def main(argv=None):
                 run_demo(args)  # its report included
             elif args.model:
                 print_run(args)
-            if args.report and not args.demo and main_process:
-                write_report(split_out_dir(args.out, chosen_split(args)), args)
             if (args.report or args.explore) and not args.demo and main_process:
-                write_explorer(split_out_dir(args.out, chosen_split(args)), args)
+                out_dir = split_out_dir(args.out, chosen_split(args))
+                with lock.hold(writes=[out_dir / "report"], reads=[out_dir / run for run in find_runs(out_dir)]):
+                    if args.report:
+                        write_report(out_dir, args)
+                    write_explorer(out_dir, args)
             if args.bundle and main_process:
                 write_bundle(Path(args.out))
     except UserError as error:
         print(f"error: {explain(error, Commands(tuple(args.where)))}", file=sys.stderr)
+        exit_at_once(current_place(), 2)
         return 2
-    except KeyboardInterrupt:
-        print("interrupted: outputs already written are complete; nothing is half-written (a model "
-              "run goes on from its finished chunks when the same command runs again).",
-              file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as interrupt:
+        if main_process:  # one line for the job
+            print("interrupted: outputs already written are complete; nothing is half-written (a "
+                  "model run goes on from its finished chunks when the same command runs again).",
+                  file=sys.stderr)
+        code = 143 if isinstance(interrupt, Terminated) else 130  # 128 + SIGTERM's or SIGINT's number
+        exit_at_once(current_place(), code)
+        return code
     return 0
 
 

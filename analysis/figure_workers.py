@@ -4,17 +4,14 @@ Imported by the analysis only: an inference process never starts these workers.
 """
 import atexit
 import contextlib
-import ctypes
 import multiprocessing
 import os
 import signal
-import sys
 import threading
-import time
 from concurrent.futures import ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 
-from inference.distributed import usable_cpus
+from inference.distributed import helper_follows_parent, usable_cpus
 from runs.outputs import write_figure
 
 # Rendering a PNG (layout, text, rasterising: ~1 s at 100 classes) is most of an analysis, and
@@ -43,42 +40,14 @@ def figure_processes():
         stop_figure_processes()
 
 
-# A worker ends with its parent, however the parent ends (SIGKILL included, with no chance to stop
-# it): no orphan keeps ~70-90 MB, or the resource tracker, which ends once no process holds its
-# pipe. Linux kills it at once (PR_SET_PDEATHSIG); elsewhere a thread notices within this time.
-_PARENT_POLL_SECONDS = 0.5
-_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
-
-
 def _prepare_figure_process(parent_pid, spawned_by_main_thread):
-    # Ctrl-C reaches the whole process group, and so may SIGTERM (Slurm's preemption): the parent
-    # decides, and a worker ends its figure.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    _end_with_parent(parent_pid, spawned_by_main_thread)
+    # A worker ends with its parent, however the parent ends: no orphan keeps ~70-90 MB, or the
+    # resource tracker, which ends once no process holds its pipe.
+    helper_follows_parent(parent_pid, spawned_by_main_thread)
     # A worker leaves nothing open (each file is written and renamed within its task): skip the
     # interpreter's teardown, ~0.1-0.2 s that stopping the workers would wait for.
     atexit.register(os._exit, 0)
     import matplotlib.backends.backend_agg  # noqa: F401  (the import is the ~0.7 s start)
-
-
-def _end_with_parent(parent_pid, spawned_by_main_thread):
-    """End this process when `parent_pid`, its parent, ends."""
-    if spawned_by_main_thread and sys.platform.startswith("linux"):
-        # The kernel sends the signal when the *thread* that spawned this process ends: only the
-        # main thread lives as long as the parent.
-        with contextlib.suppress(OSError, AttributeError):  # no libc prctl: the thread below
-            ulong = ctypes.c_ulong
-            ctypes.CDLL(None).prctl(_PR_SET_PDEATHSIG, ulong(signal.SIGKILL), ulong(0), ulong(0),
-                                    ulong(0))
-    threading.Thread(target=_watch_parent, args=(parent_pid,), name="watch parent",
-                     daemon=True).start()
-
-
-def _watch_parent(parent_pid):
-    while os.getppid() == parent_pid:  # an orphan gets a new parent (init, or a subreaper)
-        time.sleep(_PARENT_POLL_SECONDS)
-    os._exit(1)  # also when the parent ended before prctl above
 
 
 def _warm_up():
@@ -117,16 +86,21 @@ def sigint_ignored():
         signal.signal(signal.SIGINT, previous)
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where Ctrl-C raises KeyboardInterrupt: the command ends the same way,
+    and exits with SIGTERM's code (143) instead of Ctrl-C's (130)."""
+
+
 def terminate_as_interrupt():
-    """Let SIGTERM (Slurm's preemption, `kill`) end the command as Ctrl-C does: KeyboardInterrupt
-    in the main thread, so that the figures being rendered are finished and the workers stop.
+    """Let SIGTERM (Slurm's preemption, `kill`) end the command as Ctrl-C does: Terminated in
+    the main thread, so that the figures being rendered are finished and the workers stop.
     Call it from the main thread; elsewhere, where handlers cannot be set, it does nothing."""
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _interrupt)
 
 
 def _interrupt(signum, frame):
-    raise KeyboardInterrupt
+    raise Terminated
 
 
 def stop_figure_processes():

@@ -18,6 +18,7 @@ from inference.config import DEFAULT_CHUNK_IMAGES
 from debias.settings import ConceptAlignmentSettings, LogitAdjustmentSettings
 from runs.descriptors import DEFAULT_CLIP_ARCHITECTURE
 from runs.kinds import REFERENCE_MODEL, RUN_KINDS, TRAINING_FREE, kind_names
+from inference.distributed import DEFAULT_BARRIER_SECONDS
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 LA_DEFAULTS = LogitAdjustmentSettings()  # clip-la's options' defaults, and --batch-size's
@@ -240,6 +241,16 @@ def build_parser():
     inference.add_argument("--threads", type=int,
                            help="torch threads per process; the default is the process's share of "
                                 "the usable CPUs, as for --workers")
+    inference.add_argument("--chunk-wait", type=positive_seconds, metavar="SECONDS",
+                           help="under torchrun: how long the main process waits for a new part "
+                                "of the others once its own chunks are done, before it names the "
+                                "missing chunks and stops; the default is 3 x its slowest chunk, "
+                                "at least 60 s")
+    inference.add_argument("--barrier-timeout", type=positive_seconds, metavar="SECONDS",
+                           default=DEFAULT_BARRIER_SECONDS,
+                           help="under torchrun: how long a process waits for the others to "
+                                "start and at a barrier (the first waits for the main process's "
+                                "model build) before it stops")
     inference.add_argument("--skip-bad-images", action="store_true",
                            help="evaluate the images that can be read and list the unreadable ones "
                                 "in metrics.json under 'skipped'; without it, unreadable images stop "
@@ -306,6 +317,14 @@ def submission_date(text):
         return date.fromisoformat(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a date written YYYY-MM-DD") from None
+
+
+def positive_seconds(text):
+    """argparse type: a number of seconds above 0."""
+    value = finite_float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text} is not a number of seconds above 0")
+    return value
 
 
 def unit_interval(text):

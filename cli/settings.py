@@ -12,7 +12,8 @@ def execution_settings(args):
     return ExecutionSettings(device=args.device, threads=args.threads, workers=args.workers,
                              skip_bad_images=args.skip_bad_images,
                              trust_checkpoint=args.trust_checkpoint,
-                             text_cache_dir=Path(args.out) / "cache")
+                             text_cache_dir=Path(args.out) / "cache", chunk_wait=args.chunk_wait,
+                             barrier_timeout=args.barrier_timeout)
 
 
 def inference_config(args, split, described=None):

@@ -6,10 +6,15 @@ them, so a run may be resumed with any number of processes: each part is written
 moment its chunk is done, a crash loses at most the chunks in progress, and the same command
 computes only the missing ones. Parts live in RUN/parts/<fingerprint>/, the fingerprint being
 that of everything the logits depend on (run_config.InferenceConfig.fingerprint): parts of
-other weights, options or image files are never mixed in. numpy only.
+other weights, options or image files are never mixed in. Each part records the SHA-256 of
+its arrays: one that was cut short or changed on disk (a node that died mid-write on a file
+system without atomic renames, a disk that filled) is found before the merge, set aside and
+computed again, never merged. numpy only.
 """
+import hashlib
 import json
 import shutil
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +25,30 @@ from runs.outputs import UserError, read_json, write_atomic, write_json
 
 PARTS_FOLDER = "parts"
 MANIFEST = "manifest.json"  # what the parts of a folder were made with
+SET_ASIDE = ".damaged"  # the suffix a part that failed its check is renamed with
+# Settings a manifest records that do not decide whether its parts are reused: the weights'
+# path (their content does), the titles' words, and the batch size (a chunk is whole batches of
+# either size; it changes at most the last bits of the logits).
+NOT_DECIDING = ("weights", "title_note", "batch_size")
+
+
+def normalised(value):
+    """A setting as JSON gives it back: a tuple and the same list are the same setting."""
+    return json.loads(json.dumps(value))
+
+
+def checksum(arrays):
+    """SHA-256 of a part's arrays: names, types, shapes and bytes, in name order."""
+    digest = hashlib.sha256()
+    for key in sorted(arrays):
+        array = np.ascontiguousarray(arrays[key])
+        digest.update(f"{key} {array.dtype.str} {array.shape}\n".encode())
+        digest.update(array.data if array.size else b"")
+    return digest.hexdigest()
+
+
+class DamagedPart(ValueError):
+    """A part that fails its check: `reason` says how."""
 
 
 def describe_setting(key, value):
@@ -102,23 +131,58 @@ class ChunkStore:
         except UserError:
             return ["an unknown configuration"]
         return [describe_setting(key, theirs.get(key)) for key, value in self.manifest.items()
-                if theirs.get(key) != value]
+                if key not in NOT_DECIDING and normalised(theirs.get(key)) != normalised(value)]
 
     def write(self, chunk, part):
         unreadable = sorted(part.unreadable.items())
-        write_atomic(self.part_path(chunk), lambda f: np.savez(
-            f, logits=np.asarray(part.logits, dtype=np.float32),
-            indices=np.asarray(part.indices, dtype=np.int64),
-            labels=np.asarray(part.labels, dtype=np.int64),
-            unreadable_indices=np.array([index for index, _ in unreadable], dtype=np.int64),
-            unreadable_reasons=np.array([reason for _, reason in unreadable], dtype=str),
-            fingerprint=np.array(self.fingerprint),
+        arrays = {
+            "logits": np.asarray(part.logits, dtype=np.float32),
+            "indices": np.asarray(part.indices, dtype=np.int64),
+            "labels": np.asarray(part.labels, dtype=np.int64),
+            "unreadable_indices": np.array([index for index, _ in unreadable], dtype=np.int64),
+            "unreadable_reasons": np.array([reason for _, reason in unreadable], dtype=str),
+            "fingerprint": np.array(self.fingerprint),
+            "batch_size": np.array(self.manifest.get("batch_size", 0), dtype=np.int64),
             **({} if part.image_features is None else
-               {"image_features": np.asarray(part.image_features, dtype=np.float32)})))
+               {"image_features": np.asarray(part.image_features, dtype=np.float32)})}
+        write_atomic(self.part_path(chunk), lambda f: np.savez(f, checksum=np.array(checksum(arrays)),
+                                                               **arrays),
+                     size=sum(array.nbytes for array in arrays.values()))
+
+    def check(self, chunk):
+        """Raise DamagedPart unless the chunk's part reads whole, matches its checksum and holds
+        this configuration's images of this chunk (every array is read)."""
+        path = self.part_path(chunk)
+        try:
+            with np.load(path, allow_pickle=False) as archive:
+                arrays = {key: archive[key] for key in archive.files}
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
+            raise DamagedPart(f"it cannot be read: {error}") from None
+        if "checksum" not in arrays or str(arrays.pop("checksum")) != checksum(arrays):
+            raise DamagedPart("its checksum does not match its content")
+        if str(arrays.get("fingerprint")) != self.fingerprint:
+            raise DamagedPart("it belongs to another configuration")
+        if not set(arrays["indices"].tolist()) <= set(self.images(chunk)):
+            raise DamagedPart("it holds images of another chunk")
+
+    def set_aside_damaged(self, chunks):
+        """Check the parts of `chunks`; rename each damaged one PART.damaged (out of the merge's
+        way, for a look; the merge deletes it with the folder). Returns [(chunk, the sentence
+        that says so)]."""
+        damaged = []
+        for chunk in chunks:
+            try:
+                self.check(chunk)
+            except DamagedPart as error:
+                path = self.part_path(chunk)
+                path.replace(path.with_name(path.name + SET_ASIDE))
+                damaged.append((chunk, f"the part {path} is damaged ({error}): set aside as "
+                                       f"{path.name + SET_ASIDE}, and computed again."))
+        return damaged
 
     def read(self, chunk, keys):
-        """{key: array} of a part; a damaged or foreign part is deleted and named, so that the
-        same command computes it again."""
+        """{key: array} of a part; a part damaged since it was checked is deleted and named, so
+        that the same command computes it again."""
         path = self.part_path(chunk)
         try:
             with np.load(path, allow_pickle=False) as archive:
@@ -128,7 +192,7 @@ class ChunkStore:
             if "indices" in arrays and not set(arrays["indices"].tolist()) <= set(self.images(chunk)):
                 raise ValueError("it holds images of another chunk")
             return arrays
-        except (OSError, ValueError, KeyError) as error:
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as error:
             path.unlink(missing_ok=True)
             raise UserError(f"the part {path} was damaged ({error}) and is deleted; run the same "
                             "command again to compute it anew.") from None
@@ -142,12 +206,14 @@ class ChunkStore:
         image features when text_features [K, D] are given, streamed part by part), record the
         unreadable images under meta's "skipped", then delete the parts. Returns the skipped
         {index: reason}."""
-        labels, kept, skipped = [], [], {}
+        labels, kept, skipped, batch_sizes = [], [], {}, set()
         for chunk in range(self.num_chunks):
-            part = self.read(chunk, ("indices", "labels", "unreadable_indices", "unreadable_reasons"))
+            part = self.read(chunk, ("indices", "labels", "unreadable_indices", "unreadable_reasons",
+                                     "batch_size"))
             kept.append(part["indices"])
             labels.append(part["labels"])
             skipped.update(zip(part["unreadable_indices"].tolist(), part["unreadable_reasons"].tolist()))
+            batch_sizes.add(int(part["batch_size"]))
         kept = np.concatenate(kept)
         if np.any(np.diff(kept) <= 0) or len(kept) + len(skipped) != self.num_images:
             raise UserError(f"the parts in {self.folder} do not cover every image exactly once; "
@@ -158,10 +224,14 @@ class ChunkStore:
         if text_features is not None:
             features = (self.blocks("image_features"), (len(kept), text_features.shape[1]),
                         text_features)
+        sizes = sorted(batch_sizes - {0})  # the batch sizes the parts were computed with
+        if sizes:  # several where a run was resumed with another --batch-size
+            meta = {**meta, "batch_size": sizes[0] if len(sizes) == 1 else sizes}
         write_predictions(
             cache_path, self.blocks("logits"), (len(kept), len(wnids)), np.concatenate(labels),
             np.asarray(relative_paths)[kept], wnids, names,
-            {**meta, "skipped": [relative_paths[index] for index in sorted(skipped)]}, features)
+            {**meta, "skipped": [relative_paths[index] for index in sorted(skipped)]}, features,
+            size=sum(self.part_path(chunk).stat().st_size for chunk in range(self.num_chunks)))
         shutil.rmtree(self.folder)
         if not any(self.parts_dir.iterdir()):
             self.parts_dir.rmdir()

@@ -7,6 +7,8 @@ import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from inference.distributed import DEFAULT_BARRIER_SECONDS
+
 # A part file of 8,192 images holds 32 MB of logits at 1,000 classes (3 MB at 100): few enough
 # files for ImageNet-1k's 1.28M images (157 parts), little lost to a crash.
 DEFAULT_CHUNK_IMAGES = 8192
@@ -31,6 +33,8 @@ class ExecutionSettings:
     skip_bad_images: bool = False
     trust_checkpoint: bool = False  # unpickle weight files holding other objects than tensors
     text_cache_dir: Path | None = None  # where CLIP's text classifiers are kept (OUT/cache)
+    chunk_wait: float | None = None  # the wait for the other ranks. parts; None: 3 x the slowest chunk, >= 60 s
+    barrier_timeout: float = DEFAULT_BARRIER_SECONDS  # of init_process_group and every barrier
 
 
 @dataclass(frozen=True)
@@ -63,10 +67,11 @@ class InferenceConfig:
     def fingerprint(self, weights_identity, file_list_sha256, device_type, class_names=()):
         """SHA-256 of everything a part's logits depend on: the options (not the weights' path,
         which may differ between nodes, but the file's content), the prompts' class names, the
-        image file list and the kind of device. Parts with another fingerprint are never mixed
-        into this run's cache."""
+        image file list and the kind of device; not the batch size, so that a run resumed with a
+        smaller batch (after running out of GPU memory, say) reuses its parts. Parts with
+        another fingerprint are never mixed into this run's cache."""
         options = {key: value for key, value in asdict(self).items()
-                   if key not in ("weights", "title_note")}
+                   if key not in ("weights", "title_note", "batch_size")}
         content = {key: value for key, value in weights_identity.items() if key != "path"}
         key = json.dumps([options, content, file_list_sha256, device_type, list(class_names)],
                          sort_keys=True)

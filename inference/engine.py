@@ -6,8 +6,11 @@ torchrun, this process's share of them: see chunk_store.py and distributed.py) a
 process, merges the parts into predictions.npz once every chunk has one. Every image carries
 its index in the source from the loader to its part, so each is counted exactly once.
 """
+import functools
 import io
+import os
 import sys
+import threading
 import time
 from dataclasses import dataclass
 
@@ -21,6 +24,25 @@ from inference.chunk_store import ChunkStore, Part
 from runs.outputs import UserError, plural
 
 WAIT_SECONDS = 1.0  # how often the main process looks for the other processes' parts
+# Once its own chunks are done, the main process waits for the others' as long as parts keep
+# appearing: it gives up when none has appeared for WAIT_FACTOR x the slowest chunk it computed
+# itself (the others have at most as many chunks as it had, so they are at most about one chunk
+# behind), and never sooner than MIN_WAIT_SECONDS; --chunk-wait sets the time instead.
+WAIT_FACTOR = 3
+MIN_WAIT_SECONDS = 60.0
+
+
+class ChunksMissing(UserError):
+    """The other processes' parts stopped appearing: {rank: [chunk, ...]} of those missing, after
+    `waited` seconds without a new part."""
+
+    def __init__(self, missing_by_rank, waited):
+        self.missing_by_rank, self.waited = missing_by_rank, waited
+        named = "; ".join(f"{plural(len(chunks), 'chunk')} of process {rank} "
+                          f"({', '.join(map(str, chunks))})" for rank, chunks in sorted(missing_by_rank.items()))
+        super().__init__(f"no part has appeared for {waited:.0f} s, and {named} are missing (that "
+                         "process ended or hangs): run the same command again to compute them, "
+                         "or pass a longer --chunk-wait.")
 
 
 @dataclass
@@ -68,19 +90,29 @@ def collate_indexed(batch):
     return images, labels, indices, unreadable
 
 
+def loading_worker_follows_parent(parent_pid, spawned_by_main_thread, worker_id):
+    """A DataLoader worker's start: it ends with its process at once, however that ends (its
+    own watch on the parent takes up to 5 s), and leaves Ctrl-C and SIGTERM to it."""
+    distributed.helper_follows_parent(parent_pid, spawned_by_main_thread)
+
+
 def compute_chunks(model, dataset, device, precision, batch_size, workers, skip_bad_images, store,
                    chunks, progress=None):
     """Compute `chunks` (in order) and write each one's part the moment it is done. Without
     skip_bad_images a batch holding unreadable files stops the run (a UserError naming them);
     the chunks already written stay. `precision` as set by models.set_precision."""
     import torch
+    if not chunks:
+        return
     on_cuda = device.type == "cuda"
     torch.backends.cudnn.benchmark = on_cuda  # every batch is 224 x 224: tune convolutions once
     # Chunks are whole batches (chunk_size is a multiple of batch_size, and only the list's last
     # chunk is shorter), so a chunk's batches are the same whichever process computes it.
     loader = torch.utils.data.DataLoader(
         dataset, batch_size=batch_size, sampler=[i for chunk in chunks for i in store.images(chunk)],
-        num_workers=workers, pin_memory=on_cuda, collate_fn=collate_indexed)
+        num_workers=workers, pin_memory=on_cuda, collate_fn=collate_indexed,
+        worker_init_fn=functools.partial(loading_worker_follows_parent, os.getpid(),
+                                         threading.current_thread() is threading.main_thread()))
     model = model.to(device, memory_format=torch.channels_last).eval()
     pending = iter(chunks)
     chunk = next(pending, None)
@@ -133,7 +165,8 @@ class JobProgress:
                         desc=f"{label}, images ({plural(place.world_size, 'process', 'processes')})",
                         dynamic_ncols=True, **({} if place.is_main else {"disable": True}))
         self.chunk_images = 0  # this process's images in its chunk in progress
-        self.start = self.last_look = time.perf_counter()
+        self.start = self.last_look = self.chunk_start = time.perf_counter()
+        self.slowest_chunk = 0.0  # seconds, of this process's chunks
 
     def finished_images(self):
         return sum(len(self.store.images(chunk)) for chunk in self.store.finished())
@@ -148,17 +181,31 @@ class JobProgress:
 
     def chunk_written(self):
         self.chunk_images = 0
+        now = time.perf_counter()
+        self.slowest_chunk, self.chunk_start = max(self.slowest_chunk, now - self.chunk_start), now
 
     def look(self):
         self.last_look = time.perf_counter()
         position = min(self.finished_images() + self.chunk_images, self.store.num_images)
         self.bar.update(position - self.bar.n)
 
-    def wait_for_the_others(self):
-        """Until every chunk has its part (the other processes' last chunks)."""
-        while self.store.missing():
-            time.sleep(WAIT_SECONDS)
+    def wait_for_the_others(self, owners, limit=None):
+        """Until every chunk has its part (the other processes' last chunks); ChunksMissing,
+        naming them and their process (`owners`, {chunk: rank}), once no part has appeared for
+        `limit` seconds (None: the rule above)."""
+        if limit is None:
+            limit = max(MIN_WAIT_SECONDS, WAIT_FACTOR * self.slowest_chunk)
+        last_part, seen = time.perf_counter(), len(self.store.finished())
+        while missing := self.store.missing():
+            if time.perf_counter() - last_part > limit:
+                by_rank = {}
+                for chunk in missing:
+                    by_rank.setdefault(owners.get(chunk), []).append(chunk)
+                raise ChunksMissing(by_rank, time.perf_counter() - last_part)
+            time.sleep(min(WAIT_SECONDS, limit))
             self.look()
+            if len(self.store.finished()) != seen:
+                last_part, seen = time.perf_counter(), len(self.store.finished())
         self.look()
 
     def __enter__(self):
@@ -192,6 +239,26 @@ def build_model(config, execution, described, device, place):
     return built or build()
 
 
+def say_resumed(store, place, computing):
+    """One line, before the bar, when earlier runs' parts are reused."""
+    finished = store.finished()
+    if finished and place.is_main:
+        images = sum(len(store.images(chunk)) for chunk in finished)
+        rest = (f"computing {computing} on {plural(place.world_size, 'process', 'processes')}"
+                if computing else "merging them")
+        print(f"resuming: {len(finished)} of {plural(store.num_chunks, 'chunk')} done "
+              f"({plural(images, 'image')}), {rest}", flush=True)
+
+
+def say_set_aside(store, chunks):
+    """Check the parts of `chunks`, set the damaged ones aside with a line each; returns those
+    chunks, to be computed again."""
+    damaged = store.set_aside_damaged(chunks)
+    for _, sentence in damaged:
+        print(f"note: {sentence}", file=sys.stderr)
+    return [chunk for chunk, _ in damaged]
+
+
 def predict(config, execution, described, source, run_dir):
     """Run the configured model (`config`, InferenceConfig) as `execution` (ExecutionSettings)
     says over the source's samples (sources.samples.SampleSource; their classes `described`,
@@ -212,7 +279,7 @@ def predict(config, execution, described, source, run_dir):
     torch.set_num_threads(execution.threads or place.cpus)
     device = models.resolve_device(execution.device, place.local_rank)
     models.set_precision(device, config.precision)
-    distributed.start(place)
+    distributed.start(place, execution.barrier_timeout)
     try:
         model, transform, identity = build_model(config, execution, described, device, place)
         manifest = {**config.meta(), "weights_identity": identity, "file_list_sha256": file_list_sha256,
@@ -224,16 +291,25 @@ def predict(config, execution, described, source, run_dir):
             note = store.prepare()
             if note:
                 print(f"note: {note}", file=sys.stderr)
+            say_set_aside(store, sorted(store.finished()))  # an earlier run's parts
+        distributed.wait_for_all(place)  # the parts checked before anyone lists the missing ones
         missing = store.missing()
         distributed.wait_for_all(place)  # everyone has the same list before any part is written
+        owners = {chunk: index % place.world_size for index, chunk in enumerate(missing)}
         own = missing[place.rank::place.world_size]
+        compute = functools.partial(
+            compute_chunks, model, IndexedImages(source, transform), device,
+            config.precision, config.batch_size, place.cpus if execution.workers is None else execution.workers,
+            execution.skip_bad_images, store)
+        say_resumed(store, place, len(missing))
         with JobProgress(store, place, f"{config.model} on {described.dataset}") as progress:
-            compute_chunks(model, IndexedImages(source, transform), device, config.precision,
-                           config.batch_size, place.cpus if execution.workers is None else execution.workers,
-                           execution.skip_bad_images, store, own, progress)
+            compute(own, progress)
             if not place.is_main:
                 return None
-            progress.wait_for_the_others()
+            progress.wait_for_the_others(owners, execution.chunk_wait)
+            # The others' parts (this process wrote its own moments ago): any that is damaged
+            # is computed again here, and never merged.
+            compute(say_set_aside(store, [chunk for chunk in missing if chunk not in own]), progress)
         progress.print_rate()
     finally:
         distributed.stop(place)

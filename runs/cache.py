@@ -70,10 +70,11 @@ def write_npy_member(archive, key, dtype, shape, blocks):
 
 
 def write_predictions(path, logits_blocks, logits_shape, labels, paths, wnids, names, meta,
-                      features=None):
+                      features=None, size=None):
     """Write predictions.npz atomically, the float32 logits [N, K] from `logits_blocks` (row
     blocks in order, each written and dropped): at no time is the whole cache in memory.
-    `features`, when given, is (image feature blocks, their shape [N, D], text features [K, D])."""
+    `features`, when given, is (image feature blocks, their shape [N, D], text features [K, D]);
+    `size`, the file's expected size, for the message of a full disk."""
     def write(file):
         with zipfile.ZipFile(file, "w", zipfile.ZIP_STORED, allowZip64=True) as archive:
             write_npy_member(archive, "logits", np.float32, logits_shape, logits_blocks)
@@ -86,7 +87,7 @@ def write_predictions(path, logits_blocks, logits_shape, labels, paths, wnids, n
             for key, value in small:
                 value = np.asarray(value)
                 write_npy_member(archive, key, value.dtype, value.shape, [value])
-    write_atomic(path, write)
+    write_atomic(path, write, size)
 
 
 def in_blocks(array):

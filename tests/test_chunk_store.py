@@ -1,5 +1,10 @@
 """The parts of a run and the cache they merge into, without torch: order, exactly-once,
 damaged parts, other configurations' parts, memory-mapped and byte-stable caches."""
+import dataclasses
+import errno
+import json
+import os
+import shutil
 import zipfile
 
 import numpy as np
@@ -9,7 +14,7 @@ from runs import cache
 from inference import distributed
 from inference.chunk_store import ChunkStore, Part
 from conftest import synthetic_predictions
-from runs.outputs import UserError
+from runs.outputs import DiskFull, UserError
 from inference.config import InferenceConfig, default_chunk_size
 
 NUM_IMAGES, CHUNK, CLASSES = 10, 4, 3
@@ -130,3 +135,91 @@ def test_place_from_torchrun_environment(monkeypatch):
     assert place.cpus == 16 and not place.is_main
     monkeypatch.setattr(distributed, "usable_cpus", lambda: 2)
     assert place.cpus == 1
+
+
+def checked_parts(store):
+    """{chunk: bytes} of every part after a check of them all, and what was set aside."""
+    damaged = store.set_aside_damaged(sorted(store.finished()))
+    return {chunk: store.part_path(chunk).read_bytes() for chunk in store.finished()}, damaged
+
+
+def test_truncated_changed_and_flipped_parts_are_set_aside_and_listed_missing(tmp_path):
+    store = store_at(tmp_path)
+    store.prepare()
+    for chunk in range(3):
+        write_chunk(store, chunk)
+    intact = store.part_path(2).read_bytes()
+    # Cut short, as by a node that died mid-write where renames are not atomic.
+    whole = store.part_path(0).read_bytes()
+    store.part_path(0).write_bytes(whole[:len(whole) // 2])
+    # A byte flipped in the logits' data: the zip's own CRC finds it.
+    with np.load(store.part_path(1)) as archive:
+        arrays = {key: archive[key] for key in archive.files}
+    data = bytearray(store.part_path(1).read_bytes())
+    offset = data.index(arrays["logits"].tobytes())
+    data[offset] ^= 0x40
+    damaged_bytes = bytes(data)
+    store.part_path(1).write_bytes(damaged_bytes)
+    parts, damaged = checked_parts(store)
+    assert [chunk for chunk, _ in damaged] == [0, 1] and parts == {2: intact}
+    assert "cannot be read" in damaged[0][1] and "set aside as part-000000.npz.damaged" in damaged[0][1]
+    assert (store.folder / "part-000001.npz.damaged").read_bytes() == damaged_bytes
+    assert store.missing() == [0, 1]
+    # Changed consistently at the zip's level (its CRCs recomputed): only the checksum sees it.
+    arrays["logits"] = arrays["logits"] + 1
+    np.savez(store.part_path(1), **arrays)
+    _, damaged = checked_parts(store)
+    assert damaged == [(1, f"the part {store.part_path(1)} is damaged (its checksum does not match "
+                           "its content): set aside as part-000001.npz.damaged, and computed again.")]
+
+
+def test_a_tuple_and_the_same_list_are_no_difference(tmp_path):
+    """A manifest read back from JSON holds lists where the configuration holds tuples."""
+    templates = ("a photo of a {c}.", "a {c}.")
+    old = store_at(tmp_path, "0" * 64, {**MANIFEST, "templates": list(templates), "batch_size": 32,
+                                        "chunk_size": 64})
+    old.prepare()
+    note = store_at(tmp_path, "f" * 64, {**MANIFEST, "templates": templates, "batch_size": 64,
+                                         "chunk_size": 128}).prepare()
+    assert "were made with chunk_size 64, so" in note  # the batch size decides nothing either
+    assert "templates" not in note and "batch_size" not in note
+    assert store_at(tmp_path, "f" * 64, {**MANIFEST, "templates": ["a {c}."]}).differences(old.folder) == [
+        f'templates {json.dumps(list(templates))}']
+
+
+def test_parts_of_two_batch_sizes_merge_and_the_cache_says_both(tmp_path):
+    """A run resumed with another --batch-size reuses its parts (the fingerprint leaves the batch
+    size out), and its cache records the batch sizes the logits were computed with."""
+    config = InferenceConfig(model="clip", split="val", weights="/a/RN50.pt", architecture="RN50",
+                             prompts="single", class_names="openai", branch=None, features=True,
+                             precision="fp32", batch_size=64, chunk_size=default_chunk_size(64))
+    smaller = dataclasses.replace(config, batch_size=32)
+    assert smaller.fingerprint({}, "files", "cpu") == config.fingerprint({}, "files", "cpu")
+    for chunk, batch_size in ((0, 2), (1, 4), (2, 2)):
+        write_chunk(store_at(tmp_path, manifest={**MANIFEST, "batch_size": batch_size}), chunk)
+    merge(store_at(tmp_path), tmp_path)
+    assert cache.load_predictions(tmp_path / "predictions.npz").meta["batch_size"] == [2, 4]
+
+
+def test_a_full_disk_keeps_the_finished_parts_and_leaves_no_file(tmp_path, monkeypatch):
+    store = store_at(tmp_path)
+    store.prepare()
+    write_chunk(store, 0)
+    finished = store.part_path(0).read_bytes()
+    free = shutil.disk_usage(tmp_path).free
+    real_savez = np.savez
+
+    def full_disk(file, **arrays):
+        file.write(b"x" * 100)
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    monkeypatch.setattr(np, "savez", full_disk)
+    with pytest.raises(DiskFull) as refused:
+        write_chunk(store, 1)
+    monkeypatch.setattr(np, "savez", real_savez)
+    error = refused.value
+    assert error.folder == store.folder and abs(error.free - free) < 50e6
+    assert str(error).startswith(f"no space left in {store.folder} (")
+    assert sorted(path.name for path in store.folder.iterdir()) == ["manifest.json", "part-000000.npz"]
+    assert store.part_path(0).read_bytes() == finished
+    write_chunk(store, 1)  # with space: the space said to be needed is the part's, less its headers
+    assert 0 < error.needed <= store.part_path(1).stat().st_size < error.needed + 4096

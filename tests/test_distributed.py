@@ -135,7 +135,7 @@ def test_killed_run_resumes_with_two_processes_into_the_bytes_of_one(
     other = clip_arguments(demo_inputs, data, tmp_path, "--skip-bad-images", "--workers", 1,
                            "--class-names", "wordnet")
     code, stderr = start_and_stop(other, run_dir, signal.SIGTERM, parts_before=len(finished))
-    assert code == 130 and "interrupted" in stderr
+    assert code == 143 and "interrupted" in stderr
     assert (f"note: the {len(finished)} part(s) in" in stderr and 'class_names "openai"' in stderr
             and "not reused" in stderr)
     assert {path: path.read_bytes() for path in finished} == finished  # untouched
