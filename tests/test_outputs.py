@@ -87,7 +87,7 @@ def test_readme_example_writes_a_cache_that_runs(tmp_path, demo_inputs):
         .replace("/path/to/imagenet-100/val", str(val_dir))
         .replace('OUT = f"{TOOL}/figures"', f"OUT = {str(tmp_path / 'figures')!r}"))
     result = subprocess.run([sys.executable, script.name], cwd=script.parent, capture_output=True,
-                            text=True, timeout=60)
+                            text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     assert run_cli("--model", "clip", "--from-cache", "--out", tmp_path / "figures") == 0
     summary = json.loads((tmp_path / "figures" / "clip" / "metrics.json").read_text())
