@@ -417,6 +417,7 @@ def test_figures_in_an_outdated_clip_order_are_flagged(synthetic_runs):
     assert "current class order" not in sections["Q1(a)"]
 
 
+@pytest.mark.slow  # an analysis and one or two reports more: seconds
 def test_clip_la_section_after_q2_and_its_appendix(synthetic_runs):
     la_dir = synthetic_runs / "clip-la"
     predictions = synthetic_predictions("clip-la", 2)
@@ -459,6 +460,7 @@ def test_clip_la_section_after_q2_and_its_appendix(synthetic_runs):
     assert_headings_in_order(pdf_path, titles)
 
 
+@pytest.mark.slow  # an analysis and one or two reports more: seconds
 def test_long_tables_split_over_pages(tmp_path):
     predictions = synthetic_predictions("clip", 0, num_classes=70, images_per_class=2)
     run_analysis.analyze(predictions, tmp_path / "clip", tmp_path)
