@@ -36,6 +36,7 @@ def figure_worker_processes():
     finally:
         figure_workers.FIGURE_PROCESSES = previous
 
+
 def folder_digests(folder):
     """{path relative to folder: (sha256 of its content, its inode and modification time)} of
     every file below it: a file written again with the same bytes counts as written too."""
@@ -60,7 +61,8 @@ class ReadOnlyFolders:
         return folder
 
     def changes(self):
-        """['folder: added/removed/changed file', ...] since each folder was registered."""
+        """['folder: added/removed/changed/written again file', ...] since each folder was
+        registered."""
         found = []
         for folder, before in self.digests.items():
             after = folder_digests(folder)
