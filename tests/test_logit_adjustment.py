@@ -193,6 +193,7 @@ def test_cli_single_batch_without_momentum_or_threshold(clip_out):
     np.testing.assert_allclose(adjusted.logits, logits - np.log(mean_softmax), rtol=1e-6, atol=1e-5)
 
 
+@pytest.mark.slow  # several analyses or reports: among the costliest of the edit-test loop
 def test_cli_online_mode_debiases_each_batch_with_the_prior_before_its_update(clip_out):
     out = clip_out
     options = ["--batch-size", 10, "--la-threshold", 0.3, "--la-momentum", 0.5, "--la-lambda", 0.25]

@@ -33,6 +33,7 @@ def test_five_key_cache_loads_with_folder_name_and_unknown_provenance(five_key_r
     np.testing.assert_array_equal(loaded.labels, expected.labels)
 
 
+@pytest.mark.slow  # several analyses or reports: among the costliest of the edit-test loop
 def test_five_key_caches_run_from_cache_and_into_the_report(five_key_runs):
     for model in ("clip", "debiaspl"):
         assert run_cli("--model", model, "--from-cache", "--out", five_key_runs) == 0

@@ -520,6 +520,7 @@ def test_literal_cosines_of_other_logits_are_not_said_to_crowd(built_report):
     assert "literal cosines, as the homework asks" in markdown and "crowd near 1" not in markdown
 
 
+@pytest.mark.slow  # several analyses or reports: among the costliest of the edit-test loop
 def test_hand_in_details_are_remembered_and_replaced(synthetic_runs, tmp_path, capsys):
     notes = tmp_path / "notes.md"
     notes.write_text("My **prompt** may be *wrong*.\n\n- it affects Q1\n- and Q2\n")
@@ -593,6 +594,7 @@ def test_wide_tables_fit_the_frame():
     assert width <= rank_column + report.COMPACT_COLUMN_INCHES * 72 + 1e-6  # the name wraps
 
 
+@pytest.mark.slow  # several analyses or reports: among the costliest of the edit-test loop
 def test_runs_on_another_dataset_are_compared_apart(synthetic_runs):
     """A ViT-B-32 run on 8 other classes beside the homework's: the report takes it in, each
     dataset gets its own comparison, and the homework's Q pages stay clip's and debiaspl's."""

@@ -321,6 +321,7 @@ def test_class_folders_without_images_fail_before_any_model_loads(tmp_path, caps
     assert_one_line_error(capsys, "hold no image files")
 
 
+@pytest.mark.slow  # several analyses or reports: among the costliest of the edit-test loop
 def test_run_on_other_images_than_clips_says_so(synthetic_runs, capsys):
     from conftest import synthetic_predictions
     clip_metrics = json.loads((synthetic_runs / "clip" / "metrics.json").read_text())
