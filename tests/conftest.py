@@ -1,6 +1,10 @@
 """Shared fixtures: a generated 6-class ImageNet folder, random weights in the real formats, and
-analysed runs built from synthetic logits (no torch) for the tests of the analysis layer."""
+analysed runs built from synthetic logits (no torch) for the tests of the analysis layer.
+
+Shared fixtures are read-only to the tests: a test that writes copies first. Each shared folder
+is registered with `read_only_folders`, which fails the session at its end if one changed."""
 import contextlib
+import hashlib
 import shutil
 import sys
 from pathlib import Path
@@ -32,6 +36,65 @@ def figure_worker_processes():
     finally:
         figure_workers.FIGURE_PROCESSES = previous
 
+
+def folder_digests(folder):
+    """{path relative to folder: (sha256 of its content, its inode and modification time)} of
+    every file below it: a file written again with the same bytes counts as written too."""
+    digests = {}
+    for path in sorted(Path(folder).rglob("*")):
+        if path.is_file():
+            with path.open("rb") as file:  # streamed: the random weight files are 100s of MB
+                content = hashlib.file_digest(file, "sha256").hexdigest()
+            status = path.stat()
+            digests[path.relative_to(folder).as_posix()] = (content, status.st_ino, status.st_mtime_ns)
+    return digests
+
+
+class ReadOnlyFolders:
+    """Folders that fixtures share between tests, with their content when they were made."""
+
+    def __init__(self):
+        self.digests = {}
+
+    def register(self, folder):
+        self.digests[Path(folder)] = folder_digests(folder)
+        return folder
+
+    def changes(self):
+        """['folder: added/removed/changed/written again file', ...] since each folder was
+        registered."""
+        found = []
+        for folder, before in self.digests.items():
+            after = folder_digests(folder)
+            for name in sorted(before.keys() | after.keys()):
+                if before.get(name) != after.get(name):
+                    what = ("added" if name not in before else "removed" if name not in after
+                            else "changed" if before[name][0] != after[name][0] else "written again")
+                    found.append(f"{folder}: {what} {name}")
+        return found
+
+
+# Fixtures that run a model or a browser, or make ImageNet100-sized runs: 10 s to a minute each
+# to make. A test that uses one is slow: `pytest -m "not slow"` leaves it out (pytest.ini).
+SLOW_FIXTURES = {"demo_inputs", "real_runs", "simulated_demo", "vit_b_32", "browser"}
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if SLOW_FIXTURES & set(item.fixturenames):
+            item.add_marker(pytest.mark.slow)
+
+
+@pytest.fixture(scope="session")
+def read_only_folders():
+    """The registry of shared fixtures' folders; at the session's end, none may have changed."""
+    registry = ReadOnlyFolders()
+    yield registry
+    changes = registry.changes()
+    assert not changes, ("tests wrote into folders that fixtures share (copy them first):\n"
+                         + "\n".join(changes))
+
+
 # What analysis.analyze writes for every run, next to the run's predictions.npz.
 RUN_FILES = {"predictions.npz", "metrics.json", "centroids.json", "histogram_precision.png",
              "histogram_recall.png", "confusion_matrix.png", "pseudo_labels.json", "pseudo_labels.png",
@@ -41,10 +104,31 @@ SUBSET_WNIDS = ["n01558993", "n01692333", "n02085620", "n02108089", "n03017168",
 
 
 @pytest.fixture(scope="session")
-def demo_inputs(tmp_path_factory):
+def demo_inputs(tmp_path_factory, read_only_folders):
     """ImageNet100-style root with 6 classes x 3 images, and both random weight files."""
-    return synthetic.write_demo_inputs(tmp_path_factory.mktemp("inputs"), wnids=SUBSET_WNIDS,
-                                       images_per_class=3, seed=0)
+    folder = tmp_path_factory.mktemp("inputs")
+    inputs = synthetic.write_demo_inputs(folder, wnids=SUBSET_WNIDS, images_per_class=3, seed=0)
+    read_only_folders.register(folder)
+    return inputs
+
+
+@pytest.fixture(scope="session")
+def vit_b_32(tmp_path_factory, read_only_folders):
+    """(a seeded random open_clip ViT-B-32 in eval mode (GELU, open_clip's config), its weights
+    as a training checkpoint {"epoch", "state_dict"} with DataParallel's "module." prefixes and
+    as a .safetensors file)."""
+    import open_clip
+    import torch
+    from safetensors.torch import save_file
+    torch.manual_seed(0)
+    model = open_clip.create_model("ViT-B-32", pretrained=None).eval()
+    folder = tmp_path_factory.mktemp("vit-b-32")
+    state_dict = model.state_dict()
+    torch.save({"epoch": 3, "state_dict": {f"module.{key}": value for key, value in state_dict.items()}},
+               folder / "vit-b-32-random.pt")
+    save_file(state_dict, folder / "weights.safetensors")
+    read_only_folders.register(folder)
+    return model, {"pt": folder / "vit-b-32-random.pt", "safetensors": folder / "weights.safetensors"}
 
 
 def run_cli(*argv):
@@ -53,7 +137,7 @@ def run_cli(*argv):
 
 
 @pytest.fixture(scope="session")
-def real_runs(tmp_path_factory, demo_inputs):
+def real_runs(tmp_path_factory, demo_inputs, read_only_folders):
     """OUT folder after `--model clip` then `--model debiaspl` on the generated folder (CPU)."""
     out = tmp_path_factory.mktemp("out")
     common = ["--data", demo_inputs.data, "--out", out, "--device", "cpu", "--batch-size", 4,
@@ -62,7 +146,7 @@ def real_runs(tmp_path_factory, demo_inputs):
                    "--prompts", "single", *common) == 0
     assert run_cli("--model", "debiaspl", "--checkpoint", demo_inputs.debiaspl_checkpoint,
                    *common) == 0
-    return out
+    return read_only_folders.register(out)
 
 
 def synthetic_predictions(model, seed, num_classes=6, images_per_class=10, bias=None):
@@ -82,7 +166,7 @@ def synthetic_predictions(model, seed, num_classes=6, images_per_class=10, bias=
 
 
 @pytest.fixture(scope="session")
-def analysed_synthetic_runs(tmp_path_factory):
+def analysed_synthetic_runs(tmp_path_factory, read_only_folders):
     """OUT with clip (biased towards the first classes) and debiaspl caches and outputs made from
     synthetic logits, analysed once: tests copy it (synthetic_runs) or only read it."""
     out = tmp_path_factory.mktemp("synthetic")
@@ -91,7 +175,7 @@ def analysed_synthetic_runs(tmp_path_factory):
     for model, predictions in runs.items():
         cache.save_predictions(out / model / "predictions.npz", predictions)
         run_analysis.analyze(predictions, out / model, out)
-    return out
+    return read_only_folders.register(out)
 
 
 @pytest.fixture
@@ -111,7 +195,7 @@ def clip_out(analysed_synthetic_runs, tmp_path):
 
 
 @pytest.fixture(scope="session")
-def simulated_demo(tmp_path_factory):
+def simulated_demo(tmp_path_factory, read_only_folders):
     """OUT after the demo's second half: simulated clip and debiaspl caches, their analysis,
     clip-la, clip-pm and the report, with a name and student ID."""
     out = tmp_path_factory.mktemp("simulated")
@@ -119,4 +203,4 @@ def simulated_demo(tmp_path_factory):
                                               "--student-id", "12345678"])
     with figure_worker_processes():  # 100-class figures, as in a real run: worth the workers
         starter.analyse_simulated_runs(args, out)
-    return out
+    return read_only_folders.register(out)

@@ -9,6 +9,7 @@ import pytest
 from analysis import run_analysis
 from runs import descriptors
 from conftest import synthetic_predictions
+from oracles import group_means, nearest_centroids
 
 
 @pytest.fixture(scope="module")
@@ -25,18 +26,6 @@ def analysed(tmp_path_factory):
     return runs
 
 
-def direct_neighbours(logits, groups, query, count):
-    """[(wnid index, cosine)] of the `count` nearest centroids, computed directly."""
-    present = sorted(set(groups.tolist()))
-    centroids = {g: logits[groups == g].mean(axis=0) for g in present}
-    if query not in centroids:
-        return []
-    a = centroids[query]
-    ranked = sorted((-(a @ b) / np.linalg.norm(a) / np.linalg.norm(b), g)
-                    for g, b in centroids.items() if g != query)
-    return [(g, -negative) for negative, g in ranked[:count]]
-
-
 @pytest.mark.parametrize("model", ["clip", "debiaspl"])
 def test_centroid_neighbours_literal_and_centered_against_numpy(analysed, model):
     predictions, _, centroids, _ = analysed[model]
@@ -50,7 +39,8 @@ def test_centroid_neighbours_literal_and_centered_against_numpy(analysed, model)
         for values, part in ((logits, centroids[grouping]), (shifted, centroids["centered"][grouping])):
             assert [q["role"] for q in part["queries"]] == [q["role"] for q in centroids[grouping]["queries"]]
             for query in part["queries"]:
-                expected = direct_neighbours(values, group_of, wnids.index(query["wnid"]), 10)
+                expected = nearest_centroids(group_means(values, group_of, len(wnids)),
+                                             wnids.index(query["wnid"]), 10)
                 assert [n["wnid"] for n in query["neighbors"]] == [wnids[g] for g, _ in expected]
                 np.testing.assert_allclose([n["cosine"] for n in query["neighbors"]],
                                            [c for _, c in expected], rtol=0, atol=1e-9)

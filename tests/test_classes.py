@@ -88,6 +88,6 @@ def test_debiaspl_run_imports_neither_open_clip_nor_timm(tmp_path, real_runs, de
               "sys.argv[3], '--out', sys.argv[1], '--device', 'cpu', '--workers', '0']))")
     result = subprocess.run([sys.executable, "-c", script, str(out), str(demo_inputs.debiaspl_checkpoint),
                              str(demo_inputs.data)], cwd=PROJECT_DIR, capture_output=True, text=True,
-                            timeout=240)
+                            timeout=600)
     assert result.returncode == 0, result.stderr
     assert (out / "debiaspl" / "predictions.npz").is_file()

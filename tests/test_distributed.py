@@ -19,6 +19,7 @@ from conftest import PROJECT_DIR, run_cli
 
 BATCH, CHUNK = 2, 4  # 18 images: chunks of 4, 4, 4, 4, 2; two processes take 10 and 8 images
 BAD_IMAGE = 5  # in chunk 1, the second process's first chunk
+HANG_GUARD_SECONDS = 300  # waits end when their condition holds; this only stops a hung test
 
 
 def clip_arguments(inputs, data, out, *extra):
@@ -36,7 +37,7 @@ def command(processes, arguments):
 
 
 def run_command(processes, arguments):
-    return subprocess.run(command(processes, arguments), capture_output=True, text=True, timeout=240,
+    return subprocess.run(command(processes, arguments), capture_output=True, text=True, timeout=600,
                           cwd=PROJECT_DIR)
 
 
@@ -77,7 +78,7 @@ def start_and_stop(arguments, run_dir, stop_signal, parts_before=0):
     process = subprocess.Popen(command(1, arguments), stderr=subprocess.PIPE, text=True,
                                cwd=PROJECT_DIR)
     helpers = set()
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + HANG_GUARD_SECONDS
     while len(parts(run_dir)) <= parts_before:
         assert process.poll() is None and time.monotonic() < deadline, "no part was written"
         helpers.update(descendants(process.pid))
@@ -85,8 +86,8 @@ def start_and_stop(arguments, run_dir, stop_signal, parts_before=0):
     helpers.update(descendants(process.pid))
     assert helpers, "the run started no DataLoader worker"
     process.send_signal(stop_signal)
-    code = process.wait(timeout=30)
-    gone = time.monotonic() + 15
+    code = process.wait(timeout=HANG_GUARD_SECONDS)
+    gone = time.monotonic() + HANG_GUARD_SECONDS
     while any(alive(pid) for pid in helpers):
         assert time.monotonic() < gone, "a process of the stopped run is still alive"
         time.sleep(0.1)

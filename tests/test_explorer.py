@@ -250,7 +250,7 @@ def show_view(browser, view):
     wait_for(browser, f"return !document.getElementById('view-{view}').hidden")
 
 
-def wait_for(browser, condition, *args, timeout=10):
+def wait_for(browser, condition, *args, timeout=120):  # a hang guard: it returns once the condition holds
     from selenium.webdriver.support.ui import WebDriverWait
     return WebDriverWait(browser, timeout).until(lambda driver: driver.execute_script(condition, *args))
 

@@ -65,13 +65,18 @@ def test_worker_png_equals_this_process_png(tmp_path, figure_processes):
     assert figure_workers.start_figure_processes() is not None  # the workers did the rendering
 
 
-@needs_two_cpus
-def test_interrupted_rendering_leaves_whole_files_and_no_temporary(tmp_path, figure_processes):
+@pytest.mark.parametrize("where", ["here", pytest.param("workers", marks=needs_two_cpus)])
+def test_interrupted_rendering_leaves_whole_files_and_no_temporary(tmp_path, monkeypatch, where):
+    """Ctrl-C in the middle of a PNG: the old file stays whole, as every write is atomic (a
+    temporary file renamed over it once complete), and no temporary file is left."""
+    if where == "here":
+        monkeypatch.setattr(figure_workers, "usable_cpus", lambda: 1)
     for name in ("drawn.png", "interrupted.png"):
         (tmp_path / name).write_bytes(b"old")
     interrupted = InterruptedFigure()
     interrupted.add_subplot().plot([0, 1])
-    with pytest.raises(KeyboardInterrupt):
+    with figure_workers.figure_processes(), pytest.raises(KeyboardInterrupt):
+        assert (figure_workers.start_figure_processes() is None) == (where == "here")
         figure_workers.write_figures({tmp_path / "drawn.png": small_figure("drawn"),
                                       tmp_path / "interrupted.png": interrupted})
     assert sorted(p.name for p in tmp_path.iterdir()) == ["drawn.png", "interrupted.png"]

@@ -4,6 +4,7 @@ hold whole, many tiny blocks give what one whole-array computation gives (every 
 the whole array (the earlier in-memory code's), and no [N, K]-sized array is ever allocated.
 No torch."""
 import json
+import shutil
 import tracemalloc
 
 import numpy as np
@@ -18,6 +19,8 @@ from debias import training_free
 from debias.settings import DerivedRunSettings, LogitAdjustmentSettings
 from runs.kinds import run_kind
 from conftest import SUBSET_WNIDS
+from oracles import (assert_rows_equal, group_means, mean_softmax, nearest_centroids,
+                     pseudo_label_tables, sinkhorn)
 
 NUM_CLASSES = 15
 EMPTY_CLASS, UNPREDICTED_CLASS = 14, 13  # no images; nobody predicts it
@@ -161,44 +164,31 @@ def test_metrics_json_equals_a_direct_computation_with_raw_counts(whole_and_bloc
     assert summary["balanced_accuracy"] == pytest.approx(recall.mean(), rel=RELATIVE)
 
 
-def test_centroid_cosines_equal_a_direct_computation(whole_and_blocked):
+def test_centroid_neighbours_equal_a_direct_computation(whole_and_blocked):
     centroids = whole_and_blocked[1]["clip/centroids.json"]
     predictions = clip_like_predictions()
     logits = predictions.logits.astype(np.float64)
     wnids = predictions.wnids.tolist()
     for grouping, groups in (("by_predicted", logits.argmax(axis=1)), ("by_true", predictions.labels)):
-        means = {g: logits[groups == g].mean(axis=0) for g in np.unique(groups)}
-        for kind, shift in ((centroids, 0), (centroids["centered"], 1)):
-            for query in kind[grouping]["queries"]:
-                if not query["neighbors"]:  # the class nobody predicts: no centroid
-                    continue
-                own = means[wnids.index(query["wnid"])]
-                for neighbour in query["neighbors"]:
-                    other = means[wnids.index(neighbour["wnid"])]
-                    a, b = (vector - shift * vector.mean() for vector in (own, other))
-                    cosine = a @ b / np.linalg.norm(a) / np.linalg.norm(b)
-                    assert neighbour["cosine"] == pytest.approx(cosine, rel=RELATIVE)
+        for kind, values in ((centroids, logits),
+                             (centroids["centered"], logits - logits.mean(axis=1, keepdims=True))):
+            means = group_means(values, groups, NUM_CLASSES)
+            assert len(kind[grouping]["queries"]) == 2  # the most and the least predicted class
+            for query in kind[grouping]["queries"]:  # an empty group: no centroid, no neighbours
+                expected = nearest_centroids(means, wnids.index(query["wnid"]), 10)
+                assert [wnids.index(n["wnid"]) for n in query["neighbors"]] == [g for g, _ in expected]
+                assert [n["cosine"] for n in query["neighbors"]] == pytest.approx(
+                    [cosine for _, cosine in expected], rel=RELATIVE)
 
 
 def test_pseudo_label_tables_equal_a_direct_computation(whole_and_blocked):
     selection = whole_and_blocked[1]["clip/pseudo_labels.json"]
     predictions = clip_like_predictions()
-    logits = predictions.logits.astype(np.float64)
-    probabilities = np.exp(logits - logits.max(axis=1, keepdims=True))
-    confidence = (probabilities / probabilities.sum(axis=1, keepdims=True)).max(axis=1)
-    predicted, labels = logits.argmax(axis=1), predictions.labels
-    for row in selection["confidence_threshold"]["rows"]:
-        kept = confidence >= row["threshold"]
-        assert row["kept"] == kept.sum()
-        assert row["accuracy"] == (pytest.approx(np.mean(predicted[kept] == labels[kept]), rel=RELATIVE)
-                                   if kept.any() else None)
-    for row in selection["class_balanced_top_k"]["rows"]:
-        selected = np.zeros(len(labels), dtype=bool)
-        for k in range(NUM_CLASSES):
-            members = np.flatnonzero(predicted == k)
-            selected[members[np.argsort(-confidence[members], kind="stable")[:row["k"]]]] = True
-        assert row["selected"] == selected.sum()
-        assert row["accuracy"] == pytest.approx(np.mean(predicted[selected] == labels[selected]), rel=RELATIVE)
+    rows, top_k_rows = (selection[table]["rows"] for table in ("confidence_threshold", "class_balanced_top_k"))
+    thresholds, top_k, _ = pseudo_label_tables(predictions.logits, predictions.labels, NUM_CLASSES,
+                                               [row["threshold"] for row in rows], [row["k"] for row in top_k_rows])
+    assert_rows_equal(rows, thresholds, RELATIVE)
+    assert_rows_equal(top_k_rows, top_k, RELATIVE)
 
 
 @pytest.mark.parametrize("mode", ["online", "final"])
@@ -224,29 +214,11 @@ def test_clip_la_cache_and_sweep_equal_a_direct_computation(whole_and_blocked, m
         assert point["balanced_accuracy"] == pytest.approx(np.mean(recall), rel=RELATIVE)
 
 
-def plain_sinkhorn(logits, target, tolerance=1e-12, iterations=100_000):
-    """b <- b + log(mean softmax(s - b) / target) until the deviation is below `tolerance`."""
-    bias = np.zeros(logits.shape[1])
-    for iteration in range(iterations):
-        shifted = logits - bias
-        probabilities = np.exp(shifted - shifted.max(axis=1, keepdims=True))
-        mean = (probabilities / probabilities.sum(axis=1, keepdims=True)).mean(axis=0)
-        if np.abs(mean - target).max() < tolerance:
-            return bias - bias.mean(), iteration
-        bias += np.log(mean / target)
-    raise AssertionError("plain Sinkhorn did not converge")
-
-
-def mean_softmax(logits):
-    probabilities = np.exp(logits - logits.max(axis=1, keepdims=True))
-    return (probabilities / probabilities.sum(axis=1, keepdims=True)).mean(axis=0)
-
-
 def test_clip_pm_reaches_sinkhorns_fixed_point_in_a_few_passes(whole_and_blocked):
     whole, blocked = whole_and_blocked
     logits = clip_like_predictions().logits.astype(np.float64)
     target = np.full(NUM_CLASSES, 1 / NUM_CLASSES)
-    expected, sinkhorn_iterations = plain_sinkhorn(logits, target)
+    expected, _, sinkhorn_iterations = sinkhorn(logits, target)
     for outputs in (whole, blocked):
         prior = outputs["clip-pm/prior.json"]
         settings = prior["settings"]
@@ -274,7 +246,7 @@ def test_prior_matching_in_blocks_is_exact_where_sinkhorn_is_slow(target):
     blocks = cache.row_blocks(*logits.shape, 7 * num_classes)
     match = logit_adjustment.match_prior(logits, target, blocks=blocks)
     whole = logit_adjustment.match_prior(logits, target)
-    expected, sinkhorn_iterations = plain_sinkhorn(logits, target, tolerance=1e-9)
+    expected, _, sinkhorn_iterations = sinkhorn(logits, target, tolerance=1e-9)
     assert sinkhorn_iterations > 200 and match.passes < 20
     for result in (match, whole):
         assert result.converged
@@ -299,8 +271,9 @@ def traced_peak(function, *args):
 
 
 @pytest.fixture(scope="module")
-def larger_cache(tmp_path_factory):
-    """20,000 images x 100 classes on disk (8 MB of float32 logits, 16 MB as float64)."""
+def larger_cache(tmp_path_factory, read_only_folders):
+    """OUT/clip with 20,000 images x 100 classes on disk (8 MB of float32 logits, 16 MB as
+    float64), analysed (its figures not rendered): the tests copy it or only read it."""
     rng = np.random.default_rng(1)
     num_images, num_classes = 20_000, 100
     labels = np.sort(rng.integers(0, num_classes, num_images))
@@ -311,34 +284,37 @@ def larger_cache(tmp_path_factory):
     cache.save_predictions(out / "clip" / "predictions.npz", cache.Predictions(
         logits=logits, labels=labels, paths=np.array([f"{wnids[k]}/{i}.JPEG" for i, k in enumerate(labels)]),
         wnids=wnids, names=wnids, meta={"model": "clip"}))
-    return out
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        monkeypatch.setattr(run_analysis, "write_figures", lambda figures: None)
+        run_analysis.analyze(cache.load_predictions(out / "clip" / "predictions.npz"), out / "clip", out)
+    return read_only_folders.register(out)
 
 
 def whole_array_bytes(predictions):
     return predictions.logits.shape[0] * predictions.logits.shape[1] * 8
 
 
-def test_analysis_allocates_no_logits_sized_array(larger_cache, monkeypatch):
+def test_analysis_allocates_no_logits_sized_array(larger_cache, monkeypatch, tmp_path):
     monkeypatch.setattr(run_analysis, "BLOCK_ELEMENTS", 1 << 14)
     # Figures are drawn from per-class numbers alone; matplotlib's own memory is not the analysis.
     monkeypatch.setattr(run_analysis, "draw_figures", lambda *args: {})
     monkeypatch.setattr(run_analysis, "draw_pseudo_labels", lambda *args: None)
     monkeypatch.setattr(run_analysis, "write_figures", lambda figures: None)
     predictions = cache.load_predictions(larger_cache / "clip" / "predictions.npz")
-    peak, _ = traced_peak(run_analysis.analyze, predictions, larger_cache / "clip", larger_cache)
+    peak, _ = traced_peak(run_analysis.analyze, predictions, tmp_path / "clip", tmp_path)
     # Per image a few 8-byte numbers; a float64 copy of the logits would be 16 MB.
     assert peak < whole_array_bytes(predictions) / 4
 
 
 @pytest.mark.parametrize("model", ["clip-la", "clip-pm"])
-def test_training_free_runs_allocate_no_logits_sized_array(larger_cache, monkeypatch, model):
+def test_training_free_runs_allocate_no_logits_sized_array(larger_cache, monkeypatch, tmp_path, model):
     monkeypatch.setattr(run_analysis, "BLOCK_ELEMENTS", 1 << 14)
     monkeypatch.setattr(training_free, "write_figure", lambda path, figure: None)  # la_sweep.png's pixels
-    predictions = cache.load_predictions(larger_cache / "clip" / "predictions.npz")
-    if not (larger_cache / "clip" / "metrics.json").is_file():
-        run_analysis.analyze(predictions, larger_cache / "clip", larger_cache)
+    monkeypatch.setattr(run_analysis, "write_figures", lambda figures: None)
+    shutil.copytree(larger_cache / "clip", tmp_path / "clip")
+    predictions = cache.load_predictions(tmp_path / "clip" / "predictions.npz")
     settings = DerivedRunSettings(logit_adjustment=LogitAdjustmentSettings(mode="online"))
-    peak, debiased = traced_peak(run_kind(model).make, settings, larger_cache, larger_cache / model)
+    peak, debiased = traced_peak(run_kind(model).make, settings, tmp_path, tmp_path / model)
     assert isinstance(debiased.logits, np.memmap)  # read back from the streamed cache
     # clip-la keeps p̂ per batch of 64: 313 x 100 float64, 0.25 MB.
     assert peak < whole_array_bytes(predictions) / 4

@@ -2,8 +2,6 @@
 against independent computations with open_clip and torchvision, and the CLI end to end."""
 import csv
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -16,6 +14,7 @@ from inference import engine
 from inference import models
 from sources.folder import FolderSource
 from conftest import PROJECT_DIR, RUN_FILES, SUBSET_WNIDS, run_cli
+from oracles import open_clip_zero_shot_logits, preprocessed_images
 
 
 def imagenet100_rows():
@@ -36,16 +35,9 @@ def independent_clip_logits(weights, val_dir):
     """CLIP zero-shot with open_clip's own loader and transform, one prompt per class."""
     import open_clip
     model, _, preprocess = open_clip.create_model_and_transforms("RN50-quickgelu", pretrained=str(weights))
-    model.eval()
-    tokenizer = open_clip.get_tokenizer("RN50-quickgelu")
     names = [imagenet100_rows()[wnid]["clip_name"] for wnid in SUBSET_WNIDS]
-    with torch.no_grad():
-        text = model.encode_text(tokenizer([f"a photo of a {name}." for name in names]))
-        text = text / text.norm(dim=-1, keepdim=True)
-        images = torch.stack([preprocess(Image.open(p).convert("RGB")) for p in image_paths(val_dir)])
-        features = model.encode_image(images)
-        features = features / features.norm(dim=-1, keepdim=True)
-        return (model.logit_scale.exp() * features @ text.T).numpy()
+    return open_clip_zero_shot_logits(model.eval(), open_clip.get_tokenizer("RN50-quickgelu"), names,
+                                      ["a photo of a {c}."], preprocessed_images(preprocess, image_paths(val_dir)))
 
 
 def independent_debiaspl_logits(checkpoint_path, val_dir, branch):
@@ -63,8 +55,7 @@ def independent_debiaspl_logits(checkpoint_path, val_dir, branch):
                                     transforms.Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])])
     columns = [int(imagenet100_rows()[wnid]["imagenet1k_index"]) for wnid in SUBSET_WNIDS]
     with torch.no_grad():
-        images = torch.stack([transform(Image.open(p).convert("RGB")) for p in image_paths(val_dir)])
-        return network(images)[:, columns].numpy()
+        return network(preprocessed_images(transform, image_paths(val_dir)))[:, columns].numpy()
 
 
 def assert_logits_close(actual, expected):
@@ -170,28 +161,6 @@ def test_centroids_json_roles(real_runs):
         cosines = [n["cosine"] for n in query["neighbors"]]
         assert len(cosines) == 5 and cosines == sorted(cosines, reverse=True)
         assert query["wnid"] not in [n["wnid"] for n in query["neighbors"]]
-
-
-def test_from_cache_redoes_outputs_without_torch(tmp_path, real_runs):
-    out = tmp_path / "out"
-    for model in ("clip", "debiaspl"):
-        (out / model).mkdir(parents=True)
-        (out / model / "predictions.npz").write_bytes((real_runs / model / "predictions.npz").read_bytes())
-    # Not sys.modules['torch'] = None: scipy's array API helpers, which the analysis's K-means
-    # reaches, look torch up there; the check is that nothing imported it.
-    script = ("import sys; "
-              "import starter; code = [starter.main(['--model', m, '--from-cache', '--out', sys.argv[1]]) "
-              "for m in ('clip', 'debiaspl')]; assert not {'torch', 'open_clip'} & set(sys.modules); "
-              "sys.exit(max(code))")
-    result = subprocess.run([sys.executable, "-c", script, str(out)], cwd=PROJECT_DIR,
-                            capture_output=True, text=True, timeout=120)
-    assert result.returncode == 0, result.stderr
-    for model in ("clip", "debiaspl"):
-        for name in RUN_FILES:
-            assert (out / model / name).is_file()
-        assert (json.loads((out / model / "metrics.json").read_text())["classes"]
-                == json.loads((real_runs / model / "metrics.json").read_text())["classes"])
-    assert "most predicted" in result.stdout and "cosine" in result.stdout
 
 
 def test_debiaspl_without_clip_run_says_run_clip_first(tmp_path, demo_inputs, capsys):

@@ -20,13 +20,17 @@ from demo import simulation
 from conftest import PROJECT_DIR, figure_worker_processes
 
 pytestmark = [
+    pytest.mark.slow,  # commands in subprocesses, on 100 classes
     pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads processes from /proc"),
     pytest.mark.skipif(distributed.usable_cpus() < 2, reason="figure workers need 2 CPUs"),
 ]
 
 INTERRUPTED = "interrupted: outputs already written are complete; nothing is half-written"
-GONE_WITHIN_SECONDS = 5  # measured: < 0.1 s after the command's end
-STARTED_WITHIN_SECONDS = 60
+# Hang guards only, never a measure of speed (the times are printed with -s): on a quiet machine
+# the helpers are gone < 0.1 s after the command (a thread's workers: within their 0.5 s poll).
+GONE_WITHIN_SECONDS = 120
+STARTED_WITHIN_SECONDS = 300
+ENDS_WITHIN_SECONDS = 300
 PR_GET_PDEATHSIG = 2  # <linux/prctl.h>
 
 
@@ -161,7 +165,7 @@ def test_sigterm_ends_the_command_as_ctrl_c_and_leaves_no_process(tmp_path, simu
         # only, which is the same to it: the workers leave the decision to it either way.
         sent = interrupt_while_rendering(run, out / "clip",
                                          lambda pid: os.killpg(pid, signal.SIGTERM))
-        assert run.process.wait(timeout=60) == 143, run.stderr()  # it finishes the figures begun
+        assert run.process.wait(timeout=ENDS_WITHIN_SECONDS) == 143, run.stderr()  # it finishes the figures begun
         ended = time.monotonic()
         seconds = run.seconds_until_all_gone(ended)
     print(f"SIGTERM: the command ended {ended - sent:.2f} s after it, its helpers {seconds:.2f} s "
@@ -185,7 +189,7 @@ def test_sigkill_leaves_no_process(tmp_path, simulated_cache):
     with start_from_cache(out, simulated_cache) as run:
         sent = interrupt_while_rendering(run, out / "clip",
                                          lambda pid: os.kill(pid, signal.SIGKILL))
-        assert run.process.wait(timeout=10) == -signal.SIGKILL
+        assert run.process.wait(timeout=ENDS_WITHIN_SECONDS) == -signal.SIGKILL
         seconds = run.seconds_until_all_gone(sent)
     print(f"SIGKILL: all its processes gone after {seconds:.2f} s")
 
@@ -230,6 +234,7 @@ def test_workers_spawned_by_another_thread_outlive_it_and_end_with_their_parent(
         assert len(tree.workers()) >= 2 and len(tree.alive()) == len(tree.seen), tree.seen
         sent = time.monotonic()
         tree.process.kill()
-        tree.process.wait(timeout=10)
+        tree.process.wait(timeout=ENDS_WITHIN_SECONDS)
+        # Gone at all: the pool's pipes would keep workers that did not watch their parent alive.
         seconds = tree.seconds_until_all_gone(sent)
-    assert seconds < 2 * distributed.PARENT_POLL_SECONDS + 1
+    print(f"workers of a thread: gone {seconds:.2f} s after their parent")

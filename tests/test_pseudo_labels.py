@@ -1,5 +1,5 @@
-"""Pseudo-label selection diagnostics (pseudo_labels.json, pseudo_labels.png) against a direct,
-loop-based computation on a crafted cache. No torch."""
+"""Pseudo-label selection diagnostics (pseudo_labels.json, pseudo_labels.png) against the
+loop-based oracle (oracles.pseudo_label_tables) on a crafted cache. No torch."""
 import json
 import math
 
@@ -12,6 +12,7 @@ import plotting
 from analysis import pseudo_labels
 import starter
 from conftest import SUBSET_WNIDS
+from oracles import assert_rows_equal, pseudo_label_tables
 
 # The issue's grids: FixMatch-style thresholds and UPL/FPL-style per-class counts.
 SPEC_THRESHOLDS = [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99]
@@ -42,48 +43,6 @@ def crafted_predictions(seed=0, num_images=120):
         wnids=wnids, names=np.array([f"class {wnid}" for wnid in wnids]), meta={"model": "clip"})
 
 
-def direct_selection(logits, labels, num_classes):
-    """Loop-based: (confidence-threshold rows, top-k rows, kept and kept-correct per class at 0.95)."""
-    probabilities = [[math.exp(value) for value in row] for row in np.asarray(logits, dtype=np.float64)]
-    probabilities = [[value / sum(row) for value in row] for row in probabilities]
-    confidence = [max(row) for row in probabilities]
-    predicted = [row.index(max(row)) for row in probabilities]
-    threshold_rows, kept_at_training = [], None
-    for threshold in SPEC_THRESHOLDS:
-        kept = [i for i in range(len(labels)) if confidence[i] >= threshold]
-        counts = [sum(1 for i in kept if predicted[i] == c) for c in range(num_classes)]
-        correct = [sum(1 for i in kept if predicted[i] == c == labels[i]) for c in range(num_classes)]
-        shares = [count / len(kept) for count in counts if count]
-        threshold_rows.append({
-            "threshold": threshold, "kept": len(kept), "kept_share": len(kept) / len(labels),
-            "accuracy": sum(correct) / len(kept) if kept else None,
-            "classes_without_kept": counts.count(0),
-            "kl_from_uniform": sum(q * math.log(q * num_classes) for q in shares) if kept else None,
-            "max_min_ratio": max(counts) / min(counts) if min(counts) > 0 else None})
-        if threshold == 0.95:
-            kept_at_training = counts, correct
-    top_k_rows = []
-    for k in SPEC_KS:
-        selected, short = [], 0
-        for c in range(num_classes):
-            members = sorted((i for i in range(len(labels)) if predicted[i] == c),
-                             key=lambda i: (-confidence[i], i))
-            selected += members[:k]
-            short += len(members) < k
-        top_k_rows.append({"k": k, "selected": len(selected), "selected_share": len(selected) / len(labels),
-                           "accuracy": sum(predicted[i] == labels[i] for i in selected) / len(selected),
-                           "classes_below_k": short})
-    return threshold_rows, top_k_rows, kept_at_training
-
-
-def assert_rows_equal(rows, expected):
-    assert len(rows) == len(expected)
-    for row, expected_row in zip(rows, expected):
-        assert row.keys() == expected_row.keys()
-        for key, value in expected_row.items():
-            assert row[key] == (value if value is None else pytest.approx(value, rel=1e-9)), (key, row)
-
-
 def test_the_grids_are_the_issues():
     assert list(pseudo_labels.THRESHOLDS) == SPEC_THRESHOLDS
     assert list(pseudo_labels.TOP_KS) == SPEC_KS
@@ -97,7 +56,9 @@ def test_cli_pseudo_labels_json_matches_a_direct_computation(tmp_path, capsys):
     printed = capsys.readouterr().out
     selection = json.loads((tmp_path / "clip" / "pseudo_labels.json").read_text())
     assert (tmp_path / "clip" / "pseudo_labels.png").stat().st_size > 0
-    thresholds, top_k, (kept, correct) = direct_selection(predictions.logits, predictions.labels.tolist(), 6)
+    thresholds, top_k, per_class = pseudo_label_tables(predictions.logits, predictions.labels, 6,
+                                                       SPEC_THRESHOLDS, SPEC_KS)
+    kept, correct = per_class[0.95]
     assert_rows_equal(selection["confidence_threshold"]["rows"], thresholds)
     assert_rows_equal(selection["class_balanced_top_k"]["rows"], top_k)
     # The crafted cache reaches every case: rows with and without a class that keeps no image.
