@@ -28,7 +28,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from analysis import run_analysis
+from analysis import run_analysis, terminal_text
 from sources import classes
 from inference import models
 from debias import training_free
@@ -114,7 +114,7 @@ def infer(args, split, split_dir, described, out_dir, run_dir):
         raise UserError(f"--model debiaspl predicts ImageNet-1k's 1,000 classes, but the class "
                         f"folders of {split_dir} ({described.folders[0]}, ...) are not ImageNet "
                         "wnids; run --model clip on this dataset instead.")
-    run_analysis.reference_order(out_dir, args.model, list(described.folders), where=args.where)
+    run_analysis.reference_ranking(out_dir, args.model, list(described.folders), where=args.where)
     from inference import engine  # torch and the models load only when a model runs
     if clip:
         models.check_clip_choice(args.clip_model, args.clip_weights, args.trust_checkpoint)
@@ -154,7 +154,7 @@ def run(args):
             return None
     write_descriptor(run_dir, predictions.meta)
     summary, centroids, selection = run_analysis.analyze(predictions, run_dir, out_dir)
-    return run_analysis.format_report(summary, centroids, selection), summary, run_dir
+    return terminal_text.format_report(summary, centroids, selection), summary, run_dir
 
 
 def print_run(args):

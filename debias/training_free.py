@@ -41,7 +41,7 @@ def load_clip_cache(out_dir, model, where=(), source=REFERENCE_MODEL):
     descriptor = Path(out_dir) / source / RUN_FILE
     made_by = read_json(descriptor, "the run descriptor")["model"] if descriptor.is_file() else REFERENCE_MODEL
     clip = load_predictions(path, run_folder_command(source, made_by, where))
-    run_analysis.reference_order(out_dir, model, [str(wnid) for wnid in clip.wnids],
+    run_analysis.reference_ranking(out_dir, model, [str(wnid) for wnid in clip.wnids],
                              derived_meta(model, clip, source), where)
     return clip
 

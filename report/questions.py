@@ -1,7 +1,7 @@
 """The homework's sub-questions (a), (b), (c) for one run: its figures, who steals from whom, and
 the nearest class centroids."""
-from analysis import run_analysis
-from runs.outputs import plural
+from analysis import run_analysis, terminal_text
+from analysis.class_roles import NEVER_PREDICTED, ZERO_PREDICTION_RULE, counts_text, never_predicted_text
 from runs.descriptors import MODEL_TITLES, QUESTION_OF_MODEL
 
 from .content import Image, Section, Table, Text, missing_run_note, outdated_note
@@ -48,16 +48,17 @@ def class_confusion_tables(run, label, out_dir):
     class_entries = {entry["wnid"]: entry for entry in run.metrics["classes"]}
     tables = []
     for entry in run.metrics["class_confusions"]:
+        if "predicted_counts" not in entry:
+            return [outdated_note(run, "metrics.json (whose counts)", out_dir)]
         incoming = entry["direction"] == "incoming"
-        counted = class_entries[entry["wnid"]]
         other = "true" if incoming else "predicted"
         rows = [[cell[other]["name"], str(cell["count"]), f"{cell['share_of_true']:.0%}"]
                 for cell in entry["confusions"]] or [["none", "", ""]]
         tables.append(Table(
             ["from class" if incoming else "predicted as", "images", "of true class"], rows,
-            f"{label} {entry['role']}: {entry['name']} ({counted['predicted_count']} predictions, "
-            f"{counted['true_count']} images) " + ("takes images of" if incoming else "loses images to"),
-            compact=True))
+            f"{label} {entry['role']}: {entry['name']} ({counts_text(entry)}; "
+            f"{class_entries[entry['wnid']]['true_count']} images) "
+            + ("takes images of" if incoming else "loses images to"), compact=True))
     return tables
 
 
@@ -75,7 +76,7 @@ def top_confusion_table(run, label, out_dir):
 
 def cosine_decimals(kind):
     """Decimals shown for the literal (kind None) or centered cosines, as in the terminal."""
-    return {part: shown for part, _, shown in run_analysis.CENTROID_KINDS}[kind]
+    return {part: shown for part, _, shown in terminal_text.CENTROID_KINDS}[kind]
 
 
 def centroid_queries(run, kind, grouping):
@@ -92,9 +93,10 @@ def grouping_words(grouping):
     return f"the images {'predicted as' if grouping == 'by_predicted' else 'labelled'} the class"
 
 
-def answer_table(queries, class_entries, label, grouping):
+def answer_table(queries, label):
     """The answer to hand in: each queried class's 10 nearest class centroids by literal cosine,
-    highest first, one class/cosine column pair per queried class; the footer gives each vector."""
+    highest first, one class/cosine column pair per queried class; the footer gives each vector
+    with each run's count of its class."""
     answered = [query for query in queries if query["neighbors"]]
     decimals = cosine_decimals(None)
     columns = ["#"]
@@ -104,10 +106,8 @@ def answer_table(queries, class_entries, label, grouping):
         (query["neighbors"][rank]["name"], f"{query['neighbors'][rank]['cosine']:.{decimals}f}")
         if rank < len(query["neighbors"]) else ("", "")))]
         for rank in range(max(len(query["neighbors"]) for query in answered))]
-    footer = "\n".join(
-        f"{query['role']}, {query['name']} "
-        f"({plural(class_entries[query['wnid']]['predicted_count'], 'prediction')}): "
-        + vector_text(query["neighbors"], decimals) for query in answered)
+    footer = "\n".join(f"{query['role']}, {query['name']} ({counts_text(query)}): "
+                       + vector_text(query["neighbors"], decimals) for query in answered)
     return Table(columns, rows, f"{label}: the 10 nearest class centroids by cosine, highest first",
                  footer)
 
@@ -128,19 +128,37 @@ def literal_note(run, label, grouping="by_predicted"):
 
 
 def centroid_answer(run, out_dir, label, grouping="by_predicted"):
-    """(c)'s answer: the literal nearest-centroid table, notes for classes without a centroid,
-    and what the cosines are."""
+    """(c)'s answer: the literal nearest-centroid table, the zero-prediction rule where it
+    applied, and notes for classes without a centroid."""
     if run.centroids is None:
         return [Text(f"{run.model}/centroids.json is missing: run "
                      f"`{run_command(run.model, out_dir, True, run.made_by)}`.", "note")]
-    class_entries = {entry["wnid"]: entry for entry in run.metrics["classes"]}
-    queries = centroid_queries(run, None, grouping)
-    blocks = [answer_table(queries, class_entries, label, grouping)] if any(
-        query["neighbors"] for query in queries) else []
+    queries = [query for query in centroid_queries(run, None, grouping)
+               if not query["role"].startswith(NEVER_PREDICTED)]  # the secondary view's
+    if not all("predicted_counts" in query for query in queries):
+        return [outdated_note(run, "centroids.json (whose counts)", out_dir)]
+    blocks = [answer_table(queries, label)] if any(query["neighbors"] for query in queries) else []
     blocks += [Text(f"{label} {query['role']}: {query['name']} ({query['wnid']}): "
                     f"{query.get('note', 'no neighbours')}.", "note")
                for query in queries if not query["neighbors"]]
+    blocks += [Text(f"{label} {query['role']}, {query['name']}: {never_predicted_text(query)}",
+                    "note") for query in queries if query.get("never_predicted")]
+    if "zero_prediction_rule" in run.centroids:
+        blocks.append(Text(f"{label}: {ZERO_PREDICTION_RULE}", "note"))
     return blocks
+
+
+def never_predicted_view(run, label):
+    """The secondary view of the classes the zero-prediction rule set aside: their 10 nearest
+    centroids by true label, one line each."""
+    if run.centroids is None:
+        return []
+    decimals = cosine_decimals(None)
+    return [Text(f"{label} {query['role']}: {query['name']}, by true label: "
+                 + ", ".join(f"{n['name']} {n['cosine']:.{decimals}f}" for n in query["neighbors"]),
+                 "note")
+            for query in centroid_queries(run, None, "by_true")
+            if query["role"].startswith(NEVER_PREDICTED) and query["neighbors"]]
 
 
 def centered_view(run, out_dir, label, grouping="by_predicted"):
@@ -174,7 +192,8 @@ def subquestion_blocks(run, runs, out_dir, letter, label, hand_in=False):
     without the who-steals-from-whom tables and (c)'s centered view, shown elsewhere."""
     if letter == "c":
         return centroid_answer(run, out_dir, label) + ([] if hand_in else [
-            literal_note(run, label), Text(CENTERED_NOTE, "note"), *centered_view(run, out_dir, label)])
+            literal_note(run, label), Text(CENTERED_NOTE, "note"), *centered_view(run, out_dir, label),
+            *never_predicted_view(run, label)])
     blocks = stale_order_notes(run, runs, out_dir)
     layout = {"orientation": "portrait"} if hand_in else {}
     if letter == "a":

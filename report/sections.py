@@ -10,7 +10,8 @@ from .comparison import TRAINING_FREE_NOTE, training_free_share
 from .content import Section, Text, missing_run_note, outdated_note
 from .hand_in import NOTES_HEADING, notes_blocks
 from .measures import SUMMARY_COLUMNS, measures_table, true_positives, weights_cell
-from .questions import CENTERED_NOTE, centered_view, literal_note, question_sections
+from .questions import (CENTERED_NOTE, centered_view, literal_note, never_predicted_view,
+                        question_sections)
 from .run_folders import extra_models
 from .why_section import why_in_brief
 
@@ -75,6 +76,8 @@ def explanations_section(runs, out_dir, hand_in):
         blocks.append(Text(CENTERED_NOTE, "note"))
     for question, run in answered.items():
         blocks += centered_view(run, out_dir, f"{question}(c)")
+    for question, run in answered.items():
+        blocks += never_predicted_view(run, f"{question}(c)")
     blocks.append(Text("Why the pseudo-labels are imbalanced, in brief", "subheading"))
     blocks += [Text(block.text, "small") if isinstance(block, Text) and block.style == "body" else block
                for block in why_in_brief(runs, out_dir)]
