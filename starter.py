@@ -40,7 +40,7 @@ from inference.config import InferenceConfig
 from analysis.figure_workers import figure_processes, terminate_as_interrupt
 from runs.outputs import UserError, plural
 from runs.descriptors import (CONCEPT_ALIGNED_MODEL, LOGIT_ADJUSTED_MODEL, MODEL_KINDS, MODELS, PRIOR_MATCHED_MODEL,
-                  REFERENCE_MODEL, SIMULATED, TRAINING_FREE, default_run_name, find_runs, split_out_dir,
+                  QUESTION_OF_MODEL, REFERENCE_MODEL, SIMULATED, TRAINING_FREE, default_run_name, find_runs, split_out_dir,
                   starter_command, write_descriptor)
 
 # The demo's install check: real code and random weights on a few classes (CLIP's text encoder
@@ -188,8 +188,10 @@ def run_demo(args):
     demo_out = Path(args.out) / "demo"
     check_install(args, demo_out / "install-check")
     analyse_simulated_runs(args, demo_out)
-    print(f"DEMO done: open {demo_out / 'report.pdf'}; `python starter.py --model clip --from-cache "
-          f"--out {demo_out}` prints Q1's answers as a real run does ({SIMULATED} here).")
+    print(f"DEMO done: open {demo_out / 'report.pdf'}. These print each question's answers as a "
+          f"real run does ({SIMULATED} here):")
+    for model, question in QUESTION_OF_MODEL.items():
+        print(f"  {question}: {starter_command(model, ['--out', str(demo_out)], '--from-cache')}")
 
 
 def check_install(args, out_dir):
