@@ -15,10 +15,9 @@ from dataclasses import dataclass
 from runs.outputs import plural
 
 ZERO_PREDICTION_RULE = (
-    "A class no image is predicted as has no centroid, so when the least predicted class was "
-    "never predicted, (c) answers with the least predicted class that was predicted at least "
-    "once and names the never-predicted ones beside it, with their nearest centroids by true "
-    "label as a secondary view.")
+    "A never-predicted class has no centroid, so (c) answers with the least predicted class that "
+    "was predicted, names the never-predicted ones beside it, and gives their nearest centroids "
+    "by true label as a secondary view.")
 NEVER_PREDICTED = "never predicted"  # the role of a never-predicted class in the secondary view
 AT_LEAST_ONCE = " with ≥ 1 prediction"  # a least predicted role chosen by the rule
 

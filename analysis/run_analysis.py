@@ -219,9 +219,12 @@ def centroid_neighbours(predictions, passed, rankings):
 MISMATCH_LABEL = "concept-mismatched (CAP Algorithm 1)"
 
 
-def draw_histograms(summary, title, mismatched=()):
-    """{file name: Figure} of Q(a)'s histograms, classes in summary['order'], the `mismatched`
-    classes (wnids) marked."""
+HISTOGRAM_QUANTITIES = ("precision", "recall")
+
+
+def draw_histograms(summary, title, mismatched=(), quantities=HISTOGRAM_QUANTITIES):
+    """{file name: Figure} of Q(a)'s histograms (those overlaying `quantities`), classes in
+    summary['order'], the `mismatched` classes (wnids) marked."""
     by_wnid = {entry["wnid"]: entry for entry in summary["classes"]}
     ordered = [by_wnid[wnid] for wnid in summary["order"]]
     names = [entry["name"] for entry in ordered]
@@ -233,7 +236,7 @@ def draw_histograms(summary, title, mismatched=()):
     marked = [position for position, wnid in enumerate(summary["order"]) if wnid in set(mismatched)]
     true_counts = np.array([entry["true_count"] for entry in ordered])
     figures = {}
-    for quantity in ("precision", "recall"):
+    for quantity in quantities:
         values = np.array([np.nan if entry[quantity] is None else entry[quantity] for entry in ordered])
         figures[f"histogram_{quantity}.png"] = plotting.prediction_histogram(
             counts, values, names, quantity, summary["num_images"] / len(ordered),
@@ -244,18 +247,25 @@ def draw_histograms(summary, title, mismatched=()):
     return figures
 
 
-def draw_figures(summary, confusion, title, mismatched=()):
-    """{file name: Figure} of Q(a) and Q(b), classes in summary['order'], the `mismatched`
-    classes (wnids) marked on the histograms."""
+def draw_confusion_matrix(summary, confusion, title, size=None):
+    """Q(b)'s confusion matrix [K, K] (the run's class indices) in summary['order']; titled
+    `title` unless it fills a page's box of `size` (plotting.confusion_matrix_figure), which is
+    captioned."""
     index_of = {entry["wnid"]: index for index, entry in enumerate(summary["classes"])}
     order = [index_of[wnid] for wnid in summary["order"]]
     names = [summary["classes"][index]["name"] for index in order]
     own = summary["order"] == summary["own_order"]
     order_note = "" if own else f", in {order_reference(summary['settings'])}'s order"
-    figures = draw_histograms(summary, title, mismatched)
-    figures["confusion_matrix.png"] = plotting.confusion_matrix_figure(
-        confusion[np.ix_(order, order)], names, title=f"{title}: confusion matrix{order_note}")
-    return figures
+    return plotting.confusion_matrix_figure(
+        np.asarray(confusion)[np.ix_(order, order)], names, size=size,
+        title="" if size else f"{title}: confusion matrix{order_note}")
+
+
+def draw_figures(summary, confusion, title, mismatched=()):
+    """{file name: Figure} of Q(a) and Q(b), classes in summary['order'], the `mismatched`
+    classes (wnids) marked on the histograms."""
+    return {**draw_histograms(summary, title, mismatched),
+            "confusion_matrix.png": draw_confusion_matrix(summary, confusion, title)}
 
 
 def redrawn_histograms(marks, run_dir):

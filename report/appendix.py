@@ -73,7 +73,7 @@ def by_true_section(runs, out_dir):
         if run.metrics is not None:
             label = f"{QUESTION_OF_MODEL.get(model, model)}(c) {model}, by true label"
             section.blocks += (centroid_answer(run, out_dir, label, "by_true")
-                               + [literal_note(run, label, "by_true")]
+                               + [literal_note({label: run}, "by_true")]
                                + never_predicted_view(run, label)
                                + centered_view(run, out_dir, label, "by_true"))
     return section

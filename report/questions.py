@@ -1,10 +1,12 @@
 """The homework's sub-questions (a), (b), (c) for one run: its figures, who steals from whom, and
 the nearest class centroids."""
 from analysis import run_analysis, terminal_text
-from analysis.class_roles import NEVER_PREDICTED, ZERO_PREDICTION_RULE, counts_text, never_predicted_text
+from analysis.class_roles import AT_LEAST_ONCE, NEVER_PREDICTED, ZERO_PREDICTION_RULE, counts_text
 from runs.descriptors import MODEL_TITLES, QUESTION_OF_MODEL
 
 from .content import Image, Section, Table, Text, missing_run_note, outdated_note
+from .hand_in import join_words
+from .figure_sources import figure_drawer
 from .run_folders import run_command
 
 
@@ -12,8 +14,11 @@ HISTOGRAM_FIGURES = (("histogram_precision.png", "predictions per class, with pr
                      ("histogram_recall.png", "predictions per class, with recall"))
 
 
-CONFUSION_FIGURE = ("confusion_matrix.png", "confusion matrix, rows and columns most to least "
-                                            "predicted")
+def confusion_figure(run):
+    """The confusion matrix's file and caption, which says whose order its rows and columns keep."""
+    by = "" if run.metrics["order"] == run.metrics["own_order"] else \
+        f" by {run.descriptor['order_reference']}"
+    return "confusion_matrix.png", f"confusion matrix, rows and columns most to least predicted{by}"
 
 
 SUBQUESTION_TOPICS = {"a": "prediction histograms", "b": "confusion matrix",
@@ -27,13 +32,15 @@ CENTERED_NOTE = ("Easier to read, not the homework's quantity: centered cosines,
                  "that decides.")
 
 
-def figure_blocks(run, names_and_captions, out_dir, label, **layout):
-    """An Image per existing PNG (laid out as `layout`: Image's fields), or a note with the
-    command that draws it."""
+def figure_blocks(run, names_and_captions, out_dir, label, titled=True, **layout):
+    """An Image per existing PNG (laid out as `layout`: Image's fields), captioned with the run's
+    title unless `titled` is False (a page's heading names it), or a note with the command that
+    draws it."""
     blocks = []
     for name, caption in names_and_captions:
         if (run.directory / name).is_file():
-            blocks.append(Image(f"{run.model}/{name}", f"{label}: {run.title}, {caption}", **layout))
+            blocks.append(Image(f"{run.model}/{name}", f"{label}: {run.title + ', ' if titled else ''}{caption}",
+                                draw=figure_drawer(run, name, out_dir), **layout))
         else:
             blocks.append(Text(f"{run.model}/{name} is missing: run "
                                f"`{run_command(run.model, out_dir, True, run.made_by)}`.", "note"))
@@ -106,24 +113,28 @@ def answer_table(queries, label):
         (query["neighbors"][rank]["name"], f"{query['neighbors'][rank]['cosine']:.{decimals}f}")
         if rank < len(query["neighbors"]) else ("", "")))]
         for rank in range(max(len(query["neighbors"]) for query in answered))]
-    footer = "\n".join(f"{query['role']}, {query['name']} ({counts_text(query)}): "
-                       + vector_text(query["neighbors"], decimals) for query in answered)
+    footer = "\n".join([f"{query['role']}, {query['name']}: " + vector_text(query["neighbors"], decimals)
+                        for query in answered]
+                       + ["predictions: " + "; ".join(f"{query['name']}: {counts_text(query)}"
+                                                      for query in queries)])
     return Table(columns, rows, f"{label}: the 10 nearest class centroids by cosine, highest first",
                  footer)
 
 
-def literal_note(run, label, grouping="by_predicted"):
-    """What (c)'s literal cosines are; why they crowd near 1, only for CLIP's logits and only
-    where they do."""
-    queries = centroid_queries(run, None, grouping)
-    cosines = [n["cosine"] for query in queries for n in query["neighbors"]]
-    note = (f"{label}: literal cosines, as the homework asks, of the class centroids (a class's "
-            f"centroid: the mean logit vector of {grouping_words(grouping)}).")
-    if (run.descriptor["clip"] and cosines
-            and min(cosines) > CROWDED_COSINE):
-        note += (" They crowd near 1 because CLIP's logits are 100 × a cosine: every class scores "
-                 "about 20 to 30 on every image, and that offset, shared by all logits, dominates "
-                 "every centroid.")
+def literal_note(labelled_runs, grouping="by_predicted"):
+    """What (c)'s literal cosines are, in one note for the runs {label: run}; why they crowd near
+    1, only for CLIP's logits and only where they do."""
+    note = (f"{join_words(list(labelled_runs))}: literal cosines, as the homework asks, of the "
+            f"class centroids (a class's centroid: the mean logit vector of "
+            f"{grouping_words(grouping)}).")
+    for label, run in labelled_runs.items():
+        cosines = [n["cosine"] for query in centroid_queries(run, None, grouping)
+                   for n in query["neighbors"]]
+        if run.descriptor["clip"] and cosines and min(cosines) > CROWDED_COSINE:
+            note += (f" {'They' if len(labelled_runs) == 1 else label + chr(39) + 's'} crowd near "
+                     "1 because CLIP's logits are 100 × a cosine: every class scores about 20 to "
+                     "30 on every image, and that offset, shared by all logits, dominates every "
+                     "centroid.")
     return Text(note, "note")
 
 
@@ -141,24 +152,34 @@ def centroid_answer(run, out_dir, label, grouping="by_predicted"):
     blocks += [Text(f"{label} {query['role']}: {query['name']} ({query['wnid']}): "
                     f"{query.get('note', 'no neighbours')}.", "note")
                for query in queries if not query["neighbors"]]
-    blocks += [Text(f"{label} {query['role']}, {query['name']}: {never_predicted_text(query)}",
-                    "note") for query in queries if query.get("never_predicted")]
-    if "zero_prediction_rule" in run.centroids:
-        blocks.append(Text(f"{label}: {ZERO_PREDICTION_RULE}", "note"))
+    set_aside = [f"{query['ranked_by']} never predicted "
+                 f"{join_words([cls['name'] for cls in query['never_predicted']])}: "
+                 f"{query['name']} answers as {query['role'].removesuffix(AT_LEAST_ONCE)}"
+                 for query in queries if query.get("never_predicted")]
+    if set_aside:
+        blocks.append(Text(f"{label}: {ZERO_PREDICTION_RULE} Here {'; '.join(set_aside)}.", "note"))
     return blocks
 
 
-def never_predicted_view(run, label):
-    """The secondary view of the classes the zero-prediction rule set aside: their 10 nearest
-    centroids by true label, one line each."""
+def never_predicted_view(run, label, hand_in=False):
+    """The secondary view of the classes the zero-prediction rule set aside: a line saying what
+    it is, then each class's 10 nearest centroids by true label; hand_in: only the classes without
+    a centroid in this run (Q2 follows Q1's classes although DebiasPL predicts them: the appendix
+    has their lines)."""
     if run.centroids is None:
         return []
     decimals = cosine_decimals(None)
-    return [Text(f"{label} {query['role']}: {query['name']}, by true label: "
-                 + ", ".join(f"{n['name']} {n['cosine']:.{decimals}f}" for n in query["neighbors"]),
-                 "note")
-            for query in centroid_queries(run, None, "by_true")
-            if query["role"].startswith(NEVER_PREDICTED) and query["neighbors"]]
+    queries = [query for query in centroid_queries(run, None, "by_true")
+               if query["role"].startswith(NEVER_PREDICTED) and query["neighbors"]
+               and not (hand_in and query["predicted_counts"][run.model])]
+    if not queries:
+        return []
+    return [Text(f"{label}, secondary view of the classes {queries[0]['ranked_by']} never "
+                 f"predicted: their {len(queries[0]['neighbors'])} nearest centroids by true label "
+                 "(literal cosines):", "note"),
+            *(Text(f"{query['name']}: " + ", ".join(f"{n['name']} {n['cosine']:.{decimals}f}"
+                                                   for n in query["neighbors"]), "small")
+              for query in queries)]
 
 
 def centered_view(run, out_dir, label, grouping="by_predicted"):
@@ -170,7 +191,7 @@ def centered_view(run, out_dir, label, grouping="by_predicted"):
     decimals = cosine_decimals(run_analysis.CENTERED)
     return [Text(f"{label} {query['role']}: {query['name']}, centered: "
                  + ", ".join(f"{n['name']} {n['cosine']:.{decimals}f}" for n in query["neighbors"]),
-                 "note")
+                 "small")
             for query in centroid_queries(run, run_analysis.CENTERED, grouping) if query["neighbors"]]
 
 
@@ -192,7 +213,7 @@ def subquestion_blocks(run, runs, out_dir, letter, label, hand_in=False):
     without the who-steals-from-whom tables and (c)'s centered view, shown elsewhere."""
     if letter == "c":
         return centroid_answer(run, out_dir, label) + ([] if hand_in else [
-            literal_note(run, label), Text(CENTERED_NOTE, "note"), *centered_view(run, out_dir, label),
+            literal_note({label: run}), Text(CENTERED_NOTE, "note"), *centered_view(run, out_dir, label),
             *never_predicted_view(run, label)])
     blocks = stale_order_notes(run, runs, out_dir)
     layout = {"orientation": "portrait"} if hand_in else {}
@@ -200,8 +221,9 @@ def subquestion_blocks(run, runs, out_dir, letter, label, hand_in=False):
         return (blocks + figure_blocks(run, HISTOGRAM_FIGURES, out_dir, label, **layout)
                 + ([] if hand_in else class_confusion_tables(run, label, out_dir)))
     if hand_in:
-        return blocks + figure_blocks(run, (CONFUSION_FIGURE,), out_dir, label, fit_page=True, **layout)
-    return (blocks + figure_blocks(run, (CONFUSION_FIGURE,), out_dir, label, own_page=True)
+        return blocks + figure_blocks(run, (confusion_figure(run),), out_dir, label, titled=False,
+                                      fit_page=True, **layout)
+    return (blocks + figure_blocks(run, (confusion_figure(run),), out_dir, label, own_page=True)
             + top_confusion_table(run, label, out_dir))
 
 
