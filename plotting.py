@@ -13,6 +13,7 @@ import numpy as np
 from matplotlib.cm import ScalarMappable
 from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
+from matplotlib.textpath import TextPath
 
 MAX_TICK_LABELS = 120
 BAR_COLOR = "#4C72B0"
@@ -31,6 +32,8 @@ END_CLASSES = 20  # classes named at each end of a histogram of more than MAX_TI
 COMPARISON_HEIGHT = 6.6
 PSEUDO_LABEL_HEIGHT = 6.6  # a landscape page, with its heading and caption
 CLASS_LABEL_MARGIN = 1.9  # inches of a confusion matrix's side taken by class names and axis title
+COLORBAR_BESIDE = 0.7  # inches of a confusion matrix's width taken by a colour bar beside it
+AXIS_TITLE_INCHES = 0.3  # an axis title and the ticks' length and padding
 # A confusion matrix of more classes than MAX_TICK_LABELS: 2 pixels per cell of 1,000 at 200 dpi
 # (a smaller image drops single confusions), its text sized to stay legible printed on A4.
 RANKED_CONFUSION_WIDTH = 12.0
@@ -46,9 +49,8 @@ def _set_class_ticks(axis, names, rotation, axis_inches, label=None):
     `label` (if any) as the axis label. Past MAX_TICK_LABELS classes, ranks in the display order
     instead (1, then every power of ten below K: 100, 200, ... for 1,000), said in the label."""
     if _named(len(names)):
-        spacing_points = axis_inches * 72 / max(len(names), 1)
         axis.set_ticks(np.arange(len(names)), list(names), rotation=rotation,
-                       fontsize=float(np.clip(0.92 * spacing_points, 3.5, 9)))
+                       fontsize=_tick_font_size(axis_inches, len(names)))
         if label:
             axis.set_label_text(label)
         return
@@ -173,26 +175,52 @@ def _histogram_axes(ax, predicted_counts, overlay, names, overlay_label, balance
     return overlay_ax
 
 
-def confusion_matrix_figure(confusion, names, title="", ax=None):
+def _tick_font_size(axis_inches, num_classes):
+    """The font of class names along an axis: as large as their spacing allows, within 3.5-9 pt."""
+    return float(np.clip(0.92 * axis_inches * 72 / max(num_classes, 1), 3.5, 9))
+
+
+def _matrix_side(names, box_inches):
+    """The side in inches of a square matrix that a square box leaves beside the class names
+    and an axis title, whose font in turn follows the side (two rounds settle it)."""
+    side = box_inches - CLASS_LABEL_MARGIN
+    for _ in range(2):
+        size = _tick_font_size(side, len(names))
+        longest = max(TextPath((0, 0), str(name), size=size).get_extents().width for name in names)
+        side = box_inches - longest / 72 - AXIS_TITLE_INCHES
+    return side
+
+
+def confusion_matrix_figure(confusion, names, title="", ax=None, size=None):
     """Confusion counts, rows = true class, columns = predicted class, both in display order.
 
     A logarithmic colour scale keeps single off-diagonal confusions visible next to a diagonal
-    of hundreds; empty cells are white.
+    of hundreds; empty cells are white. size: (width, height) in inches of a box on a page to
+    fill (report.pdf's, under its own caption): the colour bar then stands beside the matrix
+    instead of below it, so that the square matrix, and with it the class names, is as large as
+    the box allows.
     """
     width = PORTRAIT_WIDTH if _named(len(names)) else RANKED_CONFUSION_WIDTH
-    # Square cells; below the matrix its class names, then the colour bar.
-    figure, ax = _figure_and_axes(ax, (width, width + 0.9))
+    # Square cells; below the matrix its class names, then the colour bar (or beside it, in a
+    # box no higher than the square needs).
+    figure, ax = _figure_and_axes(ax, (width, width + 0.9) if size is None
+                                  else (size[0], min(size[1], size[0] - COLORBAR_BESIDE)))
     counts = np.ma.masked_equal(np.asarray(confusion), 0)
     cmap = matplotlib.colormaps["viridis"].with_extremes(bad="white")
     norm = LogNorm(vmin=1, vmax=max(int(np.max(confusion)), 2))
     # Colour the K x K cells once: imshow of counts would normalise and colour every output
     # pixel (millions at 200 dpi), on each of savefig's two draws.
     ax.imshow(cmap(norm(counts), bytes=True), interpolation="nearest", aspect="equal")
-    # Under the matrix, not beside it: the page's width is what limits the matrix.
-    # pad: a horizontal colour bar's default (0.15 of the axes' height) leaves an inch blank.
-    figure.colorbar(ScalarMappable(norm, cmap), ax=ax, location="bottom", shrink=0.5, aspect=40,
-                    pad=0.01, label="images (log scale)")
-    side = figure.get_figwidth() - CLASS_LABEL_MARGIN
+    if size is None:
+        # Under the matrix, not beside it: the page's width is what limits the matrix.
+        # pad: a horizontal colour bar's default (0.15 of the axes' height) leaves an inch blank.
+        figure.colorbar(ScalarMappable(norm, cmap), ax=ax, location="bottom", shrink=0.5, aspect=40,
+                        pad=0.01, label="images (log scale)")
+        side = figure.get_figwidth() - CLASS_LABEL_MARGIN
+    else:
+        figure.colorbar(ScalarMappable(norm, cmap), ax=ax, location="right", shrink=0.5, aspect=30,
+                        pad=0.01, label="images (log scale)")
+        side = _matrix_side(names, min(size[0] - COLORBAR_BESIDE, size[1]))
     _set_class_ticks(ax.xaxis, names, rotation=90, axis_inches=side, label="predicted class")
     _set_class_ticks(ax.yaxis, names, rotation=0, axis_inches=side, label="true class")
     ax.set_title(title)

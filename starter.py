@@ -28,7 +28,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from analysis import run_analysis
+from analysis import run_analysis, terminal_text
 from analysis.figure_workers import Terminated, figure_processes, terminate_as_interrupt
 from cli.commands import Commands, for_out
 from cli.messages import explain
@@ -40,7 +40,7 @@ from inference.distributed import current_place, exit_at_once, follow_launcher
 from runs.cache import load_predictions, save_predictions
 from runs.descriptors import SIMULATED, default_run_name, find_runs, split_out_dir, write_descriptor
 from runs.kinds import (CHECKPOINT, LOGIT_ADJUSTED_MODEL, MODEL_NATURES, PRIOR_MATCHED_MODEL, REFERENCE_MODEL,
-                        TRAINING_FREE, ZERO_SHOT_CLIP, kind_names, run_kind)
+                        TRAINING_FREE, ZERO_SHOT_CLIP, homework_questions, kind_names, run_kind)
 from runs import lock
 from runs.outputs import UserError, plural
 from sources import classes, layouts
@@ -123,7 +123,7 @@ def infer(args, split, source, described, out_dir, run_dir):
         raise UserError(f"--model {args.model} predicts ImageNet-1k's 1,000 classes, but the classes "
                         f"of {source.location} ({described.folders[0]}, ...) are not ImageNet "
                         f"wnids; run --model {REFERENCE_MODEL} on this dataset instead.")
-    run_analysis.reference_order(out_dir, args.model, list(described.folders))
+    run_analysis.reference_ranking(out_dir, args.model, list(described.folders))
     if kind.nature == ZERO_SHOT_CLIP:
         models.check_clip_choice(args.clip_model, args.clip_weights, args.trust_checkpoint)
     return kind.make(inference_config(args, split, described), execution_settings(args), described,
@@ -175,7 +175,7 @@ def make_and_analyse(args, kind, split, out_dir, run_dir, samples, described):
             return None
     write_descriptor(run_dir, predictions.meta)
     summary, centroids, selection = run_analysis.analyze(predictions, run_dir, out_dir)
-    return run_analysis.format_report(summary, centroids, selection), summary, run_dir
+    return terminal_text.format_report(summary, centroids, selection), summary, run_dir
 
 
 def print_run(args):
@@ -209,9 +209,11 @@ def run_demo(args):
     demo_out = Path(args.out) / "demo"
     check_install(args, demo_out / "install-check")
     analyse_simulated_runs(args, demo_out)
+    commands = for_out(demo_out)
     print(f"DEMO done: open {demo_out / 'report.pdf'} (and {demo_out / 'study.pdf'}, every run side "
-          f"by side); `python starter.py --model clip --from-cache "
-          f"--out {demo_out}` prints Q1's answers as a real run does ({SIMULATED} here).")
+          f"by side). These print each question's answers as a real run does ({SIMULATED} here):")
+    for model, question in homework_questions().items():
+        print(f"  {question}: {commands.run(model, from_cache=True)}")
 
 
 def check_install(args, out_dir):

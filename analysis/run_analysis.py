@@ -1,5 +1,5 @@
-"""Analysis of one run: metrics.json, centroids.json, the Q(a)/(b) figures, the pseudo-label
-selection diagnostics (pseudo_labels.json and .png) and the terminal text.
+"""Analysis of one run: metrics.json, centroids.json, the Q(a)/(b) figures and the pseudo-label
+selection diagnostics (pseudo_labels.json and .png); terminal_text.py prints them.
 
 numpy and matplotlib only (through metrics.py and plotting.py): it runs on cached logits, read
 once in row blocks (read_logits), so that a memory-mapped 1.28M x 1,000 cache is analysed in a
@@ -16,15 +16,15 @@ import metrics
 import plotting
 from analysis import pseudo_labels
 from analysis import why
+from analysis.class_roles import (Ranking, ZERO_PREDICTION_RULE, centroid_roles, class_roles,
+                                  role_entry, secondary_roles)
 from runs.cache import row_blocks
 from analysis.explorer_tables import explorer_tables
 from runs.tables import TABLES_FILE, write_tables
 from analysis.figure_workers import start_figure_processes, write_figures
-from runs.outputs import none_if_nan, plural, read_json, write_json
-from runs.kinds import homework_questions, run_kind
-from runs.kinds import REFERENCE_MODEL
-from runs.descriptors import (SIMULATED, is_simulated, model_title,
-                  order_reference)
+from runs.outputs import none_if_nan, read_json, write_json
+from runs.kinds import REFERENCE_MODEL, run_kind
+from runs.descriptors import model_title, order_reference
 from runs.errors import MissingRun
 
 NEIGHBOR_COUNT = 10
@@ -71,11 +71,12 @@ def read_logits(logits, labels):
     return passed
 
 
-def reference_order(out_dir, model, wnids, meta=None):
-    """Class order of the figures: the run's own (None) for a zero-shot CLIP, that of the run it
-    keeps the order of for the others (runs.order_reference: clip's for debiaspl, the source's for
-    a training-free run); MissingRun when that run is not there or not on these classes. Given
-    this run's meta, also warn when that run saw other image files or other class names."""
+def reference_ranking(out_dir, model, wnids, meta=None):
+    """The ranking (class_roles.Ranking) whose class order the figures keep: the run's own (None)
+    for a zero-shot CLIP, that of the run it keeps the order of for the others
+    (runs.order_reference: clip's for debiaspl, the source's for a training-free run);
+    MissingRun when that run is not there or not on these classes. Given this run's meta, also
+    warn when that run saw other image files or other class names."""
     reference = order_reference({"model": model, **(meta or {})})
     if reference is None:
         return None
@@ -98,7 +99,8 @@ def reference_order(out_dir, model, wnids, meta=None):
         print(f"warning: {reference}'s run in {out_dir} used --class-names {theirs['class_names']} and this "
               f"{model} run {ours['class_names']}; the report names the classes differently in the "
               "two runs.", file=sys.stderr)
-    return reference_metrics["own_order"]
+    return Ranking(reference, reference_metrics["own_order"],
+                   {entry["wnid"]: entry["predicted_count"] for entry in reference_metrics["classes"]})
 
 
 def class_reference(predictions, index):
@@ -115,30 +117,43 @@ def confusion_cells(predictions, confusion, count, **only):
             for true, predicted, cell in zip(*metrics.largest_confusions(confusion, count, **only))]
 
 
-def class_confusions(predictions, confusion, roles):
-    """Per role, its largest confusions: the classes feeding a most predicted class (its column),
-    where a least predicted class's images go (its row)."""
+def wnid_reference(predictions):
+    """wnid -> {"wnid", "name"} of the run's classes."""
+    index_of = {str(wnid): index for index, wnid in enumerate(predictions.wnids)}
+    return lambda wnid: class_reference(predictions, index_of[wnid])
+
+
+def class_confusions(predictions, confusion, roles, rankings):
+    """Per role (class_roles.Role), its largest confusions: the classes feeding a most predicted
+    class (its column), where a least predicted class's images go (its row)."""
     index_of = {str(wnid): index for index, wnid in enumerate(predictions.wnids)}
     result = []
-    for role, wnid in roles:
-        incoming = role.startswith("most")
-        only = {"predicted_class" if incoming else "true_class": index_of[wnid]}
-        result.append({"role": role, **class_reference(predictions, index_of[wnid]),
+    for role in roles:
+        incoming = role.label.startswith("most")
+        only = {"predicted_class" if incoming else "true_class": index_of[role.wnid]}
+        result.append({**role_entry(role, rankings, wnid_reference(predictions)),
                        "direction": "incoming" if incoming else "outgoing",
                        "confusions": confusion_cells(predictions, confusion,
                                                      CLASS_CONFUSION_COUNT, **only)})
     return result
 
 
-def summarize(predictions, passed, order_wnids=None):
-    """metrics.json: accuracies, the class order, per-class counts (true positives among them, so
-    that nothing is rebuilt from rounded ratios), precision and recall, and who steals from whom
-    (the largest confusions overall and those of the roles' classes)."""
+def own_ranking(predictions, confusion, run):
+    """The run's own class ranking, from its confusion matrix."""
+    predicted_counts = confusion.sum(axis=0)
+    return Ranking(run, [str(predictions.wnids[i]) for i in metrics.prediction_order(predicted_counts)],
+                   {str(wnid): int(count) for wnid, count in zip(predictions.wnids, predicted_counts)})
+
+
+def summarize(predictions, passed, rankings):
+    """metrics.json of a run from `rankings` (its own_ranking, then its reference_ranking if it
+    has one): accuracies, the class order (the last ranking's), per-class counts (true positives among them, so that nothing is
+    rebuilt from rounded ratios), precision and recall, and who steals from whom (the largest
+    confusions overall and those of the roles' classes)."""
     confusion = passed.confusion
-    reference = order_reference(predictions.meta)
     precision, recall = metrics.precision_recall(confusion)
     predicted_counts = confusion.sum(axis=0)
-    own_order = [str(predictions.wnids[i]) for i in metrics.prediction_order(predicted_counts)]
+    own_order = rankings[0].order
     classes = [{"wnid": str(wnid), "name": str(name), "true_count": int(true_count),
                 "predicted_count": int(predicted_count), "true_positives": int(true_positives),
                 "precision": none_if_nan(p), "recall": none_if_nan(r)}
@@ -151,26 +166,14 @@ def summarize(predictions, passed, order_wnids=None):
         "accuracy": metrics.accuracy(confusion),
         "top5_accuracy": float(np.mean(passed.top_k_hit)),
         "balanced_accuracy": metrics.balanced_accuracy(recall),
-        "order": order_wnids or own_order,
+        "order": rankings[-1].order,
         "own_order": own_order,
         "classes": classes,
         "top_confusions": confusion_cells(predictions, confusion, TOP_CONFUSION_COUNT),
-        "class_confusions": class_confusions(predictions, confusion,
-                                             class_roles(own_order, order_wnids, reference)),
+        "class_confusions": class_confusions(predictions, confusion, class_roles(*rankings), rankings),
         "skipped": predictions.meta.get("skipped", []),
         "settings": predictions.meta,
     }
-
-
-def class_roles(own_order, reference_order=None, reference=REFERENCE_MODEL):
-    """(role, wnid) pairs of the classes Q(c) and who-steals-from-whom look at: the most and least
-    predicted, and for the runs in the order of the run `reference` (Q2c: clip's) that run's two
-    as well."""
-    roles = [("most predicted", own_order[0]), ("least predicted", own_order[-1])]
-    if reference_order is not None:
-        roles += [(f"most predicted by {reference}", reference_order[0]),
-                  (f"least predicted by {reference}", reference_order[-1])]
-    return roles
 
 
 GROUPINGS = {
@@ -181,41 +184,50 @@ NO_OTHER_CENTROID = "no other class has a centroid in this grouping, so it has n
 CENTERED = "centered"  # centroids.json key of the shift-invariant neighbours
 
 
-def nearest_queries(predictions, centroids, roles, empty_note):
+def nearest_queries(predictions, centroids, roles, rankings, empty_note):
     """Each role's NEIGHBOR_COUNT nearest class centroids, as JSON."""
     index_of = {str(wnid): index for index, wnid in enumerate(predictions.wnids)}
     queries = []
-    for role, wnid in roles:
-        neighbours, cosines = metrics.nearest_centroids(centroids, index_of[wnid], NEIGHBOR_COUNT)
-        query = {"role": role, **class_reference(predictions, index_of[wnid]),
+    for role in roles:
+        neighbours, cosines = metrics.nearest_centroids(centroids, index_of[role.wnid], NEIGHBOR_COUNT)
+        query = {**role_entry(role, rankings, wnid_reference(predictions)),
                  "neighbors": [{**class_reference(predictions, i), "cosine": float(c)}
                                for i, c in zip(neighbours, cosines)]}
         if not query["neighbors"]:
-            query["note"] = empty_note if np.isnan(centroids[index_of[wnid]]).any() else NO_OTHER_CENTROID
+            query["note"] = (empty_note if np.isnan(centroids[index_of[role.wnid]]).any()
+                             else NO_OTHER_CENTROID)
         queries.append(query)
     return {"queries": queries}
 
 
-def centroid_neighbours(predictions, passed, roles):
-    """centroids.json: each role's 10 nearest class centroids for both groupings, of the logits
-    as they are (the homework's quantity) and, under "centered", of the logits minus each image's
-    mean logit."""
+def centroid_neighbours(predictions, passed, rankings):
+    """centroids.json: the 10 nearest class centroids of the classes of centroid_roles (rankings:
+    this run's, then its reference's if any) for both groupings, of the logits as they are (the
+    homework's quantity) and, under "centered", of the logits minus each image's mean logit. By
+    true label, the classes the zero-prediction rule set aside as well."""
+    roles = centroid_roles(*rankings)
+    queried = {"by_predicted": roles, "by_true": roles + secondary_roles(roles)}
     group_sizes = {"by_predicted": passed.confusion.sum(axis=0), "by_true": passed.confusion.sum(axis=1)}
     literal, centered = {}, {}
     for grouping, (_, empty_note) in GROUPINGS.items():
         centroids = metrics.group_means(passed.group_sums[grouping], group_sizes[grouping])
-        literal[grouping] = nearest_queries(predictions, centroids, roles, empty_note)
+        literal[grouping] = nearest_queries(predictions, centroids, queried[grouping], rankings,
+                                            empty_note)
         centered[grouping] = nearest_queries(predictions, metrics.centered_centroids(centroids),
-                                             roles, empty_note)
-    return {**literal, CENTERED: centered}
+                                             queried[grouping], rankings, empty_note)
+    rule = {"zero_prediction_rule": ZERO_PREDICTION_RULE} if queried["by_true"] != roles else {}
+    return {**rule, **literal, CENTERED: centered}
 
 
 MISMATCH_LABEL = "concept-mismatched (CAP Algorithm 1)"
 
 
-def draw_histograms(summary, title, mismatched=()):
-    """{file name: Figure} of Q(a)'s histograms, classes in summary['order'], the `mismatched`
-    classes (wnids) marked."""
+HISTOGRAM_QUANTITIES = ("precision", "recall")
+
+
+def draw_histograms(summary, title, mismatched=(), quantities=HISTOGRAM_QUANTITIES):
+    """{file name: Figure} of Q(a)'s histograms (those overlaying `quantities`), classes in
+    summary['order'], the `mismatched` classes (wnids) marked."""
     by_wnid = {entry["wnid"]: entry for entry in summary["classes"]}
     ordered = [by_wnid[wnid] for wnid in summary["order"]]
     names = [entry["name"] for entry in ordered]
@@ -227,7 +239,7 @@ def draw_histograms(summary, title, mismatched=()):
     marked = [position for position, wnid in enumerate(summary["order"]) if wnid in set(mismatched)]
     true_counts = np.array([entry["true_count"] for entry in ordered])
     figures = {}
-    for quantity in ("precision", "recall"):
+    for quantity in quantities:
         values = np.array([np.nan if entry[quantity] is None else entry[quantity] for entry in ordered])
         figures[f"histogram_{quantity}.png"] = plotting.prediction_histogram(
             counts, values, names, quantity, summary["num_images"] / len(ordered),
@@ -238,17 +250,25 @@ def draw_histograms(summary, title, mismatched=()):
     return figures
 
 
-def draw_figures(summary, confusion, title, mismatched=()):
-    """{file name: Figure} of Q(a) and Q(b), classes in summary['order'], the `mismatched`
-    classes (wnids) marked on the histograms."""
+def draw_confusion_matrix(summary, confusion, title, size=None):
+    """Q(b)'s confusion matrix [K, K] (the run's class indices) in summary['order']; titled
+    `title` unless it fills a page's box of `size` (plotting.confusion_matrix_figure), which is
+    captioned."""
     index_of = {entry["wnid"]: index for index, entry in enumerate(summary["classes"])}
     order = [index_of[wnid] for wnid in summary["order"]]
     names = [summary["classes"][index]["name"] for index in order]
-    order_note = "" if summary["order"] == summary["own_order"] else f", in {REFERENCE_MODEL}'s order"
-    figures = draw_histograms(summary, title, mismatched)
-    figures["confusion_matrix.png"] = plotting.confusion_matrix_figure(
-        confusion[np.ix_(order, order)], names, title=f"{title}: confusion matrix{order_note}")
-    return figures
+    own = summary["order"] == summary["own_order"]
+    order_note = "" if own else f", in {order_reference(summary['settings'])}'s order"
+    return plotting.confusion_matrix_figure(
+        np.asarray(confusion)[np.ix_(order, order)], names, size=size,
+        title="" if size else f"{title}: confusion matrix{order_note}")
+
+
+def draw_figures(summary, confusion, title, mismatched=()):
+    """{file name: Figure} of Q(a) and Q(b), classes in summary['order'], the `mismatched`
+    classes (wnids) marked on the histograms."""
+    return {**draw_histograms(summary, title, mismatched),
+            "confusion_matrix.png": draw_confusion_matrix(summary, confusion, title)}
 
 
 def draw_pseudo_labels(selection, model_title):
@@ -273,12 +293,13 @@ def analyze(predictions, run_dir, out_dir):
     run; return the first three JSONs."""
     start_figure_processes()  # they start while the numbers are computed and the figures drawn
     model = predictions.meta["model"]
-    order_wnids = reference_order(out_dir, model, [str(w) for w in predictions.wnids],
+    reference = reference_ranking(out_dir, model, [str(w) for w in predictions.wnids],
                                   predictions.meta)
     passed = read_logits(predictions.logits, predictions.labels)
-    summary = summarize(predictions, passed, order_wnids)
-    centroids = centroid_neighbours(predictions, passed, class_roles(
-        summary["own_order"], order_wnids, order_reference(predictions.meta)))
+    rankings = [own_ranking(predictions, passed.confusion, Path(run_dir).name)]
+    rankings += [reference] if reference else []
+    summary = summarize(predictions, passed, rankings)
+    centroids = centroid_neighbours(predictions, passed, rankings)
     selection = pseudo_labels.summarize(passed.confidence, passed.predicted, predictions.labels,
                                         predictions.wnids, predictions.names, summary["order"], model)
     cosines = why.centroid_cosines(metrics.group_means(passed.group_sums["by_predicted"],
@@ -300,91 +321,3 @@ def analyze(predictions, run_dir, out_dir):
     write_tables(run_dir / TABLES_FILE, tables)
     write_figures(figures)
     return summary, centroids, selection
-
-
-def format_selection(selection):
-    """One line: the pseudo-labels kept at DebiasPL's training threshold."""
-    row = pseudo_labels.at_threshold(selection)
-    correct = "" if row["accuracy"] is None else f", {row['accuracy']:.1%} of them correct"
-    return (f"pseudo-labels at confidence ≥ {row['threshold']:g}: {row['kept_share']:.1%} of images "
-            f"kept ({row['kept']} of {selection['num_images']}){correct}, "
-            f"{plural(row['classes_without_kept'], 'class', 'classes')} with none kept")
-
-
-CENTROID_KINDS = (  # (centroids.json part, what the cosines are of, decimals shown)
-    (None, "mean logits", 6),  # literal cosines may crowd near 1: 6 decimals tell them apart
-    (CENTERED, "mean logits minus each image's mean logit", 4),
-)
-
-
-def centroid_queries(centroids, kind, grouping):
-    """The queries of one grouping, literal (kind None) or centered."""
-    return (centroids if kind is None else centroids[kind])[grouping]["queries"]
-
-
-def format_neighbour_queries(queries, decimals):
-    """Each role's class, then its neighbours nearest first and their cosine vector."""
-    lines = []
-    for query in queries:
-        lines.append(f"{query['role']}: {query['name']} ({query['wnid']})")
-        if query.get("note"):
-            lines.append(f"  {query['note']}")
-            continue
-        lines.append("  classes: " + ", ".join(n["name"] for n in query["neighbors"]))
-        lines.append("  cosine:  [" + ", ".join(f"{n['cosine']:.{decimals}f}"
-                                                for n in query["neighbors"]) + "]")
-    return lines
-
-
-def format_centroid_answer(centroids, question):
-    """Q(c) as the homework asks it, the answer to hand in first: the literal cosines of the
-    centroids of the images grouped by predicted label; then the centered view, secondary. The
-    by-true-label views are in centroids.json and the report's appendix."""
-    (literal, _, literal_decimals), (centered, _, centered_decimals) = CENTROID_KINDS
-    return ([f"-- {question}(c) ANSWER: the {NEIGHBOR_COUNT} nearest class centroids, highest cosine "
-             "first (centroid = mean logit vector of the images predicted as the class) --"]
-            + format_neighbour_queries(centroid_queries(centroids, literal, "by_predicted"),
-                                       literal_decimals)
-            + [f"-- {question}(c), easier to read, not the homework's quantity: the same after "
-               "subtracting each image's mean logit (predictions unchanged) --"]
-            + format_neighbour_queries(centroid_queries(centroids, centered, "by_predicted"),
-                                       centered_decimals))
-
-
-def format_class_confusion(cell, incoming):
-    """One cell of a role's confusions: where its images come from or go to."""
-    other = cell["true" if incoming else "predicted"]
-    return (f"{cell['count']:5d} {'from' if incoming else 'to'} {other['name']} ({other['wnid']}): "
-            f"{cell['share_of_true']:.0%} of {cell['true']['name']}'s images")
-
-
-def format_report(summary, centroids, selection):
-    """What the homework report needs, as terminal text, under its sub-question labels."""
-    by_wnid = {entry["wnid"]: entry for entry in summary["classes"]}
-    question = homework_questions().get(summary["model"], "")
-    simulated = f"{SIMULATED} " if is_simulated(summary["settings"]) else ""
-    lines = [f"== {simulated}{summary['model']}: {summary['num_images']} images, {len(by_wnid)} classes ==",
-             f"accuracy {summary['accuracy']:.4f}   top-5 {summary['top5_accuracy']:.4f}   "
-             f"balanced accuracy {summary['balanced_accuracy']:.4f}",
-             format_selection(selection),
-             f"-- {question}(a) most and least predicted classes; who feeds the most predicted, "
-             "where the least predicted's images go --"]
-    for entry in summary["class_confusions"]:
-        counted = by_wnid[entry["wnid"]]
-        tied = sum(e["predicted_count"] == counted["predicted_count"] for e in summary["classes"]) - 1
-        incoming = entry["direction"] == "incoming"
-        lines.append(f"{entry['role']}: {entry['name']} ({entry['wnid']}): "
-                     f"{counted['predicted_count']} predictions, {counted['true_count']} images"
-                     + (f"; tied with {plural(tied, 'other class', 'other classes')}, broken by "
-                        "class index" if tied else "")
-                     + ("; it takes images of" if incoming else "; its images go to"))
-        lines += [f"  {format_class_confusion(cell, incoming)}" for cell in entry["confusions"]
-                  ] or ["  no other class"]
-    lines.append(f"-- {question}(b) the {len(summary['top_confusions'])} largest confusions, "
-                 "true class -> predicted class --")
-    lines += [f"{cell['count']:5d}  {cell['true']['name']} -> {cell['predicted']['name']} "
-              f"({cell['share_of_true']:.0%} of its images)" for cell in summary["top_confusions"]]
-    lines += format_centroid_answer(centroids, question)
-    if "figure4_claim" in summary:  # metrics.json from before the test lacks it
-        lines += why.figure4_lines(summary["figure4_claim"])
-    return "\n".join(lines)

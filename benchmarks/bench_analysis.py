@@ -29,7 +29,7 @@ import numpy as np
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(PROJECT_DIR))
 
-from analysis import run_analysis  # noqa: E402
+from analysis import run_analysis, terminal_text  # noqa: E402
 from runs import cache  # noqa: E402
 from sources import classes  # noqa: E402
 import metrics  # noqa: E402
@@ -106,7 +106,7 @@ def timed_main(out, model):
     for owner, name, label in [
             (starter, "load_predictions", "load predictions.npz"),
             (starter, "cache_differences", "compare cache settings"),
-            (run_analysis, "reference_order", "read clip's class order and file list"),
+            (run_analysis, "reference_ranking", "read clip's class order and file list"),
             (metrics, "predicted_labels", "metrics: arg-max"),
             (metrics, "confusion_matrix", "metrics: confusion matrix"),
             (run_analysis, "summarize", "metrics: summary (precision, recall, top-5)"),
@@ -117,7 +117,7 @@ def timed_main(out, model):
             (plotting, "confusion_matrix_figure", "draw confusion_matrix"),
             (run_analysis, "write_json", lambda path, data: f"write {Path(path).name}"),
             (run_analysis, "write_figures", "render + save the four PNGs (in parallel)"),
-            (run_analysis, "format_report", "format report")]:
+            (terminal_text, "format_report", "format report")]:
         timer.wrap(owner, name, label)
     start = time.perf_counter()
     with contextlib.redirect_stdout(io.StringIO()):

@@ -65,12 +65,25 @@ class OneLineErrorParser(argparse.ArgumentParser):
 
     def parse_args(self, args=None, namespace=None):
         """The options, and `where`: those that say where this command's data and outputs are
-        (--data, --split, --out when not the defaults), for the commands a message suggests."""
-        parsed = super().parse_args(args, namespace)
+        (--data, --split, --out when not the defaults), for the commands a message suggests. An
+        unknown option is named with its nearest valid one."""
+        parsed, unknown = self.parse_known_args(args, namespace)
+        if unknown:
+            self.error(f"unrecognized arguments: {' '.join(unknown)}{self.nearest_options(unknown)}")
         parsed.where = [word for option in WHERE_OPTIONS
                         if getattr(parsed, option) not in (None, self.get_default(option))
                         for word in (f"--{option}", str(getattr(parsed, option)))]
         return parsed
+
+
+    def nearest_options(self, unknown):
+        """' (did you mean --student-id?)' for the unknown words that look like a mistyped
+        option, '' when none does."""
+        valid = [option for action in self._actions for option in action.option_strings]
+        nearest = [match[0] for word in unknown if word.startswith("-")
+                   for match in [difflib.get_close_matches(word.split("=")[0], valid, n=1, cutoff=0.6)]
+                   if match]
+        return f" (did you mean {' and '.join(dict.fromkeys(nearest))}?)" if nearest else ""
 
 
 def model_choice(text):

@@ -37,8 +37,8 @@ def load_clip_cache(out_dir, model, source=REFERENCE_MODEL):
         raise MissingRun(source, source if run_kind(source) else None, f"--model {model}",
                          "debias its cached logits", path, others=present)
     clip = load_predictions(path)
-    run_analysis.reference_order(out_dir, model, [str(wnid) for wnid in clip.wnids],
-                                 derived_meta(model, clip, source))
+    run_analysis.reference_ranking(out_dir, model, [str(wnid) for wnid in clip.wnids],
+                                   derived_meta(model, clip, source))
     return clip
 
 

@@ -219,7 +219,9 @@
     const rows = run.neighbours[kind][position].map(([other, cosine]) =>
       [classButton(other), cosine.toFixed(digits)]);
     const node = table(caption, ["class", "cosine"], rows);
-    if (!rows.length) node.append(element("tr", "no centroid: no image is predicted as this class"));
+    if (!rows.length) {
+      node.append(element("tr", "no centroid in " + run.model + ": " + run.model + " predicts no image as this class"));
+    }
     return node;
   }
 
@@ -239,7 +241,7 @@
     const column = element("div", null, "run-column");
     column.append(element("h3", run.title));
     column.append(table("numbers", ["", ""], [
-      ["predictions", String(run.predicted[position])], ["images (true)", String(run.true[position])],
+      ["predictions by " + run.model, String(run.predicted[position])], ["images (true)", String(run.true[position])],
       ["precision", number(run.precision[position], 3)], ["recall", number(run.recall[position], 3)],
       ["kept at τ = " + run.kept_threshold, run.kept[position] + " (" + run.kept_correct[position] +
        " correct)"]]));
@@ -268,7 +270,8 @@
   function drawClass() {
     const position = state.cls;
     viewTitle("class", className(position) + ": " + (position + 1) + ". of " + K + " in " +
-              DATA.runs[0].model + "'s order, in every run");
+              DATA.runs[0].model + "'s order, in every run; predictions: " +
+              DATA.runs.map((run) => run.model + " " + run.predicted[position]).join(", "));
     const columns = byId("class-runs");
     columns.replaceChildren(...DATA.runs.map((run) => classColumn(run, position)));
     const panel = byId("class-images");

@@ -9,7 +9,8 @@ from .comparison import comparison_section, per_class_table
 from .content import Section, Table, Text
 from .measures import MEASURE_NOTE, provenance_table
 from .questions import (SUBQUESTION_TOPICS, centered_view, centroid_answer, literal_note,
-                        confusion_tables_section, figure_blocks, subquestion_blocks)
+                        confusion_tables_section, figure_blocks, never_predicted_view,
+                        subquestion_blocks)
 from .run_folders import extra_models
 from .why_section import why_section
 
@@ -72,7 +73,8 @@ def by_true_section(runs, out_dir):
         if run.metrics is not None:
             label = f"{homework_questions().get(model, model)}(c) {model}, by true label"
             section.blocks += (centroid_answer(run, out_dir, label, "by_true")
-                               + [literal_note(run, label, "by_true")]
+                               + [literal_note({label: run}, "by_true")]
+                               + never_predicted_view(run, label)
                                + centered_view(run, out_dir, label, "by_true"))
     return section
 

@@ -149,7 +149,7 @@ def comparison_section(runs, comparison, out_dir):
              f"{len(comparison.confusions)} largest confusions" if comparison.confusions else "")
     section.blocks.append(Image(comparison.figure, "Comparison: predictions per class of every run "
                                 f"(top) and recall change against {comparison.reference} "
-                                f"(bottom){marks}"))
+                                f"(bottom){marks}", draw=lambda size: draw_comparison(comparison)))
     return section
 
 

@@ -38,7 +38,10 @@ class Image:
     caption: str
     own_page: bool = False
     orientation: str = None  # "portrait" | "landscape"; None: whichever prints it larger
-    fit_page: bool = False  # shrunk so that the blocks after it, to the next page break, fit its page
+    fit_page: bool = False  # fitted so that the blocks after it, to the next page break, fit its page
+    # draw(size) -> matplotlib Figure: the figure drawn anew, embedded in the PDF as vector
+    # graphics (report.figure_sources); None: the PNG at `path` is placed.
+    draw: object = None
 
 
 @dataclass

@@ -1,6 +1,9 @@
 """report.pdf: reportlab platypus on A4 pages. Text and tables flow and split across pages; a
 figure wider than a portrait page's frame gets landscape pages; the figures were drawn at the size
-they are printed (plotting's page widths), so they are placed unscaled when they fit."""
+they are printed (plotting's page widths), so they are placed unscaled when they fit. A figure
+that can be drawn anew (Image.draw) is embedded as vector graphics (report.vector_figures), any
+other as its PNG."""
+import io
 import re
 from pathlib import Path
 from xml.sax.saxutils import escape
@@ -24,6 +27,7 @@ import plotting
 from runs.outputs import FIGURE_DPI
 
 from .content import Image, Table
+from .vector_figures import FigureBox, stamp_figures
 
 
 PORTRAIT, LANDSCAPE = "portrait", "landscape"
@@ -46,6 +50,7 @@ TABLE_GAP = 10  # points between side-by-side tables
 
 CELL_PADDING = 3  # points
 FIT_SLACK = 12  # points a page sharing a fitted figure keeps spare, for spacing not measured
+SMALLEST_TITLE_SIZE = 8.5  # points: a name of 40 characters keeps page 1's details on one line
 
 
 FONT = "DejaVuSans"  # ships with matplotlib; has λ, τ, −, ≈, p̂ and the arrows, unlike Helvetica
@@ -199,12 +204,16 @@ def printed_scale(size, frame_width, frame_height):
     return min(1.0, frame_width / width, (frame_height - IMAGE_HEADROOM * inch) / height)
 
 
-def image_flowables(block, out_dir, styles, frame_width, frame_height):
-    """Caption, then the figure at its drawn size, shrunk only where the frame is smaller."""
+def image_flowables(block, out_dir, styles, frame_width, frame_height, placements):
+    """Caption, then the figure at its drawn size, shrunk only where the frame is smaller: drawn
+    anew as vector graphics (its place recorded in `placements`) when it can be, else its PNG."""
     width, height = drawn_size(block, out_dir)
     scale = printed_scale((width, height), frame_width, frame_height)
-    return [Paragraph(markup(f"{block.caption}  ({block.path})"), styles["caption"]),
-            PdfImage(str(Path(out_dir) / block.path), width * scale, height * scale, hAlign="LEFT")]
+    caption = Paragraph(markup(f"{block.caption}  ({block.path})"), styles["caption"])
+    if block.draw is not None:
+        return [caption, FigureBox(block.draw, width * scale, height * scale, placements)]
+    return [caption, PdfImage(str(Path(out_dir) / block.path), width * scale, height * scale,
+                              hAlign="LEFT")]
 
 
 def image_orientation(block, out_dir):
@@ -228,13 +237,24 @@ def block_groups(blocks):
     return groups
 
 
-def pdf_story(sections, out_dir, styles):
+def fitted_style(style, text, width):
+    """`style` shrunk in half points, down to SMALLEST_TITLE_SIZE, until `text` fits one line of
+    `width` (page 1's line of the student's details); beyond, it wraps."""
+    size = style.fontSize
+    while size > SMALLEST_TITLE_SIZE and pdfmetrics.stringWidth(text, style.fontName, size) > width:
+        size -= 0.5
+    return ParagraphStyle(f"{style.name}-fitted", style, fontSize=size, leading=size * style.leading / style.fontSize)
+
+
+def pdf_story(sections, out_dir, styles, placements):
     """The flowables of the whole report, with page breaks and page templates switched where
-    a figure needs another orientation or a page of its own."""
+    a figure needs another orientation or a page of its own; the vector figures record where
+    they land in `placements`."""
     story, orientation, fitted = [], PORTRAIT, []
     for index, section in enumerate(sections):
-        heading = Paragraph(markup(section.title + (f": {section.subtitle}" if section.subtitle else "")),
-                            styles["title" if index == 0 else "section"])
+        text = section.title + (f": {section.subtitle}" if section.subtitle else "")
+        heading = Paragraph(markup(text), fitted_style(styles["title"], text, page_geometry(PORTRAIT)[1])
+                            if index == 0 else styles["section"])
         # Read by ReportDocument.afterFlowable; the first section's title is the student's
         # details, not a section to find.
         heading.section_title = section.title if index else None
@@ -253,7 +273,8 @@ def pdf_story(sections, out_dir, styles):
             story += pending
             pending = []
             if isinstance(group, Image):
-                story += image_flowables(group, out_dir, styles, frame_width, frame_height)
+                story += image_flowables(group, out_dir, styles, frame_width, frame_height,
+                                         placements)
                 if group.fit_page:
                     fitted.append((story[-1], frame_width, frame_height))
                 if group.own_page:
@@ -269,15 +290,20 @@ def pdf_story(sections, out_dir, styles):
 
 
 def fit_to_page(image, story, frame_width, frame_height):
-    """Shrink a figure so that it shares its page with everything from the page break before it
-    to the page break after it (the story must start that page with a break)."""
+    """Fit a figure to share its page with everything from the page break before it to the page
+    break after it (the story must start that page with a break): a vector figure drawn anew for
+    the room left, a PNG shrunk."""
     position = story.index(image)
     breaks = [index for index, flowable in enumerate(story) if isinstance(flowable, PageBreak)]
     start = max([index for index in breaks if index < position], default=-1) + 1
     end = min([index for index in breaks if index > position], default=len(story))
     others = sum(flowable.wrap(frame_width, frame_height)[1] + flowable.getSpaceBefore()
                  + flowable.getSpaceAfter() for flowable in story[start:end] if flowable is not image)
-    scale = min(1.0, (frame_height - others - FIT_SLACK) / image.drawHeight)
+    room = frame_height - others - FIT_SLACK
+    if isinstance(image, FigureBox):  # laid out anew to the room: its text keeps its size
+        image.fit(frame_width, room)
+        return
+    scale = min(1.0, room / image.drawHeight)
     image.drawWidth, image.drawHeight = image.drawWidth * scale, image.drawHeight * scale
 
 
@@ -324,9 +350,12 @@ class ReportDocument(BaseDocTemplate):
 
 
 def render_pdf(sections, out_dir, file, title, footer, warning=None):
-    """Write the sections as a PDF to the binary `file`; `warning` (what is not real in it, say)
-    heads every page in red."""
+    """Write the sections as a PDF to the binary `file`: laid out by reportlab, then the vector
+    figures stamped into their boxes; `warning` (what is not real in it, say) heads every page in
+    red."""
     register_fonts()
-    document = ReportDocument(file, None, footer, warning, title=title,
+    built, placements = io.BytesIO(), []
+    document = ReportDocument(built, None, footer, warning, title=title,
                               author="starter.py --report")
-    document.build(pdf_story(sections, out_dir, paragraph_styles()))
+    document.build(pdf_story(sections, out_dir, paragraph_styles(), placements))
+    stamp_figures(built.getvalue(), placements, file)

@@ -1,18 +1,23 @@
 """The homework's sub-questions (a), (b), (c) for one run: its figures, who steals from whom, and
 the nearest class centroids."""
-from analysis import run_analysis
-from runs.outputs import plural
+from analysis import run_analysis, terminal_text
+from analysis.class_roles import AT_LEAST_ONCE, NEVER_PREDICTED, ZERO_PREDICTION_RULE, counts_text
 from runs.kinds import homework_questions, run_kind
 
 from .content import Image, Section, Table, Text, missing_run_note, outdated_note
+from .hand_in import join_words
+from .figure_sources import figure_drawer
 
 
 HISTOGRAM_FIGURES = (("histogram_precision.png", "predictions per class, with precision"),
                      ("histogram_recall.png", "predictions per class, with recall"))
 
 
-CONFUSION_FIGURE = ("confusion_matrix.png", "confusion matrix, rows and columns most to least "
-                                            "predicted")
+def confusion_figure(run):
+    """The confusion matrix's file and caption, which says whose order its rows and columns keep."""
+    by = "" if run.metrics["order"] == run.metrics["own_order"] else \
+        f" by {run.descriptor['order_reference']}"
+    return "confusion_matrix.png", f"confusion matrix, rows and columns most to least predicted{by}"
 
 
 SUBQUESTION_TOPICS = {"a": "prediction histograms", "b": "confusion matrix",
@@ -26,13 +31,15 @@ CENTERED_NOTE = ("Easier to read, not the homework's quantity: centered cosines,
                  "that decides.")
 
 
-def figure_blocks(run, names_and_captions, out_dir, label, **layout):
-    """An Image per existing PNG (laid out as `layout`: Image's fields), or a note with the
-    command that draws it."""
+def figure_blocks(run, names_and_captions, out_dir, label, titled=True, **layout):
+    """An Image per existing PNG (laid out as `layout`: Image's fields), captioned with the run's
+    title unless `titled` is False (a page's heading names it), or a note with the command that
+    draws it."""
     blocks = []
     for name, caption in names_and_captions:
         if (run.directory / name).is_file():
-            blocks.append(Image(f"{run.model}/{name}", f"{label}: {run.title}, {caption}", **layout))
+            blocks.append(Image(f"{run.model}/{name}", f"{label}: {run.title + ', ' if titled else ''}{caption}",
+                                draw=figure_drawer(run, name, out_dir), **layout))
         else:
             blocks.append(Text(f"{run.model}/{name} is missing: run "
                                f"`{run.remake}`.", "note"))
@@ -47,16 +54,17 @@ def class_confusion_tables(run, label, out_dir):
     class_entries = {entry["wnid"]: entry for entry in run.metrics["classes"]}
     tables = []
     for entry in run.metrics["class_confusions"]:
+        if "predicted_counts" not in entry:
+            return [outdated_note(run, "metrics.json (whose counts)")]
         incoming = entry["direction"] == "incoming"
-        counted = class_entries[entry["wnid"]]
         other = "true" if incoming else "predicted"
         rows = [[cell[other]["name"], str(cell["count"]), f"{cell['share_of_true']:.0%}"]
                 for cell in entry["confusions"]] or [["none", "", ""]]
         tables.append(Table(
             ["from class" if incoming else "predicted as", "images", "of true class"], rows,
-            f"{label} {entry['role']}: {entry['name']} ({counted['predicted_count']} predictions, "
-            f"{counted['true_count']} images) " + ("takes images of" if incoming else "loses images to"),
-            compact=True))
+            f"{label} {entry['role']}: {entry['name']} ({counts_text(entry)}; "
+            f"{class_entries[entry['wnid']]['true_count']} images) "
+            + ("takes images of" if incoming else "loses images to"), compact=True))
     return tables
 
 
@@ -75,7 +83,7 @@ def top_confusion_table(run, label, out_dir, count=None):
 
 def cosine_decimals(kind):
     """Decimals shown for the literal (kind None) or centered cosines, as in the terminal."""
-    return {part: shown for part, _, shown in run_analysis.CENTROID_KINDS}[kind]
+    return {part: shown for part, _, shown in terminal_text.CENTROID_KINDS}[kind]
 
 
 def centroid_queries(run, kind, grouping):
@@ -92,9 +100,10 @@ def grouping_words(grouping):
     return f"the images {'predicted as' if grouping == 'by_predicted' else 'labelled'} the class"
 
 
-def answer_table(queries, class_entries, label, grouping):
+def answer_table(queries, label):
     """The answer to hand in: each queried class's 10 nearest class centroids by literal cosine,
-    highest first, one class/cosine column pair per queried class; the footer gives each vector."""
+    highest first, one class/cosine column pair per queried class; the footer gives each vector
+    with each run's count of its class."""
     answered = [query for query in queries if query["neighbors"]]
     decimals = cosine_decimals(None)
     columns = ["#"]
@@ -104,43 +113,73 @@ def answer_table(queries, class_entries, label, grouping):
         (query["neighbors"][rank]["name"], f"{query['neighbors'][rank]['cosine']:.{decimals}f}")
         if rank < len(query["neighbors"]) else ("", "")))]
         for rank in range(max(len(query["neighbors"]) for query in answered))]
-    footer = "\n".join(
-        f"{query['role']}, {query['name']} "
-        f"({plural(class_entries[query['wnid']]['predicted_count'], 'prediction')}): "
-        + vector_text(query["neighbors"], decimals) for query in answered)
+    footer = "\n".join([f"{query['role']}, {query['name']}: " + vector_text(query["neighbors"], decimals)
+                        for query in answered]
+                       + ["predictions: " + "; ".join(f"{query['name']}: {counts_text(query)}"
+                                                      for query in queries)])
     return Table(columns, rows, f"{label}: the 10 nearest class centroids by cosine, highest first",
                  footer)
 
 
-def literal_note(run, label, grouping="by_predicted"):
-    """What (c)'s literal cosines are; why they crowd near 1, only for CLIP's logits and only
-    where they do."""
-    queries = centroid_queries(run, None, grouping)
-    cosines = [n["cosine"] for query in queries for n in query["neighbors"]]
-    note = (f"{label}: literal cosines, as the homework asks, of the class centroids (a class's "
-            f"centroid: the mean logit vector of {grouping_words(grouping)}).")
-    if (run.descriptor["clip"] and cosines
-            and min(cosines) > CROWDED_COSINE):
-        note += (" They crowd near 1 because CLIP's logits are 100 × a cosine: every class scores "
-                 "about 20 to 30 on every image, and that offset, shared by all logits, dominates "
-                 "every centroid.")
+def literal_note(labelled_runs, grouping="by_predicted"):
+    """What (c)'s literal cosines are, in one note for the runs {label: run}; why they crowd near
+    1, only for CLIP's logits and only where they do."""
+    note = (f"{join_words(list(labelled_runs))}: literal cosines, as the homework asks, of the "
+            f"class centroids (a class's centroid: the mean logit vector of "
+            f"{grouping_words(grouping)}).")
+    for label, run in labelled_runs.items():
+        cosines = [n["cosine"] for query in centroid_queries(run, None, grouping)
+                   for n in query["neighbors"]]
+        if run.descriptor["clip"] and cosines and min(cosines) > CROWDED_COSINE:
+            note += (f" {'They' if len(labelled_runs) == 1 else label + chr(39) + 's'} crowd near "
+                     "1 because CLIP's logits are 100 × a cosine: every class scores about 20 to "
+                     "30 on every image, and that offset, shared by all logits, dominates every "
+                     "centroid.")
     return Text(note, "note")
 
 
 def centroid_answer(run, out_dir, label, grouping="by_predicted"):
-    """(c)'s answer: the literal nearest-centroid table, notes for classes without a centroid,
-    and what the cosines are."""
+    """(c)'s answer: the literal nearest-centroid table, the zero-prediction rule where it
+    applied, and notes for classes without a centroid."""
     if run.centroids is None:
         return [Text(f"{run.model}/centroids.json is missing: run "
                      f"`{run.remake}`.", "note")]
-    class_entries = {entry["wnid"]: entry for entry in run.metrics["classes"]}
-    queries = centroid_queries(run, None, grouping)
-    blocks = [answer_table(queries, class_entries, label, grouping)] if any(
-        query["neighbors"] for query in queries) else []
+    queries = [query for query in centroid_queries(run, None, grouping)
+               if not query["role"].startswith(NEVER_PREDICTED)]  # the secondary view's
+    if not all("predicted_counts" in query for query in queries):
+        return [outdated_note(run, "centroids.json (whose counts)")]
+    blocks = [answer_table(queries, label)] if any(query["neighbors"] for query in queries) else []
     blocks += [Text(f"{label} {query['role']}: {query['name']} ({query['wnid']}): "
                     f"{query.get('note', 'no neighbours')}.", "note")
                for query in queries if not query["neighbors"]]
+    set_aside = [f"{query['ranked_by']} never predicted "
+                 f"{join_words([cls['name'] for cls in query['never_predicted']])}: "
+                 f"{query['name']} answers as {query['role'].removesuffix(AT_LEAST_ONCE)}"
+                 for query in queries if query.get("never_predicted")]
+    if set_aside:
+        blocks.append(Text(f"{label}: {ZERO_PREDICTION_RULE} Here {'; '.join(set_aside)}.", "note"))
     return blocks
+
+
+def never_predicted_view(run, label, hand_in=False):
+    """The secondary view of the classes the zero-prediction rule set aside: a line saying what
+    it is, then each class's 10 nearest centroids by true label; hand_in: only the classes without
+    a centroid in this run (Q2 follows Q1's classes although DebiasPL predicts them: the appendix
+    has their lines)."""
+    if run.centroids is None:
+        return []
+    decimals = cosine_decimals(None)
+    queries = [query for query in centroid_queries(run, None, "by_true")
+               if query["role"].startswith(NEVER_PREDICTED) and query["neighbors"]
+               and not (hand_in and query["predicted_counts"][run.model])]
+    if not queries:
+        return []
+    return [Text(f"{label}, secondary view of the classes {queries[0]['ranked_by']} never "
+                 f"predicted: their {len(queries[0]['neighbors'])} nearest centroids by true label "
+                 "(literal cosines):", "note"),
+            *(Text(f"{query['name']}: " + ", ".join(f"{n['name']} {n['cosine']:.{decimals}f}"
+                                                   for n in query["neighbors"]), "small")
+              for query in queries)]
 
 
 def centered_view(run, out_dir, label, grouping="by_predicted"):
@@ -152,7 +191,7 @@ def centered_view(run, out_dir, label, grouping="by_predicted"):
     decimals = cosine_decimals(run_analysis.CENTERED)
     return [Text(f"{label} {query['role']}: {query['name']}, centered: "
                  + ", ".join(f"{n['name']} {n['cosine']:.{decimals}f}" for n in query["neighbors"]),
-                 "note")
+                 "small")
             for query in centroid_queries(run, run_analysis.CENTERED, grouping) if query["neighbors"]]
 
 
@@ -174,15 +213,17 @@ def subquestion_blocks(run, runs, out_dir, letter, label, hand_in=False):
     without the who-steals-from-whom tables and (c)'s centered view, shown elsewhere."""
     if letter == "c":
         return centroid_answer(run, out_dir, label) + ([] if hand_in else [
-            literal_note(run, label), Text(CENTERED_NOTE, "note"), *centered_view(run, out_dir, label)])
+            literal_note({label: run}), Text(CENTERED_NOTE, "note"), *centered_view(run, out_dir, label),
+            *never_predicted_view(run, label)])
     blocks = stale_order_notes(run, runs, out_dir)
     layout = {"orientation": "portrait"} if hand_in else {}
     if letter == "a":
         return (blocks + figure_blocks(run, HISTOGRAM_FIGURES, out_dir, label, **layout)
                 + ([] if hand_in else class_confusion_tables(run, label, out_dir)))
     if hand_in:
-        return blocks + figure_blocks(run, (CONFUSION_FIGURE,), out_dir, label, fit_page=True, **layout)
-    return (blocks + figure_blocks(run, (CONFUSION_FIGURE,), out_dir, label, own_page=True)
+        return blocks + figure_blocks(run, (confusion_figure(run),), out_dir, label, titled=False,
+                                      fit_page=True, **layout)
+    return (blocks + figure_blocks(run, (confusion_figure(run),), out_dir, label, own_page=True)
             + top_confusion_table(run, label, out_dir))
 
 

@@ -11,7 +11,8 @@ from .comparison import TRAINING_FREE_NOTE, training_free_share
 from .content import Section, Text, missing_run_note, outdated_note
 from .hand_in import NOTES_HEADING, notes_blocks
 from .measures import SUMMARY_COLUMNS, measures_table, true_positives, weights_cell
-from .questions import CENTERED_NOTE, centered_view, literal_note, question_sections
+from .questions import (CENTERED_NOTE, centered_view, literal_note, never_predicted_view,
+                        question_sections)
 from .run_folders import extra_models
 from .why_section import why_in_brief
 
@@ -20,11 +21,18 @@ SUMMARY_NOTE = ("max/min count: most over least predicted class's count; KL to u
                 "predicted-class distribution, in nats (0 = balanced); the appendix defines them all.")
 
 
+NO_BREAK = "\u00a0"
+
+
 def hand_in_line(hand_in):
-    """Name, student ID and date of submission, or lines to write on."""
-    gap = " " + "\u00a0" * 4  # no-break spaces: paragraphs collapse runs of ordinary spaces
-    return (f"Name: {hand_in.name or '_' * 20}{gap}Student ID: {hand_in.student_id or '_' * 10}"
-            f"{gap}Date of submission: {hand_in.submission_date:%Y-%m-%d}")
+    """Name, student ID and date of submission, or lines to write on. Each field's label and
+    value are held together by no-break spaces, so that a line too long for the page (report.pdf
+    shrinks it first, within limits) wraps between fields, never inside one, except within a
+    name longer than a line."""
+    student_id = (hand_in.student_id or "_" * 10).replace(" ", NO_BREAK)
+    fields = [f"Name:{NO_BREAK}{hand_in.name or '_' * 20}", f"Student{NO_BREAK}ID:{NO_BREAK}{student_id}",
+              f"Date{NO_BREAK}of{NO_BREAK}submission:{NO_BREAK}{hand_in.submission_date:%Y-%m-%d}"]
+    return (NO_BREAK * 3 + " ").join(fields)  # a line breaks at the space, so none starts indented
 
 
 def title_section(runs, out_dir, hand_in):
@@ -72,11 +80,13 @@ def explanations_section(runs, out_dir, hand_in):
     answered = {question: runs[model] for model, question in homework_questions().items()
                 if runs.get(model) is not None and runs[model].metrics is not None
                 and runs[model].centroids is not None}
-    blocks += [literal_note(run, f"{question}(c)") for question, run in answered.items()]
     if answered:
-        blocks.append(Text(CENTERED_NOTE, "note"))
+        blocks += [literal_note({f"{question}(c)": run for question, run in answered.items()}),
+                   Text(CENTERED_NOTE, "note")]
     for question, run in answered.items():
         blocks += centered_view(run, out_dir, f"{question}(c)")
+    for question, run in answered.items():
+        blocks += never_predicted_view(run, f"{question}(c)", hand_in=True)
     blocks.append(Text("Why the pseudo-labels are imbalanced, in brief", "subheading"))
     blocks += [Text(block.text, "small") if isinstance(block, Text) and block.style == "body" else block
                for block in why_in_brief(runs)]

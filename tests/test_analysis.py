@@ -6,8 +6,9 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from analysis import run_analysis
+from analysis import run_analysis, terminal_text
 from runs import descriptors
+from cli.commands import for_out
 from conftest import synthetic_predictions
 from oracles import group_means, nearest_centroids
 
@@ -33,7 +34,7 @@ def test_centroid_neighbours_literal_and_centered_against_numpy(analysed, model)
     shifted = logits - logits.mean(axis=1, keepdims=True)
     groups = {"by_predicted": logits.argmax(axis=1), "by_true": predictions.labels}
     wnids = predictions.wnids.tolist()
-    assert list(centroids) == ["by_predicted", "by_true", "centered"]
+    assert [key for key in centroids if key != "zero_prediction_rule"] == ["by_predicted", "by_true", "centered"]
     assert list(centroids["centered"]) == ["by_predicted", "by_true"]
     for grouping, group_of in groups.items():
         for values, part in ((logits, centroids[grouping]), (shifted, centroids["centered"][grouping])):
@@ -79,7 +80,7 @@ def test_who_steals_from_whom_against_counted_pairs(analysed, model):
 
 def test_terminal_text_shows_both_kinds_and_six_decimal_literal_cosines(analysed):
     _, summary, centroids, selection = analysed["debiaspl"]
-    text = run_analysis.format_report(summary, centroids, selection)
+    text = terminal_text.format_report(summary, centroids, selection)
     literal = centroids["by_predicted"]["queries"][0]
     assert "[" + ", ".join(f"{n['cosine']:.6f}" for n in literal["neighbors"]) + "]" in text
     centered = centroids["centered"]["by_predicted"]["queries"][0]
@@ -117,3 +118,39 @@ def test_an_unbalanced_dataset_shows_each_class_true_count(tmp_path):
     shown = ax.lines[labels.index("images of the class")].get_ydata()
     by_wnid = {entry["wnid"]: entry["true_count"] for entry in summary["classes"]}
     assert list(shown) == [by_wnid[wnid] for wnid in summary["order"]]
+
+
+def test_three_never_predicted_classes_get_the_zero_prediction_rule(tmp_path):
+    """Classes 5, 6 and 7 are never predicted: (c) answers with the least predicted class that was
+    (counted here with numpy), names the three beside it, adds their by-true-label neighbours
+    (computed directly) and states the rule in centroids.json, the terminal and the report."""
+    from analysis.class_roles import ZERO_PREDICTION_RULE
+    import report
+    predictions = synthetic_predictions("clip", 3, num_classes=8, images_per_class=12)
+    predictions.logits[:, 5:] -= 100
+    summary, centroids, selection = run_analysis.analyze(predictions, tmp_path / "clip", tmp_path)
+    counts = np.bincount(predictions.logits.argmax(axis=1), minlength=8)
+    never = [predictions.wnids[i] for i in np.flatnonzero(counts == 0)]
+    assert len(never) == 3
+    least = min((count, -index) for index, count in enumerate(counts) if count)  # ties: last index
+    query = centroids["by_predicted"]["queries"][1]
+    assert query["wnid"] == predictions.wnids[-least[1]] and query["neighbors"]
+    assert query["role"] == "least predicted with ≥ 1 prediction"
+    assert [entry["wnid"] for entry in query["never_predicted"]] == never
+    assert query["predicted_counts"] == {"clip": int(least[0])}
+    assert centroids["zero_prediction_rule"] == ZERO_PREDICTION_RULE
+    secondary = [q for q in centroids["by_true"]["queries"] if q["role"] == "never predicted by clip"]
+    assert [q["wnid"] for q in secondary] == never
+    wnids = predictions.wnids.tolist()
+    for entry in secondary:
+        expected = nearest_centroids(group_means(predictions.logits, predictions.labels, len(wnids)),
+                                     wnids.index(entry["wnid"]), 10)
+        assert [n["wnid"] for n in entry["neighbors"]] == [wnids[g] for g, _ in expected]
+    text = terminal_text.format_report(summary, centroids, selection)
+    assert ZERO_PREDICTION_RULE in text and "never predicted by clip, so without a centroid" in text
+    report.write_report(tmp_path, for_out(tmp_path))
+    markdown = (tmp_path / "report.md").read_text()
+    q1c = markdown.split("## Q1(c)")[1].split("## Q2")[0]
+    assert ZERO_PREDICTION_RULE in q1c and all(f"class {wnid}" in q1c for wnid in never)
+    explanations = markdown.split("## Additional explanations")[1]
+    assert all(f"class {wnid}: " in explanations for wnid in never)  # the secondary view's lines

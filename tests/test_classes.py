@@ -72,7 +72,7 @@ def test_wordnet_names_reach_prompts_cache_and_meta(tmp_path, real_runs, demo_in
     assert not np.allclose(wordnet_logits, openai_logits)
     assert len(list((out / "cache").glob("clip-text-classifier-*.npy"))) == 1
     capsys.readouterr()
-    run_analysis.reference_order(out, "debiaspl", SUBSET_WNIDS, {"class_names": "openai"})
+    run_analysis.reference_ranking(out, "debiaspl", SUBSET_WNIDS, {"class_names": "openai"})
     assert "used --class-names wordnet and this debiaspl run openai" in capsys.readouterr().err
     assert run_cli("--model", "clip", "--from-cache", "--out", out, "--data", demo_inputs.data) == 0
     assert "--class-names wordnet, not openai" in capsys.readouterr().err

@@ -313,6 +313,11 @@ def test_histogram_hover_click_class_view_and_run_switch(browser, synthetic_page
                                                   "image's mean logit)")):
         query = next(q for q in part["by_predicted"]["queries"] if q["role"] == "most predicted")
         assert tables[caption] == [neighbour["name"] for neighbour in query["neighbors"]]
+    # Every run's count of the class, each named by its run.
+    wnid = clip["own_order"][0]
+    title = browser.execute_script("return document.querySelector('#view-class .view-title').textContent")
+    assert title.endswith(f"predictions: clip {by_wnid['clip'][wnid]['predicted_count']}, debiaspl "
+                          f"{by_wnid['debiaspl'][wnid]['predicted_count']}")
     # Another run: its counts, in clip's order.
     show_view(browser, "histogram")
     Select(browser.find_element(By.ID, "run-choice")).select_by_value("debiaspl")

@@ -19,7 +19,7 @@ from reportlab.pdfbase import pdfmetrics
 from matplotlib.figure import Figure
 from sklearn.metrics import f1_score
 
-from analysis import run_analysis
+from analysis import run_analysis, terminal_text
 from runs import cache
 import metrics
 from runs import outputs
@@ -41,7 +41,12 @@ NAME, STUDENT_ID = "Grace Hopper", "31415926"
 
 def make_report(out, *options):
     assert starter.main(["--report", "--out", str(out), *options]) == 0
-    return out / "report.pdf", (out / "report.md").read_text()
+    return out / "report.pdf", markdown_text(out)
+
+
+def markdown_text(out):
+    """report.md, no-break spaces (page 1's details hold theirs together) as spaces."""
+    return (out / "report.md").read_text().replace("\u00a0", " ")
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +58,8 @@ def built_report(tmp_path_factory, analysed_synthetic_runs):
 
 
 def pdf_page_texts(path):
-    return [page.extract_text() or "" for page in pypdf.PdfReader(path).pages]
+    """Each page's text, no-break spaces (page 1's details hold theirs together) as spaces."""
+    return [(page.extract_text() or "").replace("\u00a0", " ") for page in pypdf.PdfReader(path).pages]
 
 
 def pdf_text(path):
@@ -227,7 +233,7 @@ def test_report_has_every_section_in_order(built_report):
     assert f"Name: {NAME}" in markdown and f"Student ID: {STUDENT_ID}" in markdown
     sections = markdown_sections(markdown)
     for title in ("Q1(c)", "Q2(c)"):  # the pseudo-label grouping (Figure 4's); by_true: appendix
-        assert "by true label" not in sections[title]
+        assert "by true label (" not in sections[title]  # the rule may name the view, not show it
     assert "by true label" in sections["Appendix D"]
     for expected in ("Summary", "macro-F1", "KL to uniform", "clip-synthetic"):
         assert expected in sections["Additional explanations"]
@@ -260,8 +266,9 @@ def test_pdf_pages_are_not_blank(built_report):
             pixels = np.asarray(image.image.convert("L"), dtype=float)
             assert pixels.std() > 1, f"page {number}: image {image.name} is uniform"
             figures += 1
-    # 2 histograms and a confusion matrix per run, comparison.png and 2 pseudo-label figures
-    assert figures == 2 * 3 + 1 + 2
+    # Every figure is vector graphics (see below) but for the two images in each run's confusion
+    # matrix: its cells and its colour bar.
+    assert figures == 2 * 2
     assert_pages_have_ink(pdf_path)
 
 
@@ -309,7 +316,7 @@ def test_markdown_and_pdf_tables_match_the_json(built_report):
             assert [row[1 + 2 * index] for row in rows] == [n["name"] for n in query["neighbors"]]
             assert [float(row[2 + 2 * index]) for row in rows] == pytest.approx(
                 [n["cosine"] for n in query["neighbors"]], abs=0.5e-6)  # 6 decimals
-            vector = f"{query['role']}, {query['name']} ("
+            vector = f"{query['role']}, {query['name']}: ["
             line = next(line for line in body.split("\n") if line.startswith("*" + vector))
             assert line.rstrip().endswith(cosine_list([n["cosine"] for n in query["neighbors"]], 6) + "*")
             assert cosine_list([n["cosine"] for n in query["neighbors"]], 6) in text
@@ -480,13 +487,14 @@ def test_long_tables_split_over_pages(tmp_path):
 def pdfium_page_texts(path):
     """Each page's text as pdfium reads it."""
     import pypdfium2
-    return [page.get_textpage().get_text_range() for page in pypdfium2.PdfDocument(path)]
+    return [page.get_textpage().get_text_range().replace("\u00a0", " ")
+            for page in pypdfium2.PdfDocument(path)]
 
 
 def test_simulated_report_fits_the_homework_format(simulated_demo):
     """The demo's report of clip, debiaspl, clip-la and clip-pm on ImageNet100-sized simulated
     runs: the homework's 4 pages and the 5th of additional explanations."""
-    pdf_path, markdown = simulated_demo / "report.pdf", (simulated_demo / "report.md").read_text()
+    pdf_path, markdown = simulated_demo / "report.pdf", markdown_text(simulated_demo)
     reader = pypdf.PdfReader(pdf_path)
     assert len(reader.pages) <= 5
     texts = pdf_page_texts(pdf_path)
@@ -615,3 +623,106 @@ def test_runs_on_another_dataset_are_compared_apart(synthetic_runs):
     assert "resisc45-clip-ViT-B-32-openai" not in comparisons[0] and "debiaspl" not in comparisons[1]
     assert "CLIP ViT-B-32 (openai) zero-shot on resisc45" in markdown
     assert "Q1(a): CLIP RN50 zero-shot" in markdown
+
+
+# ---------------------------------------------------------------------------------------------
+# Issue 27: whose numbers, vector figures, page 1's details
+
+def text_sizes(page):
+    """{text: [(printed font size in points, whether horizontal, x, y)]} of a PDF page's text runs
+    (pypdf), with the scale of the text and transformation matrices applied."""
+    sizes = {}
+
+    def visit(text, cm, tm, font, size):
+        a, b = tm[0] * cm[0] + tm[1] * cm[2], tm[0] * cm[1] + tm[1] * cm[3]
+        if text.strip():
+            sizes.setdefault(text.strip(), []).append((size * math.hypot(a, b), abs(b) < 1e-9, cm[4], cm[5]))
+
+    page.extract_text(visitor_text=visit)
+    return sizes
+
+
+def test_hand_in_figures_are_vector_with_class_names_as_text(simulated_demo):
+    """Pages 1-4 of the demo's report: every class name is text on its figure's page (pdfium reads
+    each whole; pypdf the printed size), at least 3.5 pt in the confusion matrices and spaced by at
+    least its size; no figure is a raster image but the matrices' cells; no figure box is blank."""
+    import pypdfium2
+    pdf_path = simulated_demo / "report.pdf"
+    names = [entry["name"] for entry in read_json(simulated_demo / "clip" / "metrics.json")["classes"]]
+    reader, pages = pypdf.PdfReader(pdf_path), pdfium_page_texts(pdf_path)
+    for number in (1, 2, 3, 4):
+        assert all(name in pages[number - 1] for name in names), number
+        raster = list(reader.pages[number - 1].images)
+        assert len(raster) == {1: 0, 2: 2, 3: 0, 4: 2}[number]  # a matrix's cells and colour bar
+    for number in (2, 4):  # the confusion matrices
+        sizes = text_sizes(reader.pages[number - 1])
+        # The matrix's names: the smallest text (the tables and notes under it are 6.5 pt or more).
+        ticks = [entry for name in names if name in sizes for entry in sizes[name] if entry[0] < 6]
+        assert len(ticks) >= 2 * 90  # both axes; pypdf splits a few names at their ligatures
+        smallest = min(size for size, _, _, _ in ticks)
+        assert smallest >= 3.5
+        rows = sorted(y for _, horizontal, _, y in ticks if horizontal)  # the y axis' names
+        columns = sorted(x for _, horizontal, x, _ in ticks if not horizontal)
+        assert min(np.diff(rows)) >= smallest and min(np.diff(columns)) >= smallest
+    # The figures fill their pages from the heading to two thirds down: every band there has ink.
+    for number in (1, 2, 3, 4):
+        pixels = np.asarray(pypdfium2.PdfDocument(pdf_path)[number - 1].render(scale=50 / 72)
+                            .to_pil().convert("L"), dtype=float)
+        for band in np.array_split(pixels[int(0.1 * len(pixels)): int(0.66 * len(pixels))], 7):
+            assert (band < 200).mean() > 0.002, f"page {number} has a blank band"
+
+
+def test_every_count_names_its_run_in_q2c_and_a_training_free_run(simulated_demo):
+    """Counted from the caches (an independent oracle): each role's count per run, the run ranking
+    it, and the ties in that run, in centroids.json, metrics.json, the terminal and the report."""
+    def counts(model):
+        with np.load(simulated_demo / model / "predictions.npz") as cache:
+            return np.bincount(cache["logits"].argmax(axis=1), minlength=len(cache["wnids"])), cache["wnids"]
+
+    clip_counts, wnids = counts("clip")
+    markdown = markdown_text(simulated_demo)
+    for model in ("debiaspl", "clip-pm"):
+        own_counts, _ = counts(model)
+        centroids = read_json(simulated_demo / model / "centroids.json")
+        summary = read_json(simulated_demo / model / "metrics.json")
+        entries = centroids["by_predicted"]["queries"] + summary["class_confusions"]
+        assert {entry["role"] for entry in entries} >= {"most predicted by clip", "most predicted"}
+        for entry in entries:
+            index = list(wnids).index(entry["wnid"])
+            ranked_by = "clip" if entry["role"].split(" with ")[0].endswith("by clip") else model
+            assert entry["ranked_by"] == ranked_by
+            assert entry["predicted_counts"] == {ranked_by: int((clip_counts if ranked_by == "clip" else own_counts)[index]),
+                                                 **{run: int(c[index]) for run, c in (("clip", clip_counts), (model, own_counts))
+                                                    if run != ranked_by}}
+            ranking = clip_counts if ranked_by == "clip" else own_counts
+            assert entry["tied_with"] == int(np.sum(ranking == ranking[index])) - 1
+        most = next(q for q in centroids["by_predicted"]["queries"] if q["role"] == "most predicted by clip")
+        assert most["wnid"] == wnids[np.argmax(clip_counts)]
+        assert most["predicted_counts"] == {"clip": int(clip_counts.max()), model: int(own_counts[np.argmax(clip_counts)])}
+    # Q2(c) as the report prints it: clip's count first for clip's classes, debiaspl's for its own.
+    q2c = markdown_sections(markdown)["Q2(c)"]
+    most = int(np.argmax(clip_counts))
+    debiaspl_counts, _ = counts("debiaspl")
+    assert f"{read_json(simulated_demo / 'clip' / 'metrics.json')['classes'][most]['name']}: clip {clip_counts[most]}, debiaspl {debiaspl_counts[most]} predictions" in q2c
+    # The terminal: DebiasPL's count never stands alone under clip's label.
+    summary = read_json(simulated_demo / "debiaspl" / "metrics.json")
+    text = terminal_text.format_report(summary, read_json(simulated_demo / "debiaspl" / "centroids.json"),
+                                       read_json(simulated_demo / "debiaspl" / "pseudo_labels.json"))
+    least = int(np.flatnonzero(clip_counts == clip_counts.min())[-1])  # ties broken by class index
+    tied = int(np.sum(clip_counts == clip_counts.min())) - 1
+    ties = f" (tied with {outputs.plural(tied, 'other class', 'other classes')}, broken by class index)"
+    assert (f"least predicted by clip: {summary['classes'][least]['name']} ({wnids[least]}): clip "
+            f"{clip_counts[least]}{ties if tied else ''}, debiaspl {debiaspl_counts[least]} "
+            "predictions") in text
+
+
+@pytest.mark.parametrize("name, lines", [("Ada Lovelace", 1), ("Maximiliana Alexandra Montgomery-Fairfax", 1),
+                                         ("Maximiliana Alexandra Montgomery-Fairfax von Hohenzollern", 2)])
+def test_page_one_keeps_the_details_on_one_line_up_to_40_characters(synthetic_runs, name, lines):
+    pdf_path, _ = make_report(synthetic_runs, "--name", name, "--student-id", "1234567890",
+                              "--date", "2025-10-08")
+    first = pdf_page_texts(pdf_path)[0].split("\n")
+    details = " ".join(" ".join(first[:lines]).split())
+    assert details == f"Name: {name} Student ID: 1234567890 Date of submission: 2025-10-08"
+    if lines == 2:  # wrapped between two fields, never inside one
+        assert first[1].strip() == "Date of submission: 2025-10-08" or first[1].strip().startswith("Student ID:")

@@ -77,6 +77,39 @@ def test_mistyped_model_is_one_line_naming_the_nearest(capsys):
     assert "did you mean --model clip?" in stderr and "--help" in stderr
 
 
+@pytest.mark.parametrize("typed, nearest", [("--studentid", "--student-id"),
+                                             ("--form-cache", "--from-cache"),
+                                             ("--clip_weights=openai", "--clip-weights")])
+def test_mistyped_option_is_one_line_naming_the_nearest(capsys, typed, nearest):
+    with pytest.raises(SystemExit) as exit_:
+        run_cli("--report", typed, "123")
+    stderr = capsys.readouterr().err
+    assert exit_.value.code == 2 and len(stderr.strip().splitlines()) == 1
+    assert f"did you mean {nearest}?" in stderr and "--help" in stderr
+
+
+def test_a_stray_word_gets_no_made_up_option(capsys):
+    with pytest.raises(SystemExit):
+        run_cli("--report", "clip")
+    stderr = capsys.readouterr().err
+    assert "unrecognized arguments: clip" in stderr and "did you mean" not in stderr
+
+
+def test_the_demos_last_lines_give_both_questions_from_cache_commands(tmp_path, capsys, monkeypatch):
+    """Its runs are replaced by nothing: only what it prints at the end is looked at."""
+    import shlex
+    import starter
+    monkeypatch.setattr(starter, "check_install", lambda args, out_dir: None)
+    monkeypatch.setattr(starter, "analyse_simulated_runs", lambda args, out_dir: None)
+    assert run_cli("--demo", "--out", tmp_path / "my out") == 0
+    last_lines = capsys.readouterr().out.strip().splitlines()[-2:]
+    for line, (question, model) in zip(last_lines, (("Q1", "clip"), ("Q2", "debiaspl"))):
+        label, command = line.strip().split(": ", 1)
+        args = starter.build_parser().parse_args(shlex.split(command)[2:])
+        assert (label, args.model, args.from_cache, args.out) == (question, model, True,
+                                                                  str(tmp_path / "my out" / "demo"))
+
+
 def test_help_opens_with_the_workflow(capsys):
     with pytest.raises(SystemExit):
         run_cli("--help")

@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from analysis import run_analysis
+from analysis import run_analysis, terminal_text
 from sources import classes
 from analysis import concepts
 import metrics
@@ -109,7 +109,7 @@ def test_simulated_meta_titles_every_figure_and_header(tmp_path, monkeypatch):
                   for loc in ("left", "center") if ax.get_title(loc)]
         titles += [figure.get_suptitle() for figure in drawn if figure.get_suptitle()]
         assert len(titles) == 4 and all(("SIMULATED" in title) == simulated_meta for title in titles)
-        header = run_analysis.format_report(summary, centroids, selection).split("\n")[0]
+        header = terminal_text.format_report(summary, centroids, selection).split("\n")[0]
         assert ("SIMULATED" in header) == simulated_meta
         drawn.clear()
     derived = {"model": "clip-la", "clip": {"model": "clip", "simulated": True}}  # as clip-la's meta
@@ -123,4 +123,4 @@ def test_demo_runs_say_simulated(simulated_demo):
         saved, centroids, selection = (json.loads((simulated_demo / model / name).read_text()) for name in
                                        ("metrics.json", "centroids.json", "pseudo_labels.json"))
         assert descriptors.is_simulated(saved["settings"])
-        assert run_analysis.format_report(saved, centroids, selection).startswith(f"== SIMULATED {model}:")
+        assert terminal_text.format_report(saved, centroids, selection).startswith(f"== SIMULATED {model}:")

@@ -10,6 +10,7 @@ import pytest
 
 import plotting
 import report
+from cli.commands import for_out
 from analysis import run_analysis
 from conftest import PROJECT_DIR, run_cli
 from test_report import assert_pages_have_ink, pdf_page_texts
@@ -36,7 +37,7 @@ def thousand_classes(tmp_path_factory, read_only_folders):
         monkeypatch.setattr(run_analysis, "write_figures",
                             lambda figures: drawn.update(figures) or write_figures(figures))
         assert run_cli("--model", "clip", "--from-cache", "--out", out) == 0
-    report.write_report(out, name="Ada Lovelace")
+    report.write_report(out, for_out(out), name="Ada Lovelace")
     return read_only_folders.register(out), drawn
 
 
