@@ -7,7 +7,7 @@ import numpy as np
 
 from analysis import run_analysis
 from analysis import why
-from analysis.explorer_tables import TABLES_FILE, read_tables
+from runs.tables import TABLES_FILE
 
 HISTOGRAMS = {f"histogram_{quantity}.png": quantity for quantity in run_analysis.HISTOGRAM_QUANTITIES}
 CONFUSION_MATRIX = "confusion_matrix.png"
@@ -16,7 +16,7 @@ PSEUDO_LABELS = "pseudo_labels.png"
 
 def confusion_matrix(run):
     """The run's confusion matrix [K, K] (its class indices), from explorer.npz's non-zero cells."""
-    true, predicted, counts = read_tables(run.directory / TABLES_FILE).cells
+    true, predicted, counts = run.tables().cells
     matrix = np.zeros((len(run.metrics["classes"]),) * 2, dtype=np.int64)
     matrix[true, predicted] = counts
     return matrix
@@ -27,8 +27,7 @@ def figure_drawer(run, name, out_dir):
     where the figure can be laid out to a page's box (the confusion matrix), else (and for size
     None) at the size its PNG was drawn; None when no file holds its data."""
     if name in HISTOGRAMS:
-        marks = why.mismatch_marks(run.metrics["settings"], run.directory, out_dir)
-        mismatched = marks.get(run.directory, ())
+        mismatched = why.mismatch_marks(run.metrics["settings"], run.directory, out_dir, run.why)
         return lambda size: run_analysis.draw_histograms(
             run.metrics, run.title, mismatched, (HISTOGRAMS[name],))[name]
     if name == CONFUSION_MATRIX and (run.directory / TABLES_FILE).is_file():
