@@ -11,7 +11,7 @@ from conftest import PROJECT_DIR, run_cli, synthetic_predictions
 
 
 def write_five_key_cache(path, predictions):
-    """What the README's 'Bring your own logits' example writes: np.savez of the five arrays."""
+    """What docs/cache.md's 'Bring your own logits' example writes: np.savez of the five arrays."""
     path.parent.mkdir(parents=True, exist_ok=True)
     np.savez(path, logits=predictions.logits.astype(np.float64), labels=predictions.labels.astype(np.int32),
              paths=predictions.paths, wnids=predictions.wnids, names=predictions.names)
@@ -71,9 +71,9 @@ def test_malformed_cache_is_one_sentence(tmp_path, capsys, change, message):
 
 
 def test_readme_example_writes_a_cache_that_runs(tmp_path, demo_inputs):
-    """The README's 'Bring your own logits' script, saved and run as written from a folder outside
-    the tool, on the generated folder; then the tool reads what it wrote."""
-    readme = (PROJECT_DIR / "README.md").read_text()
+    """docs/cache.md's 'Bring your own logits' script, saved and run as written from a folder
+    outside the tool, on the generated folder; then the tool reads what it wrote."""
+    readme = (PROJECT_DIR / "docs" / "cache.md").read_text()
     section = readme[readme.index("## Bring your own logits"):]
     code = section[section.index("```python\n") + len("```python\n"):section.index("```\n\nThen")]
     assert len(code.splitlines()) <= 18
