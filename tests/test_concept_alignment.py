@@ -49,8 +49,15 @@ def planted_clip(tmp_path):
         meta={"model": "clip", "logit_scale": SCALE}, image_features=images.astype(np.float32),
         text_features=text.astype(np.float32))
     cache.save_predictions(tmp_path / "clip" / "predictions.npz", predictions)
-    write_json(tmp_path / "clip" / "metrics.json", {"own_order": SUBSET_WNIDS})
+    write_reference_metrics(tmp_path / "clip", predictions)
     return tmp_path, directions
+
+
+def write_reference_metrics(run_dir, predictions):
+    """What clip-ca reads of its source's metrics.json: the class order, and each class's count."""
+    counts = np.bincount(predictions.logits.argmax(axis=1), minlength=len(predictions.wnids))
+    write_json(run_dir / "metrics.json", {"own_order": predictions.wnids.tolist(), "classes": [
+        {"wnid": str(wnid), "predicted_count": int(count)} for wnid, count in zip(predictions.wnids, counts)]})
 
 
 def options(out):
@@ -93,7 +100,7 @@ def test_the_demos_planted_mismatches_are_found_renamed_and_their_recall_raised(
     test here: ~25 s), with the simulation's stand-in for CLIP's text encoder."""
     clip = simulation.simulated_predictions()["clip"]
     cache.save_predictions(tmp_path / "clip" / "predictions.npz", clip)
-    write_json(tmp_path / "clip" / "metrics.json", {"own_order": clip.wnids.tolist()})
+    write_reference_metrics(tmp_path / "clip", clip)
     aligned = align_clip_concepts(options(tmp_path), tmp_path, tmp_path / "clip-ca")
     alignment = json.loads((tmp_path / "clip-ca" / "alignment.json").read_text())
     assert sorted(entry["wnid"] for entry in alignment["mismatched"]) == sorted(simulation.PLANTED_MISMATCHES)
