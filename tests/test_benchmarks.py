@@ -53,3 +53,17 @@ def test_large_cache_benchmark_runs():
     for command in ("clip --from-cache", "clip-pm"):
         assert sum(line.startswith(command) and " GB " in line for line in printed.splitlines()) == 1
     assert "\nclip-la " not in printed and "\nreport " not in printed
+
+
+def test_layouts_benchmark_runs():
+    printed = run_benchmark("bench_layouts.py", "--images", "20", "--shards", "3", "--per-shard", "10")
+    assert "=== 20 JPEGs of 500 x 375 in 4 layouts" in printed
+    for layout in ("folder", "shards", "parquet", "flat"):
+        assert f"\n{layout} " in printed
+    assert "indexed 30 samples of 3 shards in " in printed and "indexing nothing peaks at" in printed
+
+
+def test_rescore_benchmark_runs():
+    printed = run_benchmark("bench_rescore.py", "--images", "20", "--classes", "3")
+    assert "=== --rescore of 20 images x 3 classes, 1 template(s), CPU ===" in printed
+    assert "whole rescore: " in printed and "CLIP's text encoder: " in printed
