@@ -76,7 +76,7 @@ def cache_differences(meta, args, split):
 
 
 def open_source(args, split):
-    """--data's samples (sources.samples.SampleSource); a shard index is cached in OUT/cache."""
+    """--data's samples (sources.sample_source.SampleSource); a shard index is cached in OUT/cache."""
     return samples.open_source(args.data, split, args.labels, Path(args.out) / "cache")[1]
 
 

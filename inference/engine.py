@@ -194,7 +194,7 @@ def build_model(config, described, device, args, place):
 
 
 def predict(config, described, args, source, run_dir):
-    """Run the configured model over the source's samples (sources.samples.SampleSource; their
+    """Run the configured model over the source's samples (sources.sample_source.SampleSource; their
     classes `described`, classes.DatasetClasses) into RUN/predictions.npz; return its
     Predictions in the main process, None in the others."""
     import torch

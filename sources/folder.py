@@ -11,7 +11,7 @@ import numpy as np
 
 from runs.outputs import UserError
 from sources import classes
-from sources.samples import SampleSource
+from sources.sample_source import SampleSource
 
 
 def image_files(split_dir, class_folders):
