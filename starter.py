@@ -86,6 +86,7 @@ def describe_dataset(args, split):
     if missing_data_folder(args):
         raise UserError(missing_data_folder(args))
     source = open_source(args, split)
+    len(source)  # a folder's images are listed now: a folder without any fails before weights load
     clip = args.model == "clip"
     return source, samples.describe_source(source, args.class_names, args.class_names_file,
                                            args.templates if clip else None,

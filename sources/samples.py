@@ -94,16 +94,14 @@ def describe_source(source, class_names="openai", class_names_file=None, templat
                     prompts="ensemble"):
     """The source's classes.DatasetClasses: its class ids (folder names, wnids) when it has
     them; else the names of the class-names file (shards: CLIP_benchmark's classnames.txt), a
-    name standing for its class. Stops when a label has no class."""
+    name standing for its class; then a label without a name stops the run."""
     ids = source.class_ids
-    if ids is None:
+    if ids is None:  # labels are numbers: each must have a name
         names = classes.names_for_unnamed_classes(source.split_dir, class_names_file, source.class_names)
         ids = class_ids_of_names(names)
-    described = classes.dataset_classes(source.split_dir, class_names, class_names_file,
-                                        templates_file, prompts, folders=ids,
-                                        given_names=source.class_names)
-    check_labels(source.labels, len(described.folders), source.location)
-    return described
+        check_labels(source.labels, len(ids), source.location)
+    return classes.dataset_classes(source.split_dir, class_names, class_names_file, templates_file,
+                                   prompts, folders=ids, given_names=source.class_names)
 
 
 def class_ids_of_names(names):

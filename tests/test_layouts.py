@@ -191,3 +191,14 @@ def test_the_devkits_ground_truth_gives_the_csvs_labels(datasets, tmp_path):
     by_devkit = FlatSource(folder, devkit / "ground_truth.txt")
     assert by_devkit.keys() == by_csv.keys() and by_devkit.class_ids == by_csv.class_ids
     assert by_devkit.labels.tolist() == by_csv.labels.tolist()
+
+
+def test_a_label_without_a_class_name_stops_with_the_fix(datasets, tmp_path):
+    import shutil
+    from runs.outputs import UserError
+    from sources import samples
+    data = tmp_path / "shards"
+    shutil.copytree(datasets["shards"][0], data)
+    (data / "classnames.txt").write_text("annual crop land\nforest\n")  # labels go up to 2
+    with pytest.raises(UserError, match=r"has the label 2, but the class list has 2 classes.*classnames.txt"):
+        samples.describe_source(samples.open_source(data, "test")[1], prompts="single")
