@@ -43,7 +43,7 @@ from runs.kinds import (CHECKPOINT, LOGIT_ADJUSTED_MODEL, MODEL_NATURES, PRIOR_M
                         TRAINING_FREE, ZERO_SHOT_CLIP, homework_questions, kind_names, run_kind)
 from runs import lock
 from runs.outputs import UserError, plural
-from sources import classes, layouts
+from sources import classes, samples
 
 # The demo's install check: real code and random weights on a few classes (CLIP's text encoder
 # costs ~0.25 s per class name on a CPU) and images.
@@ -78,8 +78,8 @@ def cache_differences(meta, args, split):
 
 
 def open_source(args, split):
-    """--data's samples (sources.samples.SampleSource); a shard index is cached in OUT/cache."""
-    return layouts.open_source(args.data, split, args.labels, Path(args.out) / "cache")[1]
+    """--data's samples (sources.sample_source.SampleSource); a shard index is cached in OUT/cache."""
+    return samples.open_source(args.data, split, args.labels, Path(args.out) / "cache")[1]
 
 
 def describe_dataset(args, split):
@@ -88,8 +88,9 @@ def describe_dataset(args, split):
     if missing_data_folder(args):
         raise UserError(missing_data_folder(args))
     source = open_source(args, split)
+    len(source)  # a folder's images are listed now: a folder without any fails before weights load
     clip = run_kind(args.model).nature == ZERO_SHOT_CLIP
-    return source, layouts.describe_source(source, args.class_names, args.class_names_file,
+    return source, samples.describe_source(source, args.class_names, args.class_names_file,
                                            args.templates if clip else None,
                                            args.prompts if clip else None)
 
@@ -106,7 +107,7 @@ def run_folder(args, split, described=None):
     if run_kind(args.model).nature == TRAINING_FREE:
         return default_run_name(args.model, source=args.source)
     if described is None and not missing_data_folder(args):
-        described = layouts.describe_source(open_source(args, split), prompts=None)
+        described = samples.describe_source(open_source(args, split), prompts=None)
     dataset = described.dataset if described is not None and described.imagenet_indices is None else None
     clip = run_kind(args.model).nature == ZERO_SHOT_CLIP
     return default_run_name(args.model, args.clip_model if clip else None,

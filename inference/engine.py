@@ -261,7 +261,7 @@ def say_set_aside(store, chunks):
 
 def predict(config, execution, described, source, run_dir):
     """Run the configured model (`config`, InferenceConfig) as `execution` (ExecutionSettings)
-    says over the source's samples (sources.samples.SampleSource; their classes `described`,
+    says over the source's samples (sources.sample_source.SampleSource; their classes `described`,
     classes.DatasetClasses) into RUN/predictions.npz; return its Predictions in the main
     process, None in the others."""
     import torch

@@ -19,7 +19,7 @@ import numpy as np
 
 from runs.outputs import UserError
 from sources import classes
-from sources.samples import SampleSource
+from sources.sample_source import SampleSource
 
 DEVKIT_META = "meta.mat"  # the devkit's data/meta.mat, beside its ground-truth file
 

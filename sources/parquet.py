@@ -14,7 +14,7 @@ import numpy as np
 
 from runs.outputs import UserError
 from sources import classes
-from sources.samples import SampleSource, natural_key
+from sources.sample_source import SampleSource, natural_key
 
 # Hugging Face's file names: <split>-<number>-of-<count>.parquet, in the root or its data/ folder.
 HUB_FILE = re.compile(r"(?P<split>[\w]+?)-\d+-of-\d+\.parquet")

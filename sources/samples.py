@@ -10,61 +10,19 @@ unreadable-image handling of inference/engine.py all work on indices into it, wh
 - parquet: Hugging Face's parquet image datasets (parquet.py);
 - flat: one folder of images and a labels file, as image-net.org's validation set (flat.py).
 
-sources/layouts.py's `open_source` picks the layout from --data (and --labels). stdlib and numpy
-at import.
+`open_source` picks the layout from --data (and --labels); the interface is
+sample_source.SampleSource. stdlib and numpy at import (pyarrow when parquet files are read).
 """
-import hashlib
 import re
 from pathlib import Path
 
-
 from runs.outputs import UserError
 from sources import classes
-
-LAYOUTS = ("folder", "shards", "parquet", "flat")
-
-
-class SampleSource:
-    """The samples of one split. Subclasses set the fields in __init__ and define read and key."""
-    layout = None  # one of LAYOUTS
-    location = None  # what --data named (a folder, a shard pattern)
-    split_dir = None  # the folder whose classnames.txt and templates file the dataset has
-    class_ids = None  # tuple of str: the classes' ids (folder names, wnids), or None: by the names file
-    class_names = None  # tuple of str: names the data itself carries (parquet metadata), else None
-    labels = None  # int64 [N]: each sample's class, a column index
-
-    def __len__(self):
-        return len(self.labels)
-
-    def read(self, index):
-        """The image's encoded bytes; OSError when they cannot be read."""
-        raise NotImplementedError
-
-    def key(self, index):
-        """The sample's stable key: a path relative to the split folder, or shard/file and member."""
-        raise NotImplementedError
-
-    def keys(self):
-        return [self.key(index) for index in range(len(self))]
-
-    def describe(self, index):
-        """The sample as a message names it, so that the user can find the file."""
-        return str(Path(self.split_dir) / self.key(index))
-
-    def fingerprint(self):
-        """SHA-256 of the index: tells whether a cache or a part saw the same samples."""
-        return index_fingerprint(self.keys())
-
-    def meta(self):
-        """What the cache's meta records of the source."""
-        return {"data": str(self.location), "layout": self.layout}
-
-
-def index_fingerprint(keys):
-    """SHA-256 of the sorted keys: a folder's is classes.file_list_identity of its relative paths,
-    as caches made before the other layouts recorded it."""
-    return classes.file_list_identity(keys)
-
+from sources.flat import FlatSource
+from sources.folder import FolderSource
+from sources.parquet import ParquetSource, hugging_face_files
+from sources.sample_source import natural_key
+from sources.shards import ShardSource
 
 def check_labels(labels, num_classes, where):
     """Stop when a label names no class of the class list."""
@@ -95,19 +53,63 @@ def expand_braces(pattern):
     return [name for choice in choices for name in expand_braces(head + choice + tail)]
 
 
-def natural_key(path):
-    """Sort key of a file name that puts 2.tar before 10.tar."""
-    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", str(path))]
-
-
 def is_shard_pattern(data):
     return "{" in str(data) or str(data).endswith(".tar")
 
 
-def sha256_of_file_list(paths):
-    """SHA-256 of files' names, sizes and modification times: whether a cached index still holds."""
-    digest = hashlib.sha256()
-    for path in paths:
-        stat = Path(path).stat()
-        digest.update(f"{Path(path).resolve()}\t{stat.st_size}\t{stat.st_mtime_ns}\n".encode())
-    return digest.hexdigest()
+def open_source(data, split=None, labels_file=None, index_dir=None):
+    """(split, SampleSource) of --data: a flat folder with --labels FILE, webdataset shards (a
+    folder of .tar files or a brace pattern), parquet files (a folder of .parquet files, or a
+    Hugging Face dataset's root holding data/), else an ImageFolder tree. `index_dir` is where
+    the shards' index is cached (the run's OUT/cache)."""
+    if labels_file is not None:
+        split, split_dir = classes.resolve_split_dir(data, split)
+        return split, FlatSource(split_dir, labels_file)
+    if is_shard_pattern(data):
+        shards = [Path(name).expanduser() for name in expand_braces(str(data))]
+        missing = [shard for shard in shards if not shard.is_file()]
+        if missing:
+            raise UserError(f"the shard {missing[0]} of --data {data} does not exist"
+                            + (f" (nor do {len(missing) - 1} others)" if len(missing) > 1 else "")
+                            + "; check the pattern.")
+        folder = shards[0].parent
+        split = split or (folder.name if folder.name in classes.SPLITS else classes.SPLITS[0])
+        return split, ShardSource(shards, folder, str(data), index_dir)
+    root = Path(data).expanduser()
+    parquet = hugging_face_files(root, split)
+    if parquet:
+        chosen, files = parquet
+        return chosen, ParquetSource(files, root, str(data))
+    split, split_dir = classes.resolve_split_dir(data, split)
+    shards = sorted(split_dir.glob("*.tar"), key=natural_key)
+    if shards:
+        return split, ShardSource(shards, split_dir, str(split_dir), index_dir)
+    files = sorted(split_dir.glob("*.parquet"), key=natural_key)
+    if files:
+        return split, ParquetSource(files, split_dir, str(split_dir))
+    return split, FolderSource(split_dir)
+
+
+def describe_source(source, class_names="openai", class_names_file=None, templates_file=None,
+                    prompts="ensemble"):
+    """The source's classes.DatasetClasses: its class ids (folder names, wnids) when it has
+    them; else the names of the class-names file (shards: CLIP_benchmark's classnames.txt), a
+    name standing for its class; then a label without a name stops the run."""
+    ids = source.class_ids
+    if ids is None:  # labels are numbers: each must have a name
+        names = classes.names_for_unnamed_classes(source.split_dir, class_names_file, source.class_names)
+        ids = class_ids_of_names(names)
+        check_labels(source.labels, len(ids), source.location)
+    return classes.dataset_classes(source.split_dir, class_names, class_names_file, templates_file,
+                                   prompts, folders=ids, given_names=source.class_names)
+
+
+def class_ids_of_names(names):
+    """Class ids from class names, for a layout whose labels are numbers: the names themselves,
+    a repeated one (CLIP_benchmark's lists have some) suffixed with its class number."""
+    seen = set()
+    ids = []
+    for index, name in enumerate(names):
+        ids.append(name if name not in seen and name else f"{name}#{index}")
+        seen.add(name)
+    return tuple(ids)

@@ -22,7 +22,7 @@ import numpy as np
 
 from runs.outputs import UserError, write_atomic
 from sources import classes
-from sources.samples import SampleSource, index_fingerprint, sha256_of_file_list
+from sources.sample_source import SampleSource, index_fingerprint, sha256_of_file_list
 
 INDEX_VERSION = 1
 IMAGE_SUFFIXES = tuple(extension.lstrip(".") for extension in classes.IMAGE_EXTENSIONS)

@@ -179,3 +179,19 @@ def test_backbones_benchmark_runs():
     assert "fp32, batch of 1 random images, best of 1" in printed
     rows = [line for line in printed.splitlines() if line.startswith("ViT-B-32 ")]
     assert len(rows) == 1 and rows[0].count(" ms (") == 1 and "224x224" in rows[0]
+
+
+@pytest.mark.slow
+def test_layouts_benchmark_runs():
+    printed = run_benchmark("bench_layouts.py", "--images", "20", "--shards", "3", "--per-shard", "10")
+    assert "=== 20 JPEGs of 500 x 375 in 4 layouts" in printed
+    for layout in ("folder", "shards", "parquet", "flat"):
+        assert f"\n{layout} " in printed
+    assert "indexed 30 samples of 3 shards in " in printed and "indexing nothing peaks at" in printed
+
+
+@pytest.mark.slow
+def test_rescore_benchmark_runs():
+    printed = run_benchmark("bench_rescore.py", "--images", "20", "--classes", "3")
+    assert "=== --rescore of 20 images x 3 classes, 1 template(s), CPU ===" in printed
+    assert "whole rescore: " in printed and "CLIP's text encoder: " in printed

@@ -112,6 +112,7 @@ def test_the_explorer_never_reads_the_logits(synthetic_runs, monkeypatch):
 
 
 def test_the_class_view_holds_each_classs_concept_gap_and_algorithm_1s_verdict(real_runs, tmp_path):
+    """The verdicts come from clip's why.json (the analysis runs Algorithm 1), else clip-ca's."""
     shutil.copytree(real_runs / "clip", tmp_path / "clip")
     gaps = {entry["wnid"]: entry for entry in
             json.loads((tmp_path / "clip" / "why.json").read_text())["concepts"]["gap"]["by_true"]}
@@ -119,7 +120,14 @@ def test_the_class_view_holds_each_classs_concept_gap_and_algorithm_1s_verdict(r
     concept_rows = page_data(write_explorer(tmp_path))["runs"][0]["concepts"]
     assert concept_rows["gap"] == [gaps[wnid]["cosine"] for wnid in order]
     assert concept_rows["own_text_nearest"] == [gaps[wnid]["own_text_nearest"] for wnid in order]
-    assert concept_rows["mismatched"] is None  # clip-ca has not run
+    # Algorithm 1's verdicts from clip's own why.json, as its analysis wrote them.
+    diagnosis = json.loads((tmp_path / "clip" / "why.json").read_text())
+    found = {entry["wnid"] for entry in diagnosis["concepts"]["mismatch"]["mismatched"]}
+    assert concept_rows["mismatched"] == [wnid in found for wnid in order]
+    # A why.json from before the analysis ran it: clip-ca's alignment.json, once it has run.
+    del diagnosis["concepts"]["mismatch"]
+    write_json(tmp_path / "clip" / "why.json", diagnosis)
+    assert page_data(write_explorer(tmp_path))["runs"][0]["concepts"]["mismatched"] is None
     write_json(tmp_path / "clip-ca" / why.ALIGNMENT_FILE, {"mismatched": [{"wnid": order[2]}]})
     assert page_data(write_explorer(tmp_path))["runs"][0]["concepts"]["mismatched"] == [
         position == 2 for position in range(len(order))]

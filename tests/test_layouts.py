@@ -169,3 +169,36 @@ def test_killed_then_two_processes_give_the_folders_logits(one_process_runs, dat
     assert f"inference: {21 - CHUNK * finished} images" in result.stdout and "(2 processes)" in result.stdout
     folder = cache_of(one_process_runs / "test" / "folder")
     assert cache_of(run_dir)["logits"].tobytes() == folder["logits"].tobytes()
+
+
+def test_the_devkits_ground_truth_gives_the_csvs_labels(datasets, tmp_path):
+    """The devkit's one-number-a-line ground truth and its meta.mat (written here with scipy as the
+    devkit's synsets struct: its IDs in another order than the wnids', and a synset with children
+    that names no class) label the flat folder as Kaggle's CSV does."""
+    from scipy.io import savemat
+    from sources.flat import FlatSource
+    folder, (_, csv_file) = datasets["flat"][0], datasets["flat"][1]
+    by_csv = FlatSource(folder, csv_file)
+    ids = {"river": 1, "annual_crop": 2, "forest": 3}  # the devkit's ILSVRC2012_IDs
+    synsets = np.zeros(4, dtype=[("ILSVRC2012_ID", "O"), ("WNID", "O"), ("num_children", "O")])
+    for row, (wnid, number) in enumerate([*ids.items(), ("n00000000", 4)]):
+        synsets[row] = (number, wnid, 0 if row < 3 else 2)
+    devkit = tmp_path / "data"
+    devkit.mkdir()
+    savemat(devkit / "meta.mat", {"synsets": synsets})
+    truth = {key: str(by_csv.class_ids[label]) for key, label in zip(by_csv.keys(), by_csv.labels)}
+    (devkit / "ground_truth.txt").write_text("".join(f"{ids[truth[name]]}\n" for name in sorted(truth)))
+    by_devkit = FlatSource(folder, devkit / "ground_truth.txt")
+    assert by_devkit.keys() == by_csv.keys() and by_devkit.class_ids == by_csv.class_ids
+    assert by_devkit.labels.tolist() == by_csv.labels.tolist()
+
+
+def test_a_label_without_a_class_name_stops_with_the_fix(datasets, tmp_path):
+    import shutil
+    from runs.outputs import UserError
+    from sources import samples
+    data = tmp_path / "shards"
+    shutil.copytree(datasets["shards"][0], data)
+    (data / "classnames.txt").write_text("annual crop land\nforest\n")  # labels go up to 2
+    with pytest.raises(UserError, match=r"has the label 2, but the class list has 2 classes.*classnames.txt"):
+        samples.describe_source(samples.open_source(data, "test")[1], prompts="single")
