@@ -41,7 +41,7 @@ os.environ.setdefault("TQDM_DISABLE", "1")  # no progress bars between the numbe
 
 import numpy as np  # noqa: E402
 
-from sources import classes  # noqa: E402
+from sources import samples  # noqa: E402
 from inference import distributed  # noqa: E402
 from inference import models  # noqa: E402
 import starter  # noqa: E402
@@ -217,13 +217,13 @@ def benchmark_rates(model_name, files, args, scratch):
 
     original, engine.compute_chunks = engine.compute_chunks, capture
     run_args = starter.build_parser().parse_args(run_arguments(model_name, files, args, scratch / "out"))
-    split, split_dir = classes.resolve_split_dir(run_args.data)
+    split, source = samples.open_source(run_args.data, index_dir=scratch / "out" / "cache")
     clip = model_name == "clip"
-    described = classes.dataset_classes(split_dir, run_args.class_names,
+    described = samples.describe_source(source, run_args.class_names,
                                         prompts=run_args.prompts if clip else None)
     try:
         engine.predict(settings.inference_config(run_args, split, described),
-                       settings.execution_settings(run_args), described, split_dir,
+                       settings.execution_settings(run_args), described, source,
                        scratch / "out" / model_name)
     except Captured:
         pass
