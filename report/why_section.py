@@ -119,15 +119,15 @@ def why_in_brief(runs):
         Text(f"Concept mismatch: the {plural(len(gaps), 'class')} whose text embedding is farthest "
              f"from their images ({REFERENCE_MODEL}): "
              + ", ".join(f"{entry['name']} ({format_number(entry['cosine'], 3)})" for entry in gaps)
-             + "."),
-        *mismatch_sentence(diagnosis), margin_text(diagnosis, REFERENCE_MODEL)]
+             + "." + mismatch_sentence(diagnosis)),
+        margin_text(diagnosis, REFERENCE_MODEL)]
 
 
 def mismatch_sentence(diagnosis):
-    """Algorithm 1's verdict in clip's why.json, in one sentence (none in an older why.json)."""
+    """Algorithm 1's verdict in clip's why.json, as one more sentence ("" in an older why.json)."""
     mismatch = diagnosis["concepts"].get("mismatch")
     if mismatch is None:
-        return []
+        return ""
     named = ", ".join(entry["name"] for entry in mismatch["mismatched"]) or "none"
-    return [Text(f"Algorithm 1 (CAP) finds {plural(len(mismatch['mismatched']), 'class', 'classes')} "
-                 f"concept-mismatched in {REFERENCE_MODEL}'s features: {named}.")]
+    return (f" Algorithm 1 (CAP) finds {plural(len(mismatch['mismatched']), 'class', 'classes')} "
+            f"concept-mismatched: {named}.")
