@@ -310,7 +310,7 @@ def analyze(predictions, run_dir, out_dir):
                              passed.confusion, cosines, predictions.paths, NEIGHBOR_COUNT)
     # Everything is computed and drawn before the first file is written.
     title = model_title(predictions.meta)
-    marks = why.mismatch_marks(predictions.meta, run_dir, out_dir, diagnosis)
+    marks = why.run_mismatches(model, run_dir, out_dir, diagnosis) or []
     figures = draw_figures(summary, passed.confusion, title, marks)
     figures["pseudo_labels.png"] = draw_pseudo_labels(selection, title)
     figures = {run_dir / name: figure for name, figure in figures.items()}

@@ -22,7 +22,7 @@ from analysis import concepts
 import metrics
 from runs.outputs import none_if_nan, read_json
 from runs.descriptors import default_run_name
-from runs.kinds import CONCEPT_ALIGNED_MODEL, REFERENCE_MODEL, ZERO_SHOT_CLIP, nature_of
+from runs.kinds import CONCEPT_ALIGNED_MODEL, ZERO_SHOT_CLIP, nature_of
 
 GAP_LISTED = 10  # classes listed with the widest concept gap
 WHY_FILE = "why.json"
@@ -49,18 +49,6 @@ def figure4_tests(predicted_counts, cosines):
             for kind, cosine in cosines.items()}
 
 
-def mismatched_wnids(out_dir, source=REFERENCE_MODEL):
-    """The classes (wnids) Algorithm 1 found concept-mismatched in the CLIP run `source`'s
-    features: those its why.json records, else those of the alignment.json its clip-ca run
-    writes (OUT/clip-ca, or OUT/<source>-ca); None when neither exists."""
-    path = Path(out_dir) / source / WHY_FILE
-    if path.is_file():
-        mismatch = (read_json(path, f"{source}'s {WHY_FILE}").get("concepts") or {}).get("mismatch")
-        if mismatch:
-            return [entry["wnid"] for entry in mismatch["mismatched"]]
-    return aligned_wnids(Path(out_dir) / default_run_name(CONCEPT_ALIGNED_MODEL, source=source))
-
-
 def aligned_wnids(alignment_run_dir):
     """The mismatched classes of a clip-ca run folder's alignment.json; None without one."""
     path = Path(alignment_run_dir) / ALIGNMENT_FILE
@@ -70,21 +58,21 @@ def aligned_wnids(alignment_run_dir):
     return [entry["wnid"] for entry in alignment["mismatched"]]
 
 
-def mismatch_marks(meta, run_dir, out_dir, diagnosis=None):
-    """The wnids a run's own histograms mark as concept-mismatched by Algorithm 1: a CLIP run's
-    own verdict (its `diagnosis`, the why.json being written; else its clip-ca run's
-    alignment.json, for a cache without features), a clip-ca run's alignment.json. A run's
-    analysis draws only its own figures: the source's marks come from the source's own
-    analysis."""
+def run_mismatches(model, run_dir, out_dir, diagnosis=None):
+    """The classes (wnids) Algorithm 1 found concept-mismatched for the run `model` made in
+    run_dir, None when unknown: a clip-ca run's alignment.json (the classes it renamed); a run's
+    own verdict (`diagnosis`, its why.json); for a zero-shot CLIP run without one (a cache without
+    features), its clip-ca run's alignment.json. The one answer behind the histograms' marks,
+    the explorer and the study."""
     run_dir = Path(run_dir)
+    if model == CONCEPT_ALIGNED_MODEL:
+        return aligned_wnids(run_dir)
     mismatch = ((diagnosis or {}).get("concepts") or {}).get("mismatch")
     if mismatch:
         return [entry["wnid"] for entry in mismatch["mismatched"]]
-    if meta["model"] == CONCEPT_ALIGNED_MODEL:
-        return aligned_wnids(run_dir) or []
-    if nature_of(meta["model"]) == ZERO_SHOT_CLIP:
-        return aligned_wnids(Path(out_dir) / default_run_name(CONCEPT_ALIGNED_MODEL, source=run_dir.name)) or []
-    return []
+    if nature_of(model) == ZERO_SHOT_CLIP:
+        return aligned_wnids(Path(out_dir) / default_run_name(CONCEPT_ALIGNED_MODEL, source=run_dir.name))
+    return None
 
 
 def class_entry(wnids, names, index):

@@ -14,6 +14,7 @@ from explorer.images import image_folder, read_thumbnails, unavailable_reason
 from explorer.run_data import concept_columns, find_runs, tables_in_order
 from analysis.explorer_tables import MAX_EMBEDDED_IMAGES
 from runs.descriptors import is_simulated, model_title
+from runs.kinds import REFERENCE_MODEL
 
 NEIGHBOUR_DECIMALS = {"literal": 7, "centered": 5}  # one more than the report shows (6 and 4)
 
@@ -124,7 +125,9 @@ def explorer_contents(out_dir, per_cell, commands):
     names = [names[wnid] for wnid in order]
     labels = figures.class_labels(names, order)
     tables = [tables_in_order(run, order) for run in runs]
-    mismatched = why.mismatched_wnids(out_dir)
+    reference = next((run for run in runs if run.model == REFERENCE_MODEL), None)
+    mismatched = why.run_mismatches(REFERENCE_MODEL, Path(out_dir) / REFERENCE_MODEL, out_dir,
+                                    reference and reference.why)
     entries = [run_entry(run, run_tables, order, mismatched) for run, run_tables in zip(runs, tables)]
     images, run_images, limited = embedded_images(runs, tables, per_cell)
     for entry, entry_images in zip(entries, run_images):

@@ -27,7 +27,7 @@ def figure_drawer(run, name, out_dir):
     where the figure can be laid out to a page's box (the confusion matrix), else (and for size
     None) at the size its PNG was drawn; None when no file holds its data."""
     if name in HISTOGRAMS:
-        mismatched = why.mismatch_marks(run.metrics["settings"], run.directory, out_dir, run.why)
+        mismatched = why.run_mismatches(run.made_by, run.directory, out_dir, run.why) or []
         return lambda size: run_analysis.draw_histograms(
             run.metrics, run.title, mismatched, (HISTOGRAMS[name],))[name]
     if name == CONFUSION_MATRIX and (run.directory / TABLES_FILE).is_file():

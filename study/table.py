@@ -8,7 +8,7 @@ from analysis import why
 from report.content import NOT_AVAILABLE, Table, format_number
 from report.measures import class_arrays, weights_cell
 from runs.descriptors import DEFAULT_CLIP_ARCHITECTURE, NO_META, SIMULATED, source_meta
-from runs.kinds import CONCEPT_ALIGNED_MODEL, REFERENCE_MODEL, TRAINING_FREE, ZERO_SHOT_CLIP, run_kind
+from runs.kinds import CONCEPT_ALIGNED_MODEL, TRAINING_FREE, ZERO_SHOT_CLIP, run_kind
 
 UNKNOWN_DATASET = "not recorded"  # a cache whose meta does not name its dataset
 
@@ -31,13 +31,9 @@ def model_label(settings):
 
 
 def mismatched_classes(run, out_dir):
-    """The classes (wnids) Algorithm 1 found concept-mismatched in a run's CLIP features: a
-    clip-ca run's own, a zero-shot CLIP run's once its clip-ca run exists; None when unknown."""
-    if run.made_by == CONCEPT_ALIGNED_MODEL:
-        return why.aligned_wnids(run.directory)
-    if run.made_by == REFERENCE_MODEL:
-        return why.mismatched_wnids(out_dir, run.model)
-    return None
+    """The classes (wnids) Algorithm 1 found concept-mismatched for a run (why.run_mismatches,
+    from the why.json the loader read); None when unknown."""
+    return why.run_mismatches(run.made_by, run.directory, out_dir, run.why)
 
 
 def run_record(run, mismatched):

@@ -104,7 +104,6 @@ def test_algorithm_1_runs_on_a_brought_cache_without_any_model(tmp_path):
     assert sorted(entry["wnid"] for entry in mismatch["mismatched"]) == planted
     assert sorted(entry["wnid"] for entry in mismatch["classes"] if entry["mismatched"]) == planted
     assert len(mismatch["classes"]) == len(wnids)
-    assert why.mismatched_wnids(tmp_path, "brought") == [entry["wnid"] for entry in mismatch["mismatched"]]
-    marks = why.mismatch_marks({"model": "clip"}, tmp_path / "brought", tmp_path,
-                               read(tmp_path / "brought" / "why.json"))
+    marks = why.run_mismatches("clip", tmp_path / "brought", tmp_path, read(tmp_path / "brought" / "why.json"))
+    assert marks == [entry["wnid"] for entry in mismatch["mismatched"]]
     assert sorted(marks) == planted
