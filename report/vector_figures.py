@@ -4,11 +4,12 @@ landed; once the document is built, pypdf stamps each figure, drawn by matplotli
 PDF, into its box. Its text is embedded TrueType: class names a grader can search, sharp at any
 zoom."""
 import io
+import re
 from dataclasses import dataclass
 
 import matplotlib
 from pypdf import PdfReader, PdfWriter
-from pypdf.generic import ArrayObject, FloatObject, NameObject
+from pypdf.generic import ArrayObject, DictionaryObject, FloatObject, NameObject
 from reportlab.lib.units import inch
 from reportlab.platypus import Flowable
 
@@ -58,13 +59,16 @@ class FigureBox(Flowable):
 FORM_PREFIX = "vectorfigure"
 
 
-def figure_page(figure):
-    """The Figure as a one-page PDF's page, its text as TrueType (matplotlib's default, Type 3,
-    is drawn glyphs that text extraction cannot read back)."""
+def figure_pages(figures):
+    """The Figures as the pages of one PDF, their text as TrueType (matplotlib's default, Type 3,
+    is drawn glyphs that text extraction cannot read back). One document, so that the font is
+    subset and embedded once for all of them, not once a figure (~0.3 s each)."""
+    from matplotlib.backends.backend_pdf import PdfPages
     buffer = io.BytesIO()
-    with matplotlib.rc_context({"pdf.fonttype": 42}):
-        figure.savefig(buffer, format="pdf")
-    return PdfReader(buffer).pages[0]
+    with matplotlib.rc_context({"pdf.fonttype": 42}), PdfPages(buffer) as pages:
+        for figure in figures:
+            pages.savefig(figure)
+    return PdfReader(buffer).pages if figures else []
 
 
 def stamp_figures(document_pdf, placements, file):
@@ -72,28 +76,35 @@ def stamp_figures(document_pdf, placements, file):
     with its figure's page, scaled to the box."""
     writer = PdfWriter(clone_from=PdfReader(io.BytesIO(document_pdf)))
     by_form = {placement.form: placement for placement in placements}
-    for page in writer.pages:
-        forms = page.get("/Resources", {}).get("/XObject", {})
-        for key, reference in forms.items():
-            placement = by_form.get(key.lstrip("/").removeprefix("FormXob."))
-            if placement is not None:
-                fill_form(writer, reference.get_object(), placement)
+    forms = [(reference.get_object(), by_form[key.lstrip("/").removeprefix("FormXob.")])
+             for page in writer.pages
+             for key, reference in page.get("/Resources", {}).get("/XObject", {}).items()
+             if key.lstrip("/").removeprefix("FormXob.") in by_form]
+    for (form, placement), page in zip(forms, figure_pages([placement.figure for _, placement in forms])):
+        fill_form(writer, form, placement, page)
     writer.write(file)
 
 
-def fill_form(writer, form, placement):
-    """Make the form XObject `form` draw the placement's figure, scaled into its box by the
-    content's own transformation (so that text extraction sees the printed font sizes; a form's
-    /Matrix is not applied by every reader)."""
-    page = figure_page(placement.figure)
+def fill_form(writer, form, placement, page):
+    """Make the form XObject `form` draw the placement's figure, drawn as the PDF page `page`,
+    scaled into its box by the content's own transformation (so that text extraction sees the
+    printed font sizes; a form's /Matrix is not applied by every reader)."""
     scale = min(placement.width / float(page.mediabox.width),
                 placement.height / float(page.mediabox.height))
     # reportlab wrote the empty form ASCII85- and Flate-encoded; pypdf re-encodes a stream only
     # with Flate: decode it once, then give it the figure's content under Flate alone.
     form.get_data()
     form[NameObject("/Filter")] = NameObject("/FlateDecode")
-    form.set_data(f"q {scale:.6f} 0 0 {scale:.6f} 0 0 cm\n".encode()
-                  + page.get_contents().get_data() + b"\nQ")
+    content = page.get_contents().get_data()
+    form.set_data(f"q {scale:.6f} 0 0 {scale:.6f} 0 0 cm\n".encode() + content + b"\nQ")
     form[NameObject("/BBox")] = ArrayObject([FloatObject(value) for value in
                                              (0, 0, placement.width, placement.height)])
-    form[NameObject("/Resources")] = page["/Resources"].clone(writer)
+    # The pages of one matplotlib PDF share one resource dictionary, whose /XObject holds every
+    # figure's images: each form gets its own copy, with the images its page draws (`/Name Do`).
+    resources = DictionaryObject(page["/Resources"].clone(writer))
+    drawn = set(re.findall(rb"/([^\s/\[\]()<>{}%]+)\s+Do\b", content))
+    xobjects = resources.get("/XObject")
+    if xobjects is not None:
+        resources[NameObject("/XObject")] = DictionaryObject(
+            {key: value for key, value in xobjects.get_object().items() if key[1:].encode() in drawn})
+    form[NameObject("/Resources")] = resources
