@@ -120,8 +120,8 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
-def main():
-    args = parse_args()
+def main(argv=None):
+    args = parse_args(argv)
     if args.index_only:
         index_shards(args.index_only[0], int(args.index_only[1]))
         return

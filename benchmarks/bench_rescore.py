@@ -52,8 +52,8 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
-def main():
-    args = parse_args()
+def main(argv=None):
+    args = parse_args(argv)
     from inference import models, rescore
     timer = StageTimer()
     timer.wrap(models, "clip_text_classifier", "CLIP's text encoder (new prompts)")

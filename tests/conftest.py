@@ -5,9 +5,18 @@ Shared fixtures are read-only to the tests: a test that writes copies first. Eac
 is registered with `read_only_folders`, which fails the session at its end if one changed."""
 import contextlib
 import hashlib
+import os
+import pickle
 import shutil
 import sys
 from pathlib import Path
+
+if "PYTEST_XDIST_WORKER" in os.environ:
+    # One worker per CPU (pytest.ini): each computes on one thread (torch, OpenMP, BLAS, and the
+    # commands it starts), since the threads of two workers would only contend for the same CPUs,
+    # spinning while they wait. Set before numpy, scikit-learn or torch is loaded, which read it.
+    assert "numpy" not in sys.modules and "torch" not in sys.modules, "loaded before conftest"
+    os.environ["OMP_NUM_THREADS"] = os.environ["OPENBLAS_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = "1"
 
 import numpy as np
 import pytest
@@ -85,6 +94,23 @@ def pytest_collection_modifyitems(items):
             item.add_marker(pytest.mark.slow)
 
 
+def made_once(tmp_path_factory, name, make):
+    """What `make(folder)` returns (picklable), for a folder made once per test run: under
+    pytest-xdist the first worker to ask makes it in the folder the workers share, while the
+    others wait for it (a file lock, with a deadline) and then read it; without xdist, as a
+    session fixture would."""
+    if "PYTEST_XDIST_WORKER" not in os.environ:
+        return make(tmp_path_factory.mktemp(name))
+    from filelock import FileLock
+    shared = tmp_path_factory.getbasetemp().parent  # the run's, above each worker's own
+    folder, made = shared / name, shared / f"{name}.made.pickle"
+    with FileLock(shared / f"{name}.lock", timeout=900):
+        if not made.exists():
+            folder.mkdir()
+            made.write_bytes(pickle.dumps(make(folder)))
+    return pickle.loads(made.read_bytes())
+
+
 @pytest.fixture(scope="session")
 def read_only_folders():
     """The registry of shared fixtures' folders; at the session's end, none may have changed."""
@@ -106,9 +132,9 @@ SUBSET_WNIDS = ["n01558993", "n01692333", "n02085620", "n02108089", "n03017168",
 @pytest.fixture(scope="session")
 def demo_inputs(tmp_path_factory, read_only_folders):
     """ImageNet100-style root with 6 classes x 3 images, and both random weight files."""
-    folder = tmp_path_factory.mktemp("inputs")
-    inputs = synthetic.write_demo_inputs(folder, wnids=SUBSET_WNIDS, images_per_class=3, seed=0)
-    read_only_folders.register(folder)
+    inputs = made_once(tmp_path_factory, "inputs", lambda folder: synthetic.write_demo_inputs(
+        folder, wnids=SUBSET_WNIDS, images_per_class=3, seed=0))
+    read_only_folders.register(inputs.data.parent)
     return inputs
 
 
@@ -121,14 +147,18 @@ def vit_b_32(tmp_path_factory, read_only_folders):
     import torch
     from safetensors.torch import save_file
     torch.manual_seed(0)
-    model = open_clip.create_model("ViT-B-32", pretrained=None).eval()
-    folder = tmp_path_factory.mktemp("vit-b-32")
-    state_dict = model.state_dict()
-    torch.save({"epoch": 3, "state_dict": {f"module.{key}": value for key, value in state_dict.items()}},
-               folder / "vit-b-32-random.pt")
-    save_file(state_dict, folder / "weights.safetensors")
-    read_only_folders.register(folder)
-    return model, {"pt": folder / "vit-b-32-random.pt", "safetensors": folder / "weights.safetensors"}
+    model = open_clip.create_model("ViT-B-32", pretrained=None).eval()  # the same in every worker
+
+    def write_weights(folder):
+        state_dict = model.state_dict()
+        torch.save({"epoch": 3, "state_dict": {f"module.{key}": value for key, value in state_dict.items()}},
+                   folder / "vit-b-32-random.pt")
+        save_file(state_dict, folder / "weights.safetensors")
+        return {"pt": folder / "vit-b-32-random.pt", "safetensors": folder / "weights.safetensors"}
+
+    files = made_once(tmp_path_factory, "vit-b-32", write_weights)
+    read_only_folders.register(files["pt"].parent)
+    return model, files
 
 
 def run_cli(*argv):
@@ -139,14 +169,16 @@ def run_cli(*argv):
 @pytest.fixture(scope="session")
 def real_runs(tmp_path_factory, demo_inputs, read_only_folders):
     """OUT folder after `--model clip` then `--model debiaspl` on the generated folder (CPU)."""
-    out = tmp_path_factory.mktemp("out")
-    common = ["--data", demo_inputs.data, "--out", out, "--device", "cpu", "--batch-size", 4,
-              "--workers", 0]
-    assert run_cli("--model", "clip", "--clip-weights", demo_inputs.clip_weights,
-                   "--prompts", "single", *common) == 0
-    assert run_cli("--model", "debiaspl", "--checkpoint", demo_inputs.debiaspl_checkpoint,
-                   *common) == 0
-    return read_only_folders.register(out)
+    def run_both(out):
+        common = ["--data", demo_inputs.data, "--out", out, "--device", "cpu", "--batch-size", 4,
+                  "--workers", 0]
+        assert run_cli("--model", "clip", "--clip-weights", demo_inputs.clip_weights,
+                       "--prompts", "single", *common) == 0
+        assert run_cli("--model", "debiaspl", "--checkpoint", demo_inputs.debiaspl_checkpoint,
+                       *common) == 0
+        return out
+
+    return read_only_folders.register(made_once(tmp_path_factory, "out", run_both))
 
 
 def synthetic_predictions(model, seed, num_classes=6, images_per_class=10, bias=None):
@@ -169,13 +201,15 @@ def synthetic_predictions(model, seed, num_classes=6, images_per_class=10, bias=
 def analysed_synthetic_runs(tmp_path_factory, read_only_folders):
     """OUT with clip (biased towards the first classes) and debiaspl caches and outputs made from
     synthetic logits, analysed once: tests copy it (synthetic_runs) or only read it."""
-    out = tmp_path_factory.mktemp("synthetic")
-    runs = {"clip": synthetic_predictions("clip", 0, bias=[1.5, 1.0, 0.5, 0, -0.5, -1.0]),
-            "debiaspl": synthetic_predictions("debiaspl", 1)}
-    for model, predictions in runs.items():
-        cache.save_predictions(out / model / "predictions.npz", predictions)
-        run_analysis.analyze(predictions, out / model, out)
-    return read_only_folders.register(out)
+    def analyse(out):
+        runs = {"clip": synthetic_predictions("clip", 0, bias=[1.5, 1.0, 0.5, 0, -0.5, -1.0]),
+                "debiaspl": synthetic_predictions("debiaspl", 1)}
+        for model, predictions in runs.items():
+            cache.save_predictions(out / model / "predictions.npz", predictions)
+            run_analysis.analyze(predictions, out / model, out)
+        return out
+
+    return read_only_folders.register(made_once(tmp_path_factory, "synthetic", analyse))
 
 
 @pytest.fixture
@@ -198,9 +232,11 @@ def clip_out(analysed_synthetic_runs, tmp_path):
 def simulated_demo(tmp_path_factory, read_only_folders):
     """OUT after the demo's second half: simulated clip and debiaspl caches, their analysis,
     clip-la, clip-pm and the report, with a name and student ID."""
-    out = tmp_path_factory.mktemp("simulated")
-    args = starter.build_parser().parse_args(["--demo", "--name", "Ada Lovelace",
-                                              "--student-id", "12345678"])
-    with figure_worker_processes():  # 100-class figures, as in a real run: worth the workers
-        starter.analyse_simulated_runs(args, out)
-    return read_only_folders.register(out)
+    def analyse(out):
+        args = starter.build_parser().parse_args(["--demo", "--name", "Ada Lovelace",
+                                                  "--student-id", "12345678"])
+        with figure_worker_processes():  # 100-class figures, as in a real run: worth the workers
+            starter.analyse_simulated_runs(args, out)
+        return out
+
+    return read_only_folders.register(made_once(tmp_path_factory, "simulated", analyse))

@@ -1,10 +1,11 @@
 """Smoke tests: every benchmark script runs at tiny sizes and prints its result table, so that a
-refactor cannot break one silently. They assert that it ran, never how fast (each runs as a
-command, seconds of imports included: all are marked slow)."""
+refactor cannot break one silently. They assert that it ran, never how fast. Each runs its
+main() in this process (the interpreter's start and imports already paid; what it starts as
+subprocesses, it starts); all are marked slow."""
+import contextlib
 import importlib
 import re
 import shlex
-import subprocess
 import sys
 
 import pytest
@@ -19,11 +20,35 @@ RESULTS = PROJECT_DIR / "benchmarks" / "RESULTS.md"
 OUTPUT_SUFFIXES = (".npz", ".png", ".html", ".json", ".pdf")
 
 
-def run_benchmark(script, *options):
-    result = subprocess.run([sys.executable, str(PROJECT_DIR / "benchmarks" / script), *options],
-                            cwd=PROJECT_DIR, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stdout + result.stderr
-    return result.stdout
+@contextlib.contextmanager
+def benchmarks_importable():
+    sys.path.insert(0, str(PROJECT_DIR / "benchmarks"))
+    try:
+        yield
+    finally:
+        sys.path.remove(str(PROJECT_DIR / "benchmarks"))
+
+
+def benchmark_module(script):
+    with benchmarks_importable():
+        return importlib.import_module(script.removeprefix("benchmarks/").removesuffix(".py"))
+
+
+@pytest.fixture
+def run_benchmark(capfd):
+    """run_benchmark(script, *options): what the benchmark's main printed, its subprocesses'
+    output included. torch's thread count, which a benchmark may set, is restored."""
+    def run(script, *options):
+        torch = sys.modules.get("torch")
+        threads = torch and torch.get_num_threads()
+        capfd.readouterr()
+        try:
+            benchmark_module(script).main([str(option) for option in options])
+        finally:
+            if torch:
+                torch.set_num_threads(threads)
+        return capfd.readouterr().out
+    return run
 
 
 def test_every_benchmark_has_its_smoke_test():
@@ -55,11 +80,7 @@ def check_command(command):
         starter.build_parser().parse_args(options)
     else:
         assert script.startswith("benchmarks/bench_"), command
-        sys.path.insert(0, str(PROJECT_DIR / "benchmarks"))
-        try:
-            importlib.import_module(script.removeprefix("benchmarks/").removesuffix(".py")).parse_args(options)
-        finally:
-            sys.path.remove(str(PROJECT_DIR / "benchmarks"))
+        benchmark_module(script).parse_args(options)
 
 
 def resolve(dotted):
@@ -95,7 +116,7 @@ def test_results_name_commands_code_and_files_that_exist():
 
 
 @pytest.mark.slow
-def test_analysis_benchmark_runs():
+def test_analysis_benchmark_runs(run_benchmark):
     # debiaspl alone: the costlier path (clip analysed first, untimed), one timed model.
     printed = run_benchmark("bench_analysis.py", "--classes", "4", "--images-per-class", "2", "--repeats", "1",
                             "--models", "debiaspl")
@@ -108,7 +129,7 @@ def test_analysis_benchmark_runs():
 
 
 @pytest.mark.slow
-def test_inference_benchmark_runs():
+def test_inference_benchmark_runs(run_benchmark):
     printed = run_benchmark("bench_inference.py", "--images", "2", "--classes", "1", "--rounds", "1",
                             "--workers", "0", "--models", "clip", "--device", "cpu")
     assert "inputs: 2 JPEGs over 1 classes" in printed
@@ -124,14 +145,14 @@ def test_inference_benchmark_runs():
 
 
 @pytest.mark.slow
-def test_concepts_benchmark_runs():
+def test_concepts_benchmark_runs(run_benchmark):
     printed = run_benchmark("bench_concepts.py", "--classes", "10", "--images-per-class", "10",
                             "--dimension", "32", "--planted", "1", "--repeats", "1")
     assert "100 images x 32 dimensions, 10 classes" in printed and "detection (warm-started" in printed
 
 
 @pytest.mark.slow
-def test_large_cache_benchmark_runs():
+def test_large_cache_benchmark_runs(run_benchmark):
     printed = run_benchmark("bench_large_cache.py", "--images", "300", "--classes", "12",
                             "--commands", "clip --from-cache", "clip-pm")
     assert "SIMULATED cache: 300 images x 12 classes" in printed
@@ -141,7 +162,7 @@ def test_large_cache_benchmark_runs():
 
 
 @pytest.mark.slow
-def test_study_benchmark_runs():
+def test_study_benchmark_runs(run_benchmark):
     printed = run_benchmark("bench_study.py", "--runs", "3", "--distinct", "2", "--images", "120",
                             "--classes", "6", "--dimension", "8")
     assert "SIMULATED runs: 3 of 120 images x 6 classes (2 analysed, the others copies)" in printed
@@ -149,7 +170,7 @@ def test_study_benchmark_runs():
 
 
 @pytest.mark.slow
-def test_distributed_benchmark_runs():
+def test_distributed_benchmark_runs(run_benchmark):
     printed = run_benchmark("bench_distributed.py", "--images", "4", "--classes", "2", "--processes", "1",
                             "--workers", "0", "--batch-size", "2", "--chunk-size", "2",
                             "--merge-images", "50", "--merge-classes", "3")
@@ -160,7 +181,7 @@ def test_distributed_benchmark_runs():
 
 
 @pytest.mark.slow
-def test_explorer_benchmark_runs():
+def test_explorer_benchmark_runs(run_benchmark):
     from explorer.browser import missing_browser
     missing = missing_browser()
     if missing:
@@ -173,7 +194,7 @@ def test_explorer_benchmark_runs():
 
 
 @pytest.mark.slow
-def test_backbones_benchmark_runs():
+def test_backbones_benchmark_runs(run_benchmark):
     printed = run_benchmark("bench_backbones.py", "--architectures", "ViT-B-32", "--batch-size", "1",
                             "--repeats", "1", "--threads", "1")
     assert "fp32, batch of 1 random images, best of 1" in printed
@@ -182,7 +203,7 @@ def test_backbones_benchmark_runs():
 
 
 @pytest.mark.slow
-def test_layouts_benchmark_runs():
+def test_layouts_benchmark_runs(run_benchmark):
     printed = run_benchmark("bench_layouts.py", "--images", "20", "--shards", "3", "--per-shard", "10")
     assert "=== 20 JPEGs of 500 x 375 in 4 layouts" in printed
     for layout in ("folder", "shards", "parquet", "flat"):
@@ -191,7 +212,7 @@ def test_layouts_benchmark_runs():
 
 
 @pytest.mark.slow
-def test_rescore_benchmark_runs():
+def test_rescore_benchmark_runs(run_benchmark):
     printed = run_benchmark("bench_rescore.py", "--images", "20", "--classes", "3")
     assert "=== --rescore of 20 images x 3 classes, 1 template(s), CPU ===" in printed
     assert "whole rescore: " in printed and "CLIP's text encoder: " in printed

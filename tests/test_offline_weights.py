@@ -53,6 +53,7 @@ def common(dataset, out):
             "--threads", 1]
 
 
+@pytest.mark.slow  # a command in a subprocess, with torch
 @pytest.mark.parametrize("offline_setting", [{}, {"HF_HUB_OFFLINE": "1"}],
                          ids=["unreachable", "HF_HUB_OFFLINE"])
 def test_a_tag_in_no_cache_stops_in_three_lines(dataset, tmp_path, offline_setting):
