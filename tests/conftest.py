@@ -14,8 +14,8 @@ from pathlib import Path
 if "PYTEST_XDIST_WORKER" in os.environ:
     # One worker per CPU (pytest.ini): each computes on one thread (torch, OpenMP, BLAS, and the
     # commands it starts), since the threads of two workers would only contend for the same CPUs,
-    # spinning while they wait. Set before numpy, scikit-learn or torch is loaded, which read it.
-    assert "numpy" not in sys.modules and "torch" not in sys.modules, "loaded before conftest"
+    # spinning while they wait. Set before numpy, scikit-learn or torch is loaded, which read it
+    # (in a worker; a process it spawns, which imports this file again, keeps what it inherited).
     os.environ["OMP_NUM_THREADS"] = os.environ["OPENBLAS_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = "1"
 
 import numpy as np
