@@ -106,6 +106,7 @@ def made_once(tmp_path_factory, name, make):
     folder, made = shared / name, shared / f"{name}.made.pickle"
     with FileLock(shared / f"{name}.lock", timeout=900):
         if not made.exists():
+            shutil.rmtree(folder, ignore_errors=True)  # what a worker that failed left
             folder.mkdir()
             made.write_bytes(pickle.dumps(make(folder)))
     return pickle.loads(made.read_bytes())
