@@ -76,13 +76,19 @@ def stamp_figures(document_pdf, placements, file):
     with its figure's page, scaled to the box."""
     writer = PdfWriter(clone_from=PdfReader(io.BytesIO(document_pdf)))
     by_form = {placement.form: placement for placement in placements}
-    forms = [(reference.get_object(), by_form[key.lstrip("/").removeprefix("FormXob.")])
-             for page in writer.pages
-             for key, reference in page.get("/Resources", {}).get("/XObject", {}).items()
-             if key.lstrip("/").removeprefix("FormXob.") in by_form]
+    forms = list(placed_forms(writer, by_form))
     for (form, placement), page in zip(forms, figure_pages([placement.figure for _, placement in forms])):
         fill_form(writer, form, placement, page)
     writer.write(file)
+
+
+def placed_forms(writer, by_form):
+    """(form XObject, its Placement) of each figure box in the document, in page order."""
+    for page in writer.pages:
+        for key, reference in page.get("/Resources", {}).get("/XObject", {}).items():
+            placement = by_form.get(key.lstrip("/").removeprefix("FormXob."))
+            if placement is not None:
+                yield reference.get_object(), placement
 
 
 def fill_form(writer, form, placement, page):
