@@ -4,7 +4,7 @@ bring (its logits against open_clip by hand: test_any_dataset), and the early ch
 import pytest
 import torch
 
-from inference import models
+from inference import checkpoints, models
 from runs.outputs import UserError
 
 TEMPLATES = ("a photo of a {c}.", "a {c} in a satellite image.")
@@ -26,7 +26,7 @@ def test_vit_b_32_files_read_as_its_state_dict(vit_b_32, file_format):
     model, files = vit_b_32
     weights = str(files[file_format])
     models.check_clip_choice("ViT-B-32", weights)
-    state_dict = models.read_clip_state_dict(weights)
+    state_dict = checkpoints.read_clip_state_dict(weights)
     expected = model.state_dict()
     assert state_dict.keys() == expected.keys()
     assert all(torch.equal(state_dict[key], value) for key, value in expected.items())

@@ -17,7 +17,7 @@ from analysis import run_analysis
 from runs import cache
 from analysis import figure_workers
 from sources import classes
-from inference import models
+from inference import checkpoints, models
 from runs import outputs
 from demo import synthetic
 from conftest import SUBSET_WNIDS, run_cli
@@ -273,10 +273,10 @@ def test_checkpoint_that_would_run_code_runs_nothing(tmp_path, capsys, demo_inpu
 
 def test_numpy_scalars_in_checkpoints_are_allowed(tmp_path):
     path = synthetic.write_debiaspl_checkpoint(tmp_path / "np.pth.tar", best_acc1=np.float64(71.5))
-    checkpoint = models.read_checkpoint(path, "DebiasPL checkpoint")
+    checkpoint = checkpoints.read_checkpoint(path, "DebiasPL checkpoint")
     assert checkpoint["best_acc1"] == 71.5 and checkpoint["epoch"] == 50
     torch.save({"dtype": np.dtype("float32"), "count": np.int64(3)}, tmp_path / "dtypes.pth")
-    assert models.read_checkpoint(tmp_path / "dtypes.pth", "file")["count"] == 3
+    assert checkpoints.read_checkpoint(tmp_path / "dtypes.pth", "file")["count"] == 3
 
 
 def test_numpy_1_era_checkpoint_is_allowed(tmp_path):
@@ -291,7 +291,7 @@ def test_numpy_1_era_checkpoint_is_allowed(tmp_path):
                 assert b"numpy._core.multiarray\nscalar" in data
                 data = data.replace(b"numpy._core.multiarray\nscalar", b"numpy.core.multiarray\nscalar")
             legacy.writestr(info.filename, data)
-    assert models.read_checkpoint(tmp_path / "legacy.pth", "file")["best_acc1"] == 71.5
+    assert checkpoints.read_checkpoint(tmp_path / "legacy.pth", "file")["best_acc1"] == 71.5
 
 
 # 3. Nothing lost, nothing stale --------------------------------------------------------------
