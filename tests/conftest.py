@@ -8,6 +8,7 @@ import hashlib
 import os
 import pickle
 import shutil
+import signal
 import sys
 from pathlib import Path
 
@@ -44,6 +45,22 @@ def figure_worker_processes():
             yield
     finally:
         figure_workers.FIGURE_PROCESSES = previous
+
+
+@contextlib.contextmanager
+def hang_guard(seconds):
+    """Fails the test when the block has not returned after `seconds` (SIGALRM; main thread on
+    Unix only): proof that a wait which should end by itself does, without timing it. A loaded
+    machine only makes the block slower, never near this deadline."""
+    def hung(signum, frame):
+        raise AssertionError(f"still waiting after {seconds} s: the wait did not end by itself")
+    previous = signal.signal(signal.SIGALRM, hung)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 def folder_digests(folder):

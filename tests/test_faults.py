@@ -21,14 +21,13 @@ import torch
 
 from inference import chunk_store, distributed, engine
 from runs import outputs
-from conftest import PROJECT_DIR, run_cli
+from conftest import PROJECT_DIR, hang_guard, run_cli
 from test_distributed import clip_arguments, command, parts
 from test_process_cleanup import GONE_WITHIN_SECONDS, INTERRUPTED, process_table, process_tree
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads processes from /proc")
 
 CHUNK = 2  # 18 images: 9 chunks of 2, enough for three interrupted jobs and a rerun
-MESSAGE_WITHIN_SECONDS = 5
 
 
 @pytest.fixture(scope="module")
@@ -80,19 +79,13 @@ def test_waiting_for_the_other_processes_chunks_has_a_deadline_naming_what_is_mi
                                             np.zeros(2), {}))
     place = distributed.Place(rank=0, world_size=2, local_world_size=2)
 
-    def hang(signum, frame):
-        raise AssertionError("the wait did not end by itself")
-    previous = signal.signal(signal.SIGALRM, hang)
-    signal.alarm(20)  # the proof that a broken deadline fails the test instead of holding it
-    try:
-        with engine.JobProgress(store, place, "test") as progress:
-            started = time.monotonic()
-            with pytest.raises(engine.ChunksMissing) as expired:
-                progress.wait_for_the_others(owners, limit=0.3)
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, previous)
-    assert 0.3 <= time.monotonic() - started < 3
+    # A broken deadline fails the test instead of holding it; the guard is far below the
+    # default wait (MIN_WAIT_SECONDS), so the wait can only have ended by `limit`.
+    with hang_guard(30), engine.JobProgress(store, place, "test") as progress:
+        started = time.monotonic()
+        with pytest.raises(engine.ChunksMissing) as expired:
+            progress.wait_for_the_others(owners, limit=0.3)
+    assert time.monotonic() - started >= 0.3
     assert expired.value.missing_by_rank == {1: [1, 3]}
     assert "and 2 chunks of process 1 (1, 3) are missing" in str(expired.value)
     # The rule without --chunk-wait: 3 x this process's slowest chunk, never under a minute.
@@ -208,9 +201,9 @@ def fault(job, run_dir, send, message=None):
     job.watch(until=lambda: len(parts(run_dir)) > known and len(ranks(job)) == 2, timeout=240)
     before, sent = part_bytes(run_dir), time.monotonic()
     send(job)
-    said = message and seconds_until(lambda: message in job.stderr(), sent, MESSAGE_WITHIN_SECONDS)
+    said = message and seconds_until(lambda: message in job.stderr(), sent, GONE_WITHIN_SECONDS)
     ranks_gone = seconds_until(lambda: not job.alive(), sent, GONE_WITHIN_SECONDS)
-    job.process.wait(timeout=60)
+    job.process.wait(timeout=GONE_WITHIN_SECONDS)
     return before, (ranks_gone, time.monotonic() - sent, said)
 
 
@@ -277,7 +270,7 @@ def test_fault_matrix_under_torchrun(demo_inputs, train_folder, reference_cache,
         gone = loser.seconds_until_all_gone(stopped)
         seconds["a second job on the folder (from its start)"] = (stopped - begun + gone, stopped - begun,
                                                                   refused[loser])
-        winner.watch(until=lambda: ranks(winner), timeout=10)
+        winner.watch(until=lambda: ranks(winner))
         holder = ranks(winner)[0]  # the winner's main process holds the lock
         assert winner.process.wait(timeout=240) == 0, winner.stderr()
     assert (f"{run_dir} is in use: another job (host {socket.gethostname()}, pid {holder}, since "
