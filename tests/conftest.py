@@ -179,9 +179,24 @@ def vit_b_32(tmp_path_factory, read_only_folders):
     return model, files
 
 
+@contextlib.contextmanager
+def keeping_torch_threads():
+    """torch's thread count as before the block: a run's --threads (or a benchmark) sets it for
+    the whole process, and no later test may inherit it. Unknown while torch is not loaded."""
+    torch = sys.modules.get("torch")
+    threads = torch and torch.get_num_threads()
+    try:
+        yield
+    finally:
+        if torch:
+            torch.set_num_threads(threads)
+
+
 def run_cli(*argv):
-    """starter.main with its exit code; raises on failure so the test shows stderr."""
-    return starter.main([str(arg) for arg in argv])
+    """starter.main, in this process, with its exit code (raises on failure so the test shows
+    stderr). In this process, since a subprocess would add an interpreter's start and imports."""
+    with keeping_torch_threads():
+        return starter.main([str(arg) for arg in argv])
 
 
 @pytest.fixture(scope="session")

@@ -11,7 +11,7 @@ import sys
 import pytest
 
 import starter
-from conftest import PROJECT_DIR
+from conftest import PROJECT_DIR, keeping_torch_threads
 from test_layout import module_files
 
 BENCHMARKS = sorted(path.name for path in (PROJECT_DIR / "benchmarks").glob("bench_*.py"))
@@ -39,14 +39,9 @@ def run_benchmark(capfd):
     """run_benchmark(script, *options): what the benchmark's main printed, its subprocesses'
     output included. torch's thread count, which a benchmark may set, is restored."""
     def run(script, *options):
-        torch = sys.modules.get("torch")
-        threads = torch and torch.get_num_threads()
         capfd.readouterr()
-        try:
+        with keeping_torch_threads():
             benchmark_module(script).main([str(option) for option in options])
-        finally:
-            if torch:
-                torch.set_num_threads(threads)
         return capfd.readouterr().out
     return run
 

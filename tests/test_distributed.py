@@ -13,9 +13,8 @@ import time
 
 import numpy as np
 import pytest
-import torch
-
 from conftest import PROJECT_DIR, run_cli
+from inference import chunk_store
 
 BATCH, CHUNK = 2, 4  # 18 images: chunks of 4, 4, 4, 4, 2; two processes take 10 and 8 images
 BAD_IMAGE = 5  # in chunk 1, the second process's first chunk
@@ -94,6 +93,23 @@ def start_and_stop(arguments, run_dir, stop_signal, parts_before=0):
     return code, process.stderr.read()
 
 
+def interrupted_in_process(arguments, after_parts=1):
+    """Run `arguments` in this process (no DataLoader worker), interrupted as by Ctrl-C once it
+    has written `after_parts` parts: the parts a stopped run leaves, without the start of a
+    process of its own. Returns the exit code."""
+    written = []
+    write = chunk_store.ChunkStore.write
+
+    def write_then_interrupt(store, chunk, part):
+        write(store, chunk, part)
+        written.append(chunk)
+        if len(written) == after_parts:
+            raise KeyboardInterrupt
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(chunk_store.ChunkStore, "write", write_then_interrupt)
+        return run_cli(*arguments, "--workers", 0)
+
+
 @pytest.fixture(scope="module")
 def folder_with_bad_image(demo_inputs, tmp_path_factory):
     """A dataset root with the demo's val images and, as its train split, the same images with
@@ -110,19 +126,15 @@ def folder_with_bad_image(demo_inputs, tmp_path_factory):
 def one_process_cache(demo_inputs, folder_with_bad_image, tmp_path_factory):
     data, _ = folder_with_bad_image
     out = tmp_path_factory.mktemp("one")
-    threads = torch.get_num_threads()
-    try:  # in this process: a subprocess would add its interpreter's start and imports
-        assert run_cli(*clip_arguments(demo_inputs, data, out, "--skip-bad-images", "--workers", 0)) == 0
-    finally:
-        torch.set_num_threads(threads)  # --threads 1 set it for this whole process
+    assert run_cli(*clip_arguments(demo_inputs, data, out, "--skip-bad-images", "--workers", 0)) == 0
     return (out / "train" / "clip" / "predictions.npz").read_bytes()
 
 
 def test_killed_run_resumes_with_two_processes_into_the_bytes_of_one(
-        demo_inputs, folder_with_bad_image, one_process_cache, tmp_path):
-    """Killed, stopped with other options, then resumed by torchrun with 2 processes: the parts
-    are reused only when they fit, and the merged cache is byte for byte the one-process run's
-    (one test, since every torchrun start costs each process its imports and model)."""
+        demo_inputs, folder_with_bad_image, one_process_cache, tmp_path, capsys):
+    """Killed, interrupted with other options, then resumed by torchrun with 2 processes: the
+    parts are reused only when they fit, and the merged cache is byte for byte the one-process
+    run's (one test, since every torchrun start costs each process its imports and model)."""
     data, bad = folder_with_bad_image
     run_dir = tmp_path / "train" / "clip"
     arguments = clip_arguments(demo_inputs, data, tmp_path, "--skip-bad-images", "--workers", 1)
@@ -131,12 +143,13 @@ def test_killed_run_resumes_with_two_processes_into_the_bytes_of_one(
     assert code == -signal.SIGKILL
     finished = {path: path.read_bytes() for path in parts(run_dir)}
     assert 1 <= len(finished) < 5
-    # Other options: the parts are not reused, and one sentence says so. SIGTERM (Slurm's
-    # preemption, `kill`) ends the run as Ctrl-C does.
-    other = clip_arguments(demo_inputs, data, tmp_path, "--skip-bad-images", "--workers", 1,
-                           "--class-names", "wordnet")
-    code, stderr = start_and_stop(other, run_dir, signal.SIGTERM, parts_before=len(finished))
-    assert code == 143 and "interrupted" in stderr
+    # Other options: the parts are not reused, and one sentence says so (SIGTERM ends a run as
+    # this interruption does: test_process_cleanup, test_faults).
+    capsys.readouterr()
+    other = clip_arguments(demo_inputs, data, tmp_path, "--skip-bad-images", "--class-names", "wordnet")
+    assert interrupted_in_process(other) == 130
+    stderr = capsys.readouterr().err
+    assert "interrupted" in stderr and len(parts(run_dir)) == len(finished) + 1
     assert (f"note: the {len(finished)} part(s) in" in stderr and 'class_names "openai"' in stderr
             and "not reused" in stderr)
     assert {path: path.read_bytes() for path in finished} == finished  # untouched

@@ -17,7 +17,6 @@ import time
 
 import numpy as np
 import pytest
-import torch
 
 from inference import chunk_store, distributed, engine
 from runs import outputs
@@ -47,11 +46,7 @@ def reference_cache(demo_inputs, train_folder, tmp_path_factory):
     """predictions.npz of an uninterrupted one-process run (in this process, without the
     interpreter's start)."""
     out = tmp_path_factory.mktemp("uninterrupted")
-    threads = torch.get_num_threads()
-    try:
-        assert run_cli(*arguments(demo_inputs, train_folder, out, "--workers", 0)) == 0
-    finally:
-        torch.set_num_threads(threads)  # --threads 1 set it for this whole process
+    assert run_cli(*arguments(demo_inputs, train_folder, out, "--workers", 0)) == 0
     return (out / "train" / "clip" / "predictions.npz").read_bytes()
 
 
@@ -121,12 +116,7 @@ def disk_full_while_writing(name_start, after_bytes=1000):
 
 
 def run_in_process(capsys, *argv):
-    threads = torch.get_num_threads()
-    try:
-        code = run_cli(*argv)
-    finally:
-        torch.set_num_threads(threads)
-    return code, capsys.readouterr()
+    return run_cli(*argv), capsys.readouterr()
 
 
 def test_a_full_disk_stops_in_one_sentence_and_the_reruns_resume(
