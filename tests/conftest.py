@@ -147,6 +147,25 @@ RUN_FILES = {"predictions.npz", "metrics.json", "centroids.json", "histogram_pre
 SUBSET_WNIDS = ["n01558993", "n01692333", "n02085620", "n02108089", "n03017168", "n04229816"]
 
 
+def torch_sees_a_cuda_gpu():
+    import torch  # here, not at collection: most tests never load torch
+    return torch.cuda.is_available()
+
+
+# Session-scoped, and listed first by the tests that take them, so that they skip before the
+# other session fixtures are made for nothing.
+@pytest.fixture(scope="session")
+def cuda_gpu():
+    if not torch_sees_a_cuda_gpu():
+        pytest.skip("needs a CUDA GPU")
+
+
+@pytest.fixture(scope="session")
+def no_cuda_gpu():
+    if torch_sees_a_cuda_gpu():
+        pytest.skip("needs a machine without CUDA")
+
+
 @pytest.fixture(scope="session")
 def demo_inputs(tmp_path_factory, read_only_folders):
     """ImageNet100-style root with 6 classes x 3 images, and both random weight files."""

@@ -10,7 +10,6 @@ import time
 
 import numpy as np
 import pytest
-import torch
 
 from demo import synthetic
 from conftest import PROJECT_DIR, run_cli
@@ -72,6 +71,7 @@ def test_a_tag_in_no_cache_stops_in_three_lines(dataset, tmp_path, offline_setti
 def test_a_tag_in_the_hugging_face_cache_runs_offline(dataset, demo_inputs, tmp_path):
     """The random RN50 weights as open_clip's hub file in a Hugging Face cache laid out as
     huggingface_hub lays it out: the tag runs with no network, and its logits are the file's."""
+    import torch
     from safetensors.torch import save_file
     snapshot = (tmp_path / "hf" / "hub" / f"models--{HUB_REPOSITORY.replace('/', '--')}"
                 / "snapshots" / "0123abcd")

@@ -2,7 +2,6 @@
 bring (its logits against open_clip by hand: test_any_dataset), and the early checks of
 --clip-model / --clip-weights. Nothing is downloaded: every model has random weights."""
 import pytest
-import torch
 
 from inference import checkpoints, models
 from runs.outputs import UserError
@@ -23,6 +22,7 @@ def assert_one_sentence(error, *fragments):
 def test_vit_b_32_files_read_as_its_state_dict(vit_b_32, file_format):
     """A training checkpoint ("module." prefixes) and a .safetensors file; the rest of the way,
     to the logits, is test_any_dataset's run of the checkpoint against open_clip by hand."""
+    import torch
     model, files = vit_b_32
     weights = str(files[file_format])
     models.check_clip_choice("ViT-B-32", weights)
@@ -61,6 +61,7 @@ def test_missing_weights_file_is_named(tmp_path):
 
 
 def test_rn50_weights_given_as_vit_b_32_name_the_differing_keys_and_shapes(tmp_path):
+    import torch
     rn50, _ = models.build_unloaded_clip("RN50", quick_gelu=True)  # only its shapes matter
     torch.save(rn50.state_dict(), tmp_path / "rn50.pt")
     with pytest.raises(UserError) as error:

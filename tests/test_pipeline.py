@@ -5,7 +5,6 @@ import json
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from runs import cache
@@ -42,6 +41,7 @@ def independent_clip_logits(weights, val_dir):
 
 def independent_debiaspl_logits(checkpoint_path, val_dir, branch):
     """torchvision's resnet50 with the branch's weights, its own transforms, 1000 -> 6 columns."""
+    import torch
     import torchvision
     from torchvision import transforms
     state_dict = torch.load(checkpoint_path, map_location="cpu", weights_only=False)["state_dict"]
@@ -104,6 +104,7 @@ def test_debiaspl_ema_branch_with_loader_workers(tmp_path, real_runs, demo_input
 def test_models_are_built_without_random_init_and_torch_init_comes_back():
     """The loaders skip the random draws their weights file overwrites (the logits tests above
     prove the loaded models right); torch.nn.init is whole again afterwards, even after an error."""
+    import torch
     drawers = {name: getattr(torch.nn.init, name) for name in ("normal_", "kaiming_uniform_", "ones_")}
     with pytest.raises(RuntimeError, match="stop"):
         with models.without_random_init():
@@ -207,6 +208,7 @@ def test_prompt_templates():
 
 def test_openai_torchscript_weights_load_like_a_state_dict(tmp_path, demo_inputs):
     import open_clip
+    import torch
     scripted = open_clip.create_model("RN50-quickgelu", jit=True)
     scripted.load_state_dict(torch.load(demo_inputs.clip_weights, weights_only=True), strict=False)
     scripted.save(str(tmp_path / "RN50.pt"))

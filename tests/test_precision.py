@@ -4,7 +4,6 @@ import shutil
 
 import numpy as np
 import pytest
-import torch
 
 from inference import distributed
 from inference import models
@@ -13,10 +12,8 @@ from conftest import run_cli
 from test_pipeline import independent_clip_logits, independent_debiaspl_logits, load_npz
 from test_robustness import assert_one_line_error
 
-CPU = torch.device("cpu")
-
-
 def test_runs_record_exact_fp32_by_default(real_runs):
+    import torch
     for model in ("clip", "debiaspl"):
         assert load_npz(real_runs / model / "predictions.npz")["meta"].item().count('"precision": "fp32"') == 1
     # What a CUDA run computes in: TF32 off for matmuls and convolutions.
@@ -34,23 +31,25 @@ def test_half_precision_on_cpu_is_one_sentence(tmp_path, demo_inputs, capsys, pr
 
 
 def test_autocast_follows_precision():
-    with models.autocast(CPU, "fp32"):
+    import torch
+    with models.autocast(torch.device("cpu"), "fp32"):
         assert not torch.is_autocast_enabled("cpu")
         assert (torch.ones(2, 2) @ torch.ones(2, 2)).dtype == torch.float32
     # The same code serves CUDA; CPU autocast stands in for it here (set_precision keeps half
     # precisions off the CPU in real runs).
     for precision, dtype in (("fp16", torch.float16), ("bf16", torch.bfloat16)):
-        with models.autocast(CPU, precision):
+        with models.autocast(torch.device("cpu"), precision):
             assert torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == dtype
 
 
 def test_half_precision_allows_tf32_and_fp32_restores_exact():
+    import torch
     cuda = torch.device("cuda")  # set_precision only sets flags; no GPU is touched
     try:
         models.set_precision(cuda, "bf16")
         assert torch.backends.cudnn.conv.fp32_precision == "tf32"
     finally:
-        models.set_precision(CPU, "fp32")
+        models.set_precision(torch.device("cpu"), "fp32")
     assert torch.backends.cudnn.conv.fp32_precision == "ieee"
 
 
@@ -78,9 +77,8 @@ def test_workers_and_threads_default_to_this_process_share_of_the_usable_cpus(mo
     assert parsed.workers is None and parsed.threads is None  # None: the process's share
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 @pytest.mark.parametrize("model", ["clip", "debiaspl"])
-def test_cuda_fp32_logits_equal_cpu_logits(tmp_path, real_runs, demo_inputs, model):
+def test_cuda_fp32_logits_equal_cpu_logits(cuda_gpu, tmp_path, real_runs, demo_inputs, model):
     """The GPU path with default options: logits within 1e-4 (relative) of the CPU run's and of
     an independent computation. Prints the difference (pytest -s) for benchmarks/RESULTS.md."""
     val_dir = demo_inputs.data / "val"

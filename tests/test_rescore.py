@@ -5,9 +5,7 @@ import json
 import shutil
 
 import numpy as np
-import open_clip
 import pytest
-import torch
 
 from runs import cache
 from conftest import SUBSET_WNIDS, run_cli
@@ -40,6 +38,8 @@ def test_the_original_prompts_give_the_original_logits(out, demo_inputs):
 
 
 def test_new_prompts_and_names_are_open_clips_on_the_cached_features(out, demo_inputs):
+    import open_clip
+    import torch
     (out / "templates.txt").write_text("\n".join(TEMPLATES) + "\n")
     (out / "names.txt").write_text("\n".join(NAMES) + "\n")
     assert run_cli("--model", "clip", "--rescore", "clip", "--templates", out / "templates.txt",

@@ -10,13 +10,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
-from torchvision.datasets import ImageFolder
 
 from analysis import run_analysis
 from runs import cache
-from analysis import figure_workers
-from sources import classes
 from inference import checkpoints, models
 from runs import outputs
 from demo import synthetic
@@ -192,6 +188,7 @@ def test_file_that_is_not_a_checkpoint(tmp_path, capsys, demo_inputs, out_with_c
 
 
 def test_checkpoint_of_another_architecture(tmp_path, capsys, demo_inputs, out_with_clip):
+    import torch
     import torchvision
     resnet18 = torchvision.models.resnet18().state_dict()
     torch.save({"state_dict": synthetic.fixmatch_state_dict(resnet18, resnet18)}, tmp_path / "r18.pth.tar")
@@ -208,6 +205,7 @@ def test_checkpoint_of_another_architecture(tmp_path, capsys, demo_inputs, out_w
 
 
 def test_clip_weights_of_another_architecture(tmp_path, capsys, demo_inputs):
+    import torch
     torch.save({"visual.conv1.weight": torch.zeros(1)}, tmp_path / "other.pt")
     args = ["--model", "clip", "--clip-weights", tmp_path / "other.pt", "--data", demo_inputs.data,
             "--out", tmp_path / "out", "--device", "cpu", "--prompts", "single"]
@@ -216,6 +214,7 @@ def test_clip_weights_of_another_architecture(tmp_path, capsys, demo_inputs):
 
 
 def test_checkpoint_without_the_requested_branch(tmp_path, capsys, demo_inputs, out_with_clip):
+    import torch
     main_only = {k: v for k, v in torch.load(demo_inputs.debiaspl_checkpoint, weights_only=True)["state_dict"].items()
                  if ".main." in k}
     torch.save({"state_dict": main_only}, tmp_path / "main-only.pth.tar")
@@ -224,8 +223,7 @@ def test_checkpoint_without_the_requested_branch(tmp_path, capsys, demo_inputs, 
     assert_one_line_error(capsys, "no 'ema' branch", "main")
 
 
-@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
-def test_cuda_without_cuda(tmp_path, capsys, demo_inputs, out_with_clip):
+def test_cuda_without_cuda(no_cuda_gpu, tmp_path, capsys, demo_inputs, out_with_clip):
     args = debiaspl_args(demo_inputs.debiaspl_checkpoint, demo_inputs.data, out_with_clip)
     args[args.index("--device") + 1] = "cuda"
     assert run_cli(*args) == 2
@@ -258,6 +256,7 @@ class CreatesFileWhenUnpickled:
 
 
 def test_checkpoint_that_would_run_code_runs_nothing(tmp_path, capsys, demo_inputs, out_with_clip):
+    import torch
     marker = tmp_path / "code-ran"
     checkpoint = torch.load(demo_inputs.debiaspl_checkpoint, weights_only=True)
     checkpoint["payload"] = CreatesFileWhenUnpickled(marker)
@@ -272,6 +271,7 @@ def test_checkpoint_that_would_run_code_runs_nothing(tmp_path, capsys, demo_inpu
 
 
 def test_numpy_scalars_in_checkpoints_are_allowed(tmp_path):
+    import torch
     path = synthetic.write_debiaspl_checkpoint(tmp_path / "np.pth.tar", best_acc1=np.float64(71.5))
     checkpoint = checkpoints.read_checkpoint(path, "DebiasPL checkpoint")
     assert checkpoint["best_acc1"] == 71.5 and checkpoint["epoch"] == 50
@@ -281,6 +281,7 @@ def test_numpy_scalars_in_checkpoints_are_allowed(tmp_path):
 
 def test_numpy_1_era_checkpoint_is_allowed(tmp_path):
     """numpy 1 pickled scalars as numpy.core.multiarray.scalar: rewrite a fresh file that way."""
+    import torch
     import zipfile
     torch.save({"best_acc1": np.float64(71.5)}, tmp_path / "new.pth")
     with zipfile.ZipFile(tmp_path / "new.pth") as new, \
@@ -308,6 +309,7 @@ def test_unwritable_output_is_one_sentence_and_leaves_no_temporary(tmp_path, rea
 
 
 def test_cache_records_what_produced_it(real_runs, demo_inputs):
+    from torchvision.datasets import ImageFolder
     for model, weights in (("clip", demo_inputs.clip_weights), ("debiaspl", demo_inputs.debiaspl_checkpoint)):
         meta = cache.load_predictions(real_runs / model / "predictions.npz").meta
         assert meta["model"] == model
