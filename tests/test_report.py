@@ -39,8 +39,10 @@ APPENDIX_TITLES = [f"Appendix {letter}" for letter in "ABCDEFG"]
 NAME, STUDENT_ID = "Grace Hopper", "31415926"
 
 
-def make_report(out, *options):
-    assert starter.main(["--report", "--out", str(out), *options]) == 0
+def make_report(out, **details):
+    """(report.pdf, report.md's text) written alone, as --report writes them; the study and the
+    explorer that the command adds are other tests' (built_report runs the command)."""
+    assert report.write_report(out, for_out(out), **details)
     return out / "report.pdf", markdown_text(out)
 
 
@@ -54,7 +56,9 @@ def built_report(tmp_path_factory, analysed_synthetic_runs):
     """(OUT, report.pdf, report.md) built once for the tests that only read them."""
     out = tmp_path_factory.mktemp("report")
     shutil.copytree(analysed_synthetic_runs, out, dirs_exist_ok=True)
-    return (out, *make_report(out, "--name", NAME, "--student-id", STUDENT_ID, "--appendix"))
+    assert starter.main(["--report", "--out", str(out), "--name", NAME, "--student-id", STUDENT_ID,
+                         "--appendix"]) == 0
+    return out, out / "report.pdf", markdown_text(out)
 
 
 def pdf_page_texts(path):
@@ -405,7 +409,7 @@ def test_outputs_of_an_older_version_name_the_command(synthetic_runs):
     for name, keys in (("metrics.json", ("top_confusions", "class_confusions")), ("centroids.json", ("centered",))):
         saved = read_json(synthetic_runs / "clip" / name)
         outputs.write_json(synthetic_runs / "clip" / name, {k: v for k, v in saved.items() if k not in keys})
-    _, markdown = make_report(synthetic_runs, "--appendix")
+    _, markdown = make_report(synthetic_runs, appendix=True)
     sections = markdown_sections(markdown)
     command = f"python starter.py --model clip --from-cache --out {synthetic_runs}"
     for title in ("Appendix B", "Additional explanations"):  # who steals from whom; centered
@@ -452,7 +456,7 @@ def test_clip_la_section_after_q2_and_its_appendix(synthetic_runs):
     assert (f"clip-la, change against clip: accuracy {free:+.4f} ({free / trained:.0%} of "
             f"DebiasPL's {trained:+.4f})") in markdown_sections(markdown)["Additional explanations"]
 
-    pdf_path, markdown = make_report(synthetic_runs, "--appendix")
+    pdf_path, markdown = make_report(synthetic_runs, appendix=True)
     titles = list(markdown_sections(markdown))
     assert titles == SECTION_TITLES + APPENDIX_TITLES + ["Appendix H"]
     assert "clip-la/pseudo_labels.png" in markdown_sections(markdown)["Appendix E"]
@@ -473,7 +477,7 @@ def test_clip_la_section_after_q2_and_its_appendix(synthetic_runs):
 def test_long_tables_split_over_pages(tmp_path):
     predictions = synthetic_predictions("clip", 0, num_classes=70, images_per_class=2)
     run_analysis.analyze(predictions, tmp_path / "clip", tmp_path)
-    pdf_path, markdown = make_report(tmp_path, "--appendix")
+    pdf_path, markdown = make_report(tmp_path, appendix=True)
     texts = pdf_page_texts(pdf_path)
     appendix = [text for text in texts if "Appendix C" in text]
     assert len(appendix) >= 2  # 70 rows do not fit one page; the header says "(continued)"
@@ -614,7 +618,7 @@ def test_runs_on_another_dataset_are_compared_apart(synthetic_runs):
     cache.save_predictions(run_dir / "predictions.npz", other)
     descriptors.write_descriptor(run_dir, other.meta)
     run_analysis.analyze(other, run_dir, synthetic_runs)
-    _, markdown = make_report(synthetic_runs, "--appendix")
+    _, markdown = make_report(synthetic_runs, appendix=True)
     assert (synthetic_runs / "comparison.png").is_file()
     assert (synthetic_runs / "comparison-resisc45-clip-ViT-B-32-openai.png").is_file()
     sections = markdown_sections(markdown)
@@ -719,10 +723,8 @@ def test_every_count_names_its_run_in_q2c_and_a_training_free_run(simulated_demo
 @pytest.mark.parametrize("name, lines", [("Ada Lovelace", 1), ("Maximiliana Alexandra Montgomery-Fairfax", 1),
                                          ("Maximiliana Alexandra Montgomery-Fairfax von Hohenzollern", 2)])
 def test_page_one_keeps_the_details_on_one_line_up_to_40_characters(synthetic_runs, name, lines):
-    # report.pdf alone (the --report command adds the study and the explorer: other tests')
-    report.write_report(synthetic_runs, for_out(synthetic_runs), name=name, student_id="1234567890",
-                        date=date(2025, 10, 8))
-    first = pdf_page_texts(synthetic_runs / "report.pdf")[0].split("\n")
+    pdf_path, _ = make_report(synthetic_runs, name=name, student_id="1234567890", date=date(2025, 10, 8))
+    first = pdf_page_texts(pdf_path)[0].split("\n")
     details = " ".join(" ".join(first[:lines]).split())
     assert details == f"Name: {name} Student ID: 1234567890 Date of submission: 2025-10-08"
     if lines == 2:  # wrapped between two fields, never inside one
