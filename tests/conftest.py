@@ -63,6 +63,25 @@ def hang_guard(seconds):
         signal.signal(signal.SIGALRM, previous)
 
 
+@contextlib.contextmanager
+def imports_of(*libraries):
+    """Yields the list of every import statement of `libraries` (or their submodules) run inside
+    the block, whether or not the module was loaded already: in this process, the proof that a
+    path never asks for them, without a fresh interpreter's start."""
+    import builtins
+    asked_for, import_anything = [], builtins.__import__
+
+    def recording_import(name, *args, **kwargs):
+        if name.partition(".")[0] in libraries:
+            asked_for.append(name)
+        return import_anything(name, *args, **kwargs)
+    builtins.__import__ = recording_import
+    try:
+        yield asked_for
+    finally:
+        builtins.__import__ = import_anything
+
+
 def folder_digests(folder):
     """{path relative to folder: (sha256 of its content, its inode and modification time)} of
     every file below it: a file written again with the same bytes counts as written too."""

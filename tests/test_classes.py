@@ -1,14 +1,13 @@
 """The shipped class tables, --class-names, and the runs that must not need open_clip or timm."""
 import json
 import shutil
-import subprocess
 import sys
 
 import numpy as np
 
 from analysis import run_analysis
 from sources import classes
-from conftest import PROJECT_DIR, SUBSET_WNIDS, run_cli
+from conftest import PROJECT_DIR, SUBSET_WNIDS, imports_of, run_cli
 
 sys.path.insert(0, str(PROJECT_DIR / "scripts"))
 import write_imagenet1k_table  # noqa: E402
@@ -83,11 +82,8 @@ def test_debiaspl_run_imports_neither_open_clip_nor_timm(tmp_path, real_runs, de
     report import no torch at all: tests/test_layout.py and the no-torch tests.)"""
     out = tmp_path / "out"
     shutil.copytree(real_runs / "clip", out / "clip")
-    script = ("import sys; sys.modules['open_clip'] = None; sys.modules['timm'] = None; import starter; "
-              "sys.exit(starter.main(['--model', 'debiaspl', '--checkpoint', sys.argv[2], '--data', "
-              "sys.argv[3], '--out', sys.argv[1], '--device', 'cpu', '--workers', '0']))")
-    result = subprocess.run([sys.executable, "-c", script, str(out), str(demo_inputs.debiaspl_checkpoint),
-                             str(demo_inputs.data)], cwd=PROJECT_DIR, capture_output=True, text=True,
-                            timeout=600)
-    assert result.returncode == 0, result.stderr
+    with imports_of("open_clip", "timm") as asked_for:
+        assert run_cli("--model", "debiaspl", "--checkpoint", demo_inputs.debiaspl_checkpoint, "--data",
+                       demo_inputs.data, "--out", out, "--device", "cpu", "--workers", 0) == 0
+    assert not asked_for
     assert (out / "debiaspl" / "predictions.npz").is_file()

@@ -1,6 +1,5 @@
 """why.json and Figure 4's test: in every run's metrics.json and terminal text; the causes of
 imbalance (concept gap, CAP's margin) where the cache keeps CLIP's features, a note where not."""
-import builtins
 import json
 
 import numpy as np
@@ -75,13 +74,13 @@ def test_histograms_mark_the_classes_clip_ca_found_mismatched(clip_out, monkeypa
     assert written and all(path.parent == clip_out / "clip-ca" for path in written)
 
 
-def test_algorithm_1_runs_on_a_brought_cache_without_any_model(tmp_path, monkeypatch):
+def test_algorithm_1_runs_on_a_brought_cache_without_any_model(tmp_path):
     """A cache brought from elsewhere, with image and text features but no weights, analysed with
     no import of torch or open_clip: why.json gives every class Algorithm 1's verdict,
     finding the planted classes (those whose text embedding points away from their images,
     test_concepts.planted_run), and the recall histogram marks them. (That the whole torch-free
     side, Algorithm 1 included, imports no torch in a fresh interpreter: test_layout.)"""
-    from conftest import run_cli
+    from conftest import imports_of, run_cli
     from test_concepts import LOGIT_SCALE, planted_run
     run = planted_run()
     wnids = np.array([f"class{k:02d}" for k in range(len(run.text_features))])
@@ -91,16 +90,8 @@ def test_algorithm_1_runs_on_a_brought_cache_without_any_model(tmp_path, monkeyp
         wnids=wnids, names=np.array([f"thing {k}" for k in range(len(wnids))]),
         meta={"model": "clip", "logit_scale": LOGIT_SCALE},
         image_features=run.image_features, text_features=run.text_features))
-    asked_for = []
-    import_anything = builtins.__import__
-
-    def recording_import(name, *args, **kwargs):  # every import statement, a module loaded or not
-        if name.partition(".")[0] in ("torch", "open_clip"):
-            asked_for.append(name)
-        return import_anything(name, *args, **kwargs)
-    monkeypatch.setattr(builtins, "__import__", recording_import)
-    assert run_cli("--model", "clip", "--from-cache", "--run-name", "brought", "--out", tmp_path) == 0
-    monkeypatch.undo()
+    with imports_of("torch", "open_clip") as asked_for:
+        assert run_cli("--model", "clip", "--from-cache", "--run-name", "brought", "--out", tmp_path) == 0
     assert not asked_for, "a model library was imported"
     mismatch = read(tmp_path / "brought" / "why.json")["concepts"]["mismatch"]
     planted = sorted(wnids[run.planted].tolist())
