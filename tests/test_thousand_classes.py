@@ -3,7 +3,6 @@ the histograms name the classes at each end in two panels below, no axis has mor
 than fit, and the report's pages render. On a SIMULATED cache of 5,000 images x 1,000 classes
 (benchmarks/bench_large_cache.py's, the figures' data at full width)."""
 import json
-import sys
 
 import pypdf
 import pytest
@@ -12,11 +11,9 @@ import plotting
 import report
 from cli.commands import for_out
 from analysis import run_analysis
-from conftest import PROJECT_DIR, run_cli
+from conftest import run_cli
+from test_benchmarks import benchmark_module
 from test_report import assert_pages_have_ink, pdf_page_texts
-
-sys.path.insert(0, str(PROJECT_DIR / "benchmarks"))
-from bench_large_cache import write_simulated_cache  # noqa: E402
 
 pytestmark = pytest.mark.slow
 NUM_CLASSES, NUM_IMAGES = 1000, 5000
@@ -30,7 +27,8 @@ RANK_LABELS = ["1", *(str(rank) for rank in range(100, NUM_CLASSES + 1, 100))]
 def thousand_classes(tmp_path_factory, read_only_folders):
     """(OUT after `--model clip --from-cache` and the report, {PNG path: the Figure drawn})."""
     out = tmp_path_factory.mktemp("thousand-classes")
-    write_simulated_cache(out / "clip" / "predictions.npz", NUM_IMAGES, NUM_CLASSES, seed=0)
+    benchmark_module("bench_large_cache.py").write_simulated_cache(
+        out / "clip" / "predictions.npz", NUM_IMAGES, NUM_CLASSES, seed=0)
     drawn = {}
     with pytest.MonkeyPatch.context() as monkeypatch:
         write_figures = run_analysis.write_figures
