@@ -304,7 +304,8 @@ def analyze(predictions, run_dir, out_dir):
                                         predictions.wnids, predictions.names, summary["order"], model)
     cosines = why.centroid_cosines(metrics.group_means(passed.group_sums["by_predicted"],
                                                        passed.confusion.sum(axis=0)))
-    diagnosis = why.diagnose(predictions, passed.predicted, passed.confidence, cosines, summary)
+    diagnosis, detection = why.diagnose(predictions, passed.predicted, passed.confidence, cosines,
+                                        summary)
     summary["figure4_claim"] = diagnosis["figure4"]
     tables = explorer_tables(passed.predicted, predictions.labels, passed.confidence,
                              passed.confusion, cosines, predictions.paths, NEIGHBOR_COUNT)
@@ -318,6 +319,8 @@ def analyze(predictions, run_dir, out_dir):
     write_json(run_dir / "centroids.json", centroids)
     write_json(run_dir / "pseudo_labels.json", selection)
     write_json(run_dir / why.WHY_FILE, diagnosis)
+    if detection:
+        why.save_detection(run_dir / why.DETECTION_FILE, *detection)
     write_tables(run_dir / TABLES_FILE, tables)
     write_figures(figures)
     return summary, centroids, selection

@@ -14,19 +14,23 @@
 numpy and scipy.special only (through concepts.py), like the rest of the analysis.
 """
 import functools
+import zipfile
 from pathlib import Path
 
 import numpy as np
 
 from analysis import concepts
 import metrics
-from runs.outputs import none_if_nan, read_json
+from runs.outputs import none_if_nan, read_json, write_atomic
 from runs.descriptors import default_run_name
 from runs.kinds import CONCEPT_ALIGNED_MODEL, ZERO_SHOT_CLIP, nature_of
 
 GAP_LISTED = 10  # classes listed with the widest concept gap
 WHY_FILE = "why.json"
 ALIGNMENT_FILE = "alignment.json"  # clip-ca's: the mismatched classes and their new names
+# Algorithm 1's detection behind why.json's verdict, with the digest of its inputs: clip-ca reuses
+# it instead of clustering the same features again (tens of seconds at ImageNet100's size).
+DETECTION_FILE = "algorithm1.npz"
 
 
 def claim_json(claim):
@@ -121,26 +125,65 @@ def margin_pairs(predictions, predicted, confidence, prototypes, top_confusions)
 
 
 def diagnose(predictions, predicted, confidence, cosines, summary):
-    """why.json's content for one run (`predicted`, `confidence` [N] from the analysis's pass,
-    `cosines` its centroid_cosines)."""
+    """(why.json's content for one run, (Algorithm 1's detection, its digest) or None without
+    features) (`predicted`, `confidence` [N] from the analysis's pass, `cosines` its
+    centroid_cosines)."""
     counts = np.array([entry["predicted_count"] for entry in summary["classes"]])
     why = {"model": summary["model"], "figure4": figure4_tests(counts, cosines)}
     if predictions.image_features is None:
         why["concepts"] = None  # the logits alone cannot tell: see concept_note
-        return why
+        return why, None
     gaps, prototypes = concept_gaps(predictions, predicted)
+    detection, digest, _ = detect(predictions, predicted, confidence)
     why["concepts"] = {"gap": gaps, "margin": margin_pairs(predictions, predicted, confidence,
                                                            prototypes, summary["top_confusions"]),
-                       "mismatch": mismatch_verdicts(predictions, predicted, confidence)}
-    return why
+                       "mismatch": mismatch_verdicts(predictions, detection)}
+    return why, (detection, digest)
 
 
-def mismatch_verdicts(predictions, predicted, confidence, seed=0):
-    """Algorithm 1 on the run's features: its settings, the mismatched classes (fewest
-    predictions first) and every class's verdict (left unmatched, mismatched)."""
-    detection = concepts.detect_mismatched_classes(
+def detect(predictions, predicted, confidence, seed=0, max_images=concepts.MAX_DETECTION_IMAGES,
+           saved=None):
+    """(Algorithm 1's detection on the run's features, the digest of its inputs, whether it was
+    read): the one saved in the file `saved` (a DETECTION_FILE) when that was made from the same
+    inputs, else made now."""
+    digest = concepts.detection_digest(predictions.image_features, predictions.text_features,
+                                       predicted, confidence, random_state=seed, max_images=max_images)
+    detection = saved_detection(saved, digest) if saved else None
+    if detection is not None:
+        return detection, digest, True
+    return concepts.detect_mismatched_classes(
         predictions.image_features, predictions.text_features, predicted, confidence,
-        random_state=seed)
+        random_state=seed, max_images=max_images), digest, False
+
+
+def save_detection(path, detection, digest):
+    """Write the detection and the digest of its inputs to `path` (npz), atomically."""
+    arrays = {field: np.asarray(value) for field, value in vars(detection).items()}
+    write_atomic(path, lambda file: np.savez(file, digest=np.array(digest), **arrays))
+
+
+def saved_detection(path, digest):
+    """The MismatchDetection saved at `path` from the inputs `digest` names; None when there is
+    none, it cannot be read, or it was made from other inputs (or by other code)."""
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            arrays = dict(archive)
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile):
+        return None
+    if str(arrays.pop("digest", "")) != digest:
+        return None
+    try:
+        detection = concepts.MismatchDetection(**arrays)
+    except TypeError:  # fields of another version
+        return None
+    detection.num_images_used, detection.sampled = int(detection.num_images_used), bool(detection.sampled)
+    return detection
+
+
+def mismatch_verdicts(predictions, detection, seed=0):
+    """Algorithm 1's detection on the run's features as why.json says it: its settings, the
+    mismatched classes (fewest predictions first) and every class's verdict (left unmatched,
+    mismatched)."""
     remaining = set(detection.remaining_classes.tolist())
     mismatched = set(detection.mismatched.tolist())
     entry = functools.partial(class_entry, predictions.wnids, predictions.names)

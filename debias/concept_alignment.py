@@ -2,7 +2,8 @@
 Appendix B.3, with WordNet's synonyms in place of CAP's LLM descriptions).
 
 Algorithm 1 (concepts.detect_mismatched_classes) finds the classes whose text embedding misses
-their images in clip's cached image features. For each, every alternative name (the wnid's
+their images in clip's cached image features (the source run's analysis made it already when
+its algorithm1.npz is of the same features and settings: then it is read, not made again). For each, every alternative name (the wnid's
 WordNet lemmas from imagenet1k.tsv, and its current name) is embedded by CLIP's text encoder with
 clip's own prompts, and the one that best matches a K-means centre of the images Algorithm 1 left
 replaces the class's text embedding. The logits are then recomputed from the cached image
@@ -71,9 +72,12 @@ def align_clip_concepts(settings, out_dir, run_dir, embed=None):
         raise MissingFeatures(source, clip.meta["model"], f"--model {CONCEPT_ALIGNED_MODEL}",
                               Path(out_dir) / source / "predictions.npz")
     predicted, confidence = concepts.pseudo_labels_and_confidence(clip.logits)
-    detection = concepts.detect_mismatched_classes(
-        clip.image_features, clip.text_features, predicted, confidence,
-        random_state=alignment.seed, max_images=alignment.max_images or concepts.MAX_DETECTION_IMAGES)
+    saved = Path(out_dir) / source / why.DETECTION_FILE  # the source run's analysis's, if the same
+    detection, _, reused = why.detect(clip, predicted, confidence, alignment.seed,
+                                      alignment.max_images or concepts.MAX_DETECTION_IMAGES, saved)
+    if reused:
+        print(f"Algorithm 1: the detection of {source}'s analysis ({saved}), made from the same "
+              "features and settings")
     if detection.sampled:
         print(f"note: Algorithm 1 ran on a seeded sample of {detection.num_images_used} of the "
               f"{len(clip.labels)} images (--ca-max-images).", file=sys.stderr)

@@ -11,11 +11,11 @@ import pytest
 
 from runs import cache
 import metrics
-from analysis import concepts
+from analysis import concepts, run_analysis, why
 from demo import simulation
 from cli.commands import for_out
 from cli.messages import explain
-from debias.settings import DerivedRunSettings
+from debias.settings import ConceptAlignmentSettings, DerivedRunSettings
 from runs.errors import MissingFeatures
 from inference.config import ExecutionSettings
 from debias.concept_alignment import align_clip_concepts, alternative_names
@@ -94,20 +94,67 @@ def test_planted_mismatch_is_renamed_and_its_recall_restored(planted_clip):
     assert aligned.names.tolist() == clip.names.tolist()
 
 
-@pytest.mark.slow
-def test_the_demos_planted_mismatches_are_found_renamed_and_their_recall_raised(tmp_path):
-    """Algorithm 1 as clip-ca runs it on the demo's SIMULATED clip (5,000 x 1,024, the costliest
-    test here: ~25 s), with the simulation's stand-in for CLIP's text encoder."""
-    clip = simulation.simulated_predictions()["clip"]
-    cache.save_predictions(tmp_path / "clip" / "predictions.npz", clip)
-    write_reference_metrics(tmp_path / "clip", clip)
+def test_the_demos_planted_mismatches_are_found_renamed_and_their_recall_raised(simulated_demo, tmp_path,
+                                                                             capsys):
+    """clip-ca on the demo's SIMULATED clip (5,000 x 1,024), with the simulation's stand-in for
+    CLIP's text encoder: Algorithm 1's detection is the one the clip run's analysis saved, since
+    it was made from the same features and settings (its clusterings cost ~15 s here)."""
+    shutil.copytree(simulated_demo / "clip", tmp_path / "clip")
+    clip = cache.load_predictions(tmp_path / "clip" / "predictions.npz")
     aligned = align_clip_concepts(options(tmp_path), tmp_path, tmp_path / "clip-ca")
+    assert "Algorithm 1: the detection of clip's analysis" in capsys.readouterr().out
     alignment = json.loads((tmp_path / "clip-ca" / "alignment.json").read_text())
     assert sorted(entry["wnid"] for entry in alignment["mismatched"]) == sorted(simulation.PLANTED_MISMATCHES)
     assert all(entry["renamed"] for entry in alignment["mismatched"])
     planted = np.flatnonzero(np.isin(clip.wnids, simulation.PLANTED_MISMATCHES))
     assert max(recall_of(clip, index) for index in planted) == 0
     assert min(recall_of(aligned, index) for index in planted) > 0.5
+
+
+def detections_made(monkeypatch):
+    """The list that each Algorithm 1 run from now on appends to."""
+    made, detect = [], concepts.detect_mismatched_classes
+    monkeypatch.setattr(concepts, "detect_mismatched_classes",
+                        lambda *args, **options: made.append(options) or detect(*args, **options))
+    return made
+
+
+def test_the_analysis_s_detection_is_reused_only_for_the_same_features_and_settings(
+        planted_clip, monkeypatch, capsys):
+    out, directions = planted_clip
+    clip = cache.load_predictions(out / "clip" / "predictions.npz")
+    predicted, confidence = concepts.pseudo_labels_and_confidence(clip.logits)
+    saved = out / "clip" / why.DETECTION_FILE
+    made = detections_made(monkeypatch)
+    run_analysis.analyze(clip, out / "clip", out)  # writes why.json and the detection beside it
+    assert len(made) == 1 and saved.is_file()
+    verdict = json.loads((out / "clip" / why.WHY_FILE).read_text())["concepts"]["mismatch"]
+    assert [entry["wnid"] for entry in verdict["mismatched"]] == [SUBSET_WNIDS[PLANTED]]
+
+    def embed(names):
+        return np.array([directions[-1] if index == 0 else directions[PLANTED] for index in range(len(names))])
+    align_clip_concepts(options(out), out, out / "clip-ca", embed)
+    assert len(made) == 1 and "Algorithm 1: the detection of clip's analysis" in capsys.readouterr().out
+    reused = json.loads((out / "clip-ca" / "alignment.json").read_text())
+    # Another seed, or features changed since the analysis: made anew, and the same as without a file.
+    other_seed = dataclasses.replace(options(out), concept_alignment=ConceptAlignmentSettings(seed=1))
+    align_clip_concepts(other_seed, out, out / "clip-ca-seed-1", embed)
+    assert len(made) == 2 and made[-1]["random_state"] == 1
+    assert "Algorithm 1: the detection" not in capsys.readouterr().out
+    changed = np.array(clip.image_features)
+    changed[0, 0] += 1e-3
+    cache.save_predictions(out / "clip" / "predictions.npz", dataclasses.replace(clip, image_features=changed))
+    align_clip_concepts(options(out), out, out / "clip-ca", embed)
+    assert len(made) == 3 and "Algorithm 1: the detection" not in capsys.readouterr().out
+    # A file that cannot be read is made anew too; what is reused is what would have been made.
+    saved.write_bytes(b"not an npz")
+    cache.save_predictions(out / "clip" / "predictions.npz", clip)
+    align_clip_concepts(options(out), out, out / "clip-ca", embed)
+    assert len(made) == 4
+    assert json.loads((out / "clip-ca" / "alignment.json").read_text()) == reused
+    fresh = concepts.detect_mismatched_classes(clip.image_features, clip.text_features, predicted, confidence)
+    assert [entry["wnid"] for entry in reused["mismatched"]] == clip.wnids[fresh.mismatched].tolist()
+    assert reused["remaining_classes"] == clip.wnids[fresh.remaining_classes].tolist()
 
 
 def test_a_cache_without_features_says_so(planted_clip):
