@@ -117,11 +117,16 @@ def write_figures(figures):
     `if __name__ == "__main__"`) leaves its figures to this process."""
     global _figure_processes_failed
     pool = start_figure_processes() if len(figures) > 1 else None
-    if pool is None:
+    try:
+        futures = pool and [pool.submit(write_figure, path, figure) for path, figure in figures.items()]
+    except BrokenProcessPool:  # a worker died before these were given: none of them was taken
+        _figure_processes_failed = True
+        stop_figure_processes()
+        futures = None
+    if not futures:
         for path, figure in figures.items():
             write_figure(path, figure)
         return
-    futures = [pool.submit(write_figure, path, figure) for path, figure in figures.items()]
     try:
         wait(futures)
     except BaseException:  # Ctrl-C: the figures in progress are finished, whole

@@ -3,6 +3,7 @@ when rendering is interrupted, and this process taking over when a worker dies."
 import multiprocessing
 import os
 import shutil
+from concurrent.futures.process import BrokenProcessPool
 
 import pytest
 from matplotlib.figure import Figure
@@ -98,6 +99,23 @@ def test_a_dead_worker_leaves_its_figure_to_this_process(tmp_path, figure_proces
     killer = WorkerKillingFigure(figsize=(3, 2))
     killer.add_subplot().plot([0, 1])
     figures = {tmp_path / "killer.png": killer, tmp_path / "plain.png": small_figure("plain")}
+    figure_workers.write_figures(figures)
+    for path in figures:
+        assert path.read_bytes().startswith(b"\x89PNG\r\n")
+    assert figure_workers.start_figure_processes() is None  # later figures are rendered here
+
+
+def worker_that_cannot_start(*args):
+    raise ImportError("as a worker spawned for a script without `if __name__ == '__main__'`")
+
+
+@needs_two_cpus
+def test_workers_that_cannot_start_leave_the_figures_to_this_process(tmp_path, monkeypatch,
+                                                                      figure_processes):
+    monkeypatch.setattr(figure_workers, "_prepare_figure_process", worker_that_cannot_start)
+    probe = figure_workers.start_figure_processes().submit(int)
+    assert isinstance(probe.exception(timeout=60), BrokenProcessPool)  # before the figures are given
+    figures = {tmp_path / f"{label}.png": small_figure(label) for label in ("a", "b")}
     figure_workers.write_figures(figures)
     for path in figures:
         assert path.read_bytes().startswith(b"\x89PNG\r\n")
