@@ -40,6 +40,19 @@ def run_command(processes, arguments):
                           cwd=PROJECT_DIR)
 
 
+def run_commands_in_one_job(processes, runs):
+    """(the finished torchrun job of `processes` processes that made the runs, each run's
+    argument list, one after another (tests/torchrun_commands.py), the main process's output of
+    each run)."""
+    import json
+    from torchrun_commands import END_OF_RUN
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={processes}"]
+    job = subprocess.run([*launcher, str(PROJECT_DIR / "tests" / "torchrun_commands.py"),
+                          json.dumps([[str(argument) for argument in run] for run in runs])],
+                         capture_output=True, text=True, timeout=600, cwd=PROJECT_DIR)
+    return job, job.stdout.split(END_OF_RUN)[:len(runs)]
+
+
 def descendants(pid):
     """Every process below pid, from /proc."""
     children = {}

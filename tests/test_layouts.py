@@ -10,13 +10,14 @@ import pytest
 
 from demo import layouts, synthetic
 from conftest import run_cli
-from test_distributed import interrupted_in_process, parts, run_command
+from test_distributed import interrupted_in_process, parts, run_commands_in_one_job
 
 CLASS_FOLDERS = ["annual_crop", "forest", "river"]
 CLASS_NAMES = ["annual crop land", "forest", "river"]
 TEMPLATES = ["a satellite photo of {c}.", "an aerial view of {c}."]
 SHARD_SIZES = (7, 5, 9)
 BATCH, CHUNK = 2, 4
+RESUMED_LAYOUTS = ["shards", "parquet", "flat"]  # resumed under torchrun: the folder's is test_distributed's
 
 
 def write_dataset_files(folder, names=True):
@@ -141,23 +142,34 @@ def test_a_corrupt_member_is_skipped_or_named(corrupt_shards, weights, tmp_path,
     assert f'"skipped": ["0.tar/{member}"]' in str(cache["meta"])
 
 
+@pytest.fixture(scope="module")
+def resumed_in_one_job(datasets, weights, tmp_path_factory):
+    """{layout: (run folder, parts it had, the main process's output)} of each layout's run,
+    interrupted after its first part, then resumed by torchrun with 2 processes (gloo), the three
+    resumes in one job (run_commands_in_one_job)."""
+    out = tmp_path_factory.mktemp("resumed")
+    runs, finished = {}, {}
+    for layout in RESUMED_LAYOUTS:
+        data, extra = datasets[layout]
+        argv = arguments(weights, data, out, layout, *extra)
+        assert interrupted_in_process(argv) == 130
+        finished[layout] = len(parts(out / "test" / layout))
+        runs[layout] = [*argv, "--workers", 1]
+    job, printed = run_commands_in_one_job(2, list(runs.values()))
+    assert job.returncode == 0, job.stderr
+    return {layout: (out / "test" / layout, finished[layout], output)
+            for layout, output in zip(runs, printed)}
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("layout", ["shards", "parquet", "flat"])
-def test_killed_then_two_processes_give_the_folders_logits(one_process_runs, datasets, weights,
-                                                           layout, tmp_path):
-    """Interrupted after its first part, then resumed by torchrun with 2 processes (gloo): the
-    logits of the folder's one-process run, byte for byte (a SIGKILLed run's parts resume alike:
-    test_distributed)."""
-    data, extra = datasets[layout]
-    run_dir = tmp_path / "test" / layout
-    argv = arguments(weights, data, tmp_path, layout, *extra)
-    assert interrupted_in_process(argv) == 130
-    finished = len(parts(run_dir))
+@pytest.mark.parametrize("layout", RESUMED_LAYOUTS)
+def test_interrupted_then_two_processes_give_the_folders_logits(resumed_in_one_job, one_process_runs,
+                                                                layout):
+    """The logits of the folder's one-process run, byte for byte (a SIGKILLed run's parts resume
+    alike: test_distributed)."""
+    run_dir, finished, printed = resumed_in_one_job[layout]
     assert finished == 1
-    argv += ["--workers", 1]
-    result = run_command(2, argv)
-    assert result.returncode == 0, result.stderr
-    assert f"inference: {21 - CHUNK * finished} images" in result.stdout and "(2 processes)" in result.stdout
+    assert f"inference: {21 - CHUNK * finished} images" in printed and "(2 processes)" in printed
     folder = cache_of(one_process_runs / "test" / "folder")
     assert cache_of(run_dir)["logits"].tobytes() == folder["logits"].tobytes()
 
