@@ -177,6 +177,7 @@ def test_cli_renames_with_clips_text_encoder_on_a_real_clip_cache(real_runs, tmp
     the class left unmatched is called mismatched here, and its last alternative name chosen
     (Appendix B.3's choice is test_concepts'), for the renaming to be seen."""
     shutil.copytree(real_runs / "clip", tmp_path / "clip")
+    (tmp_path / "clip" / why.DETECTION_FILE).unlink()  # else the analysis's detection is read
     detect = concepts.detect_mismatched_classes
 
     def remaining_called_mismatched(*args, **kwargs):
