@@ -128,6 +128,11 @@ def pytest_collection_modifyitems(items):
     for item in items:
         if SLOW_FIXTURES & set(item.fixturenames):
             item.add_marker(pytest.mark.slow)
+    # The files with slow tests first: pytest-xdist hands out whole files in this order, so that
+    # the quick ones come last and fill the gaps, and no worker is left alone with a slow file at
+    # the end (sorted is stable: a file's tests keep their order, and the files theirs otherwise).
+    slow_files = {item.path for item in items if item.get_closest_marker("slow")}
+    items[:] = sorted(items, key=lambda item: item.path not in slow_files)
 
 
 def made_once(tmp_path_factory, name, make):

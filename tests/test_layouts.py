@@ -1,5 +1,5 @@
-"""The same tiny dataset as an ImageFolder tree, as webdataset shards (3 uneven shards of 7, 5
-and 9 samples, CLIP_benchmark's export), as Hugging Face parquet (2 files of several row groups)
+"""The same tiny dataset as an ImageFolder tree, as webdataset shards (3 uneven shards of 4, 3
+and 5 samples, CLIP_benchmark's export), as Hugging Face parquet (2 files of several row groups)
 and as a flat folder with Kaggle's labels CSV: every layout gives the folder's logits byte for
 byte, in one process and (slow) in two under torchrun after an interruption; a corrupt shard
 member is skipped or named as an unreadable file is."""
@@ -15,7 +15,9 @@ from test_distributed import interrupted_in_process, parts, run_commands_in_one_
 CLASS_FOLDERS = ["annual_crop", "forest", "river"]
 CLASS_NAMES = ["annual crop land", "forest", "river"]
 TEMPLATES = ["a satellite photo of {c}.", "an aerial view of {c}."]
-SHARD_SIZES = (7, 5, 9)
+IMAGES_PER_CLASS = 4
+IMAGES = len(CLASS_FOLDERS) * IMAGES_PER_CLASS
+SHARD_SIZES = (4, 3, 5)  # uneven, IMAGES in all
 BATCH, CHUNK = 2, 4
 RESUMED_LAYOUTS = ["shards", "parquet", "flat"]  # resumed under torchrun: the folder's is test_distributed's
 
@@ -32,10 +34,11 @@ def datasets(tmp_path_factory):
     """{layout: (--data, extra options)} of the one dataset written in the four layouts; the
     parquet copy is named by its metadata, the others by classnames.txt."""
     root = tmp_path_factory.mktemp("layouts")
-    synthetic.write_image_folder(root / "folder" / "test", CLASS_FOLDERS, images_per_class=7, seed=3)
+    synthetic.write_image_folder(root / "folder" / "test", CLASS_FOLDERS, images_per_class=IMAGES_PER_CLASS,
+                                 seed=3)
     samples = layouts.folder_samples(root / "folder" / "test")
     layouts.write_shards(samples, root / "shards" / "test", SHARD_SIZES)
-    layouts.write_parquet(samples, root / "parquet" / "data", "test", files=2, row_group_size=4,
+    layouts.write_parquet(samples, root / "parquet" / "data", "test", files=2, row_group_size=2,
                           class_names=CLASS_NAMES)
     layouts.write_flat(samples, root / "flat" / "images", root / "flat" / "LOC_val_solution.csv")
     for folder in (root / "folder", root / "shards", root / "flat" / "images"):
@@ -80,7 +83,7 @@ def test_every_layout_gives_the_folders_logits(one_process_runs, layout):
     assert other["labels"].tolist() == folder["labels"].tolist()
     assert other["names"].tolist() == CLASS_NAMES
     meta = str(other["meta"])
-    assert f'"layout": "{layout}"' in meta and '"image_files": 21' in meta
+    assert f'"layout": "{layout}"' in meta and f'"image_files": {IMAGES}' in meta
 
 
 def test_the_cache_records_the_index(one_process_runs, datasets):
@@ -138,7 +141,7 @@ def test_a_corrupt_member_is_skipped_or_named(corrupt_shards, weights, tmp_path,
                                      "--skip-bad-images")) == 0
     assert f"skipped unreadable image {named}" in capsys.readouterr().err
     cache = cache_of(tmp_path / "test" / "bad")
-    assert len(cache["logits"]) == 20 and f"0.tar/{member}" not in cache["paths"].tolist()
+    assert len(cache["logits"]) == IMAGES - 1 and f"0.tar/{member}" not in cache["paths"].tolist()
     assert f'"skipped": ["0.tar/{member}"]' in str(cache["meta"])
 
 
@@ -169,7 +172,7 @@ def test_interrupted_then_two_processes_give_the_folders_logits(resumed_in_one_j
     alike: test_distributed)."""
     run_dir, finished, printed = resumed_in_one_job[layout]
     assert finished == 1
-    assert f"inference: {21 - CHUNK * finished} images" in printed and "(2 processes)" in printed
+    assert f"inference: {IMAGES - CHUNK * finished} images" in printed and "(2 processes)" in printed
     folder = cache_of(one_process_runs / "test" / "folder")
     assert cache_of(run_dir)["logits"].tobytes() == folder["logits"].tobytes()
 
