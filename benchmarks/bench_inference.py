@@ -319,8 +319,8 @@ def timed_command(argv):
         timer.wrap(owner, name, label)
     original_compute_chunks = engine.compute_chunks
 
-    def compute_chunks(*arguments):
-        loop["start"] = time.perf_counter()
+    def compute_chunks(*arguments):  # called more than once (its chunks, then none left): the first counts
+        loop.setdefault("start", time.perf_counter())
         return original_compute_chunks(*arguments)
 
     engine.compute_chunks = compute_chunks
