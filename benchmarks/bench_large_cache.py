@@ -125,16 +125,20 @@ def descendants(pid):
 def measure(arguments, cwd):
     """(seconds, peak RssAnon of the process in GB, peak of it and its descendants in GB)."""
     start = time.perf_counter()
-    process = subprocess.Popen([sys.executable, *arguments], cwd=cwd, stdout=subprocess.PIPE,
-                               stderr=subprocess.STDOUT, text=True)
-    own_peak = tree_peak = 0
-    while process.poll() is None:
-        own = anonymous_kb(process.pid)
-        own_peak = max(own_peak, own)
-        tree_peak = max(tree_peak, own + sum(anonymous_kb(child) for child in descendants(process.pid)))
-        time.sleep(SAMPLE_SECONDS)
-    seconds = time.perf_counter() - start
-    output = process.stdout.read()
+    # Its output goes to a file: into a pipe nobody reads while sampling, a command that prints
+    # more than the pipe holds (64 KB: progress bars) would block, and this loop wait forever.
+    with tempfile.TemporaryFile("w+") as printed:
+        process = subprocess.Popen([sys.executable, *arguments], cwd=cwd, stdout=printed,
+                                   stderr=subprocess.STDOUT, text=True)
+        own_peak = tree_peak = 0
+        while process.poll() is None:
+            own = anonymous_kb(process.pid)
+            own_peak = max(own_peak, own)
+            tree_peak = max(tree_peak, own + sum(anonymous_kb(child) for child in descendants(process.pid)))
+            time.sleep(SAMPLE_SECONDS)
+        seconds = time.perf_counter() - start
+        printed.seek(0)
+        output = printed.read()
     if process.returncode != 0:
         raise RuntimeError(f"{' '.join(arguments)} exited with {process.returncode}:\n{output}")
     return seconds, own_peak / 2 ** 20, tree_peak / 2 ** 20

@@ -11,7 +11,7 @@ import sys
 import pytest
 
 import starter
-from conftest import PROJECT_DIR, keeping_torch_threads
+from conftest import PROJECT_DIR, hang_guard, keeping_torch_threads
 from test_layout import module_files
 
 BENCHMARKS = sorted(path.name for path in (PROJECT_DIR / "benchmarks").glob("bench_*.py"))
@@ -154,6 +154,13 @@ def test_large_cache_benchmark_runs(run_benchmark):
     for command in ("clip --from-cache", "clip-pm"):
         assert sum(line.startswith(command) and " GB " in line for line in printed.splitlines()) == 1
     assert "\nclip-la " not in printed and "\nreport " not in printed
+
+
+def test_a_measured_command_may_print_more_than_a_pipe_holds(tmp_path):
+    measure = benchmark_module("bench_large_cache.py").measure
+    with hang_guard(120):  # a pipe that nobody read filled at 64 KB, and the command waited forever
+        seconds, _, _ = measure(["-c", "print('x' * 300_000)"], tmp_path)
+    assert seconds > 0
 
 
 @pytest.mark.slow
