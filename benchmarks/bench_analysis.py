@@ -37,7 +37,7 @@ import plotting  # noqa: E402
 from analysis import pseudo_labels  # noqa: E402
 import starter  # noqa: E402
 from demo import synthetic  # noqa: E402
-from timing import StageTimer  # noqa: E402
+from timing import COMMAND_DEADLINE_SECONDS, StageTimer  # noqa: E402
 
 BUDGET_SECONDS = {100: 5.0, 1000: 30.0}
 # Spread of the per-class logit offset: clip's pseudo-labels are strongly imbalanced, DebiasPL's
@@ -130,7 +130,8 @@ def timed_main(out, model):
 
 def time_command(*arguments):
     start = time.perf_counter()
-    subprocess.run([sys.executable, *arguments], check=True, capture_output=True, cwd=PROJECT_DIR)
+    subprocess.run([sys.executable, *arguments], check=True, capture_output=True, cwd=PROJECT_DIR,
+                   timeout=COMMAND_DEADLINE_SECONDS)
     return time.perf_counter() - start
 
 

@@ -36,6 +36,7 @@ from inference import distributed  # noqa: E402
 from bench_inference import cpu_model, write_photo_like_class  # noqa: E402
 from inference.chunk_store import ChunkStore, Part  # noqa: E402
 from inference.config import DEFAULT_CHUNK_IMAGES  # noqa: E402
+from timing import COMMAND_DEADLINE_SECONDS  # noqa: E402
 
 IMAGENET_TRAIN_IMAGES = 1_281_167
 RATE_LINE = re.compile(r"inference: (\d+) images in ([\d.]+) s, ([\d.]+) images/s in all, ([\d.]+) per process")
@@ -97,7 +98,7 @@ def benchmark_processes(args, scratch):
                    "--chunk-size", str(args.chunk_size),
                    "--workers", str(args.workers), "--threads", str(args.threads)]
         result = subprocess.run(command, capture_output=True, text=True, cwd=PROJECT_DIR,
-                                env={**os.environ, "TQDM_DISABLE": "1"})
+                                env={**os.environ, "TQDM_DISABLE": "1"}, timeout=COMMAND_DEADLINE_SECONDS)
         if result.returncode != 0:
             raise RuntimeError(result.stderr)
         images, seconds, total, per_process = RATE_LINE.search(result.stdout).groups()
@@ -146,7 +147,7 @@ def benchmark_merge(args, scratch):
     peak = [0]
     sampler = threading.Thread(target=peak_anonymous_memory, args=(process, peak))
     sampler.start()
-    output, _ = process.communicate()
+    output, _ = process.communicate(timeout=COMMAND_DEADLINE_SECONDS)
     sampler.join()
     if process.returncode != 0:
         raise RuntimeError("the merge failed")

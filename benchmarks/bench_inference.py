@@ -47,7 +47,7 @@ from inference import models  # noqa: E402
 import starter  # noqa: E402
 from cli import settings  # noqa: E402
 from demo import synthetic  # noqa: E402
-from timing import StageTimer  # noqa: E402
+from timing import COMMAND_DEADLINE_SECONDS, StageTimer  # noqa: E402
 
 # ImageNet validation images come in these sizes (most are 500 x 375 or 375 x 500).
 IMAGE_SIZES = ((500, 375), (375, 500), (500, 333), (500, 500), (640, 480), (800, 600))
@@ -355,7 +355,7 @@ def benchmark_commands(files, args, scratch):
         start = time.perf_counter()
         result = subprocess.run([sys.executable, __file__, "--command-phases",
                                  json.dumps(run_arguments(model_name, files, args, out))],
-                                check=True, capture_output=True, text=True)
+                                check=True, capture_output=True, text=True, timeout=COMMAND_DEADLINE_SECONDS)
         whole = time.perf_counter() - start
         phases, main_seconds = json.loads(result.stdout.splitlines()[-1])
         print(f"  {model_name}: {whole:.2f} s in all (interpreter start and imports included); "

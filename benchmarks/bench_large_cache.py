@@ -31,6 +31,7 @@ PROJECT_DIR = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(PROJECT_DIR))
 
 from runs import cache  # noqa: E402
+from timing import COMMAND_DEADLINE_SECONDS  # noqa: E402
 from sources import classes  # noqa: E402
 from demo import simulation  # noqa: E402
 
@@ -132,6 +133,9 @@ def measure(arguments, cwd):
                                    stderr=subprocess.STDOUT, text=True)
         own_peak = tree_peak = 0
         while process.poll() is None:
+            if time.perf_counter() - start > COMMAND_DEADLINE_SECONDS:
+                process.kill()
+                raise RuntimeError(f"{' '.join(arguments)} still running after {COMMAND_DEADLINE_SECONDS} s")
             own = anonymous_kb(process.pid)
             own_peak = max(own_peak, own)
             tree_peak = max(tree_peak, own + sum(anonymous_kb(child) for child in descendants(process.pid)))

@@ -2,6 +2,10 @@
 import functools
 import time
 
+# The deadline of every command a benchmark starts and waits for: far above the longest that
+# RESULTS.md measures (tens of minutes), so that only a hung command meets it.
+COMMAND_DEADLINE_SECONDS = 6 * 3600
+
 
 class StageTimer:
     """Wraps functions so that the wall time of each outermost call is recorded under a label
