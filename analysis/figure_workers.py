@@ -18,6 +18,10 @@ from runs.outputs import write_figure
 # each figure is independent: inside `figure_processes()`, worker processes render them side by
 # side. They are spawned, not forked, since the parent may hold CUDA and other threads.
 FIGURE_PROCESSES = 4  # an analysis writes four figures
+# Below this many classes an analysis's figures take ~1-1.5 CPU-s in all to render here (measured
+# at 6 and 30 classes), less than two workers cost to start (~0.6 CPU-s each for matplotlib
+# alone): they are rendered in this process. At 100 classes they take ~2.5-6 s here.
+WORKERS_FROM_CLASSES = 50
 _figure_pool = None
 _figure_processes_allowed = False
 _figure_processes_failed = False  # once they could not run, the rest is rendered here
@@ -52,6 +56,11 @@ def _prepare_figure_process(parent_pid, spawned_by_main_thread):
 
 def _warm_up():
     """A task for each new worker: a spawning pool starts a process when no idle one takes it."""
+
+
+def worth_workers(num_classes):
+    """Whether the figures of an analysis of `num_classes` classes go to the worker processes."""
+    return num_classes >= WORKERS_FROM_CLASSES
 
 
 def start_figure_processes():
@@ -111,12 +120,12 @@ def stop_figure_processes():
         _figure_pool = None
 
 
-def write_figures(figures):
-    """Write {path: Figure} as PNGs, each atomically, side by side in the figure workers; return
-    when all are written. A worker that dies (or cannot start, as under a script without
-    `if __name__ == "__main__"`) leaves its figures to this process."""
+def write_figures(figures, in_workers=True):
+    """Write {path: Figure} as PNGs, each atomically, side by side in the figure workers (with
+    `in_workers`; else here); return when all are written. A worker that dies (or cannot start,
+    as under a script without `if __name__ == "__main__"`) leaves its figures to this process."""
     global _figure_processes_failed
-    pool = start_figure_processes() if len(figures) > 1 else None
+    pool = start_figure_processes() if in_workers and len(figures) > 1 else None
     try:
         futures = pool and [pool.submit(write_figure, path, figure) for path, figure in figures.items()]
     except BrokenProcessPool:  # a worker died before these were given: none of them was taken

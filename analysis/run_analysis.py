@@ -21,7 +21,7 @@ from analysis.class_roles import (Ranking, ZERO_PREDICTION_RULE, centroid_roles,
 from runs.cache import row_blocks
 from analysis.explorer_tables import explorer_tables
 from runs.tables import TABLES_FILE, write_tables
-from analysis.figure_workers import start_figure_processes, write_figures
+from analysis.figure_workers import start_figure_processes, worth_workers, write_figures
 from runs.outputs import none_if_nan, read_json, write_json
 from runs.kinds import REFERENCE_MODEL, run_kind
 from runs.descriptors import model_title, order_reference
@@ -291,7 +291,9 @@ def analyze(predictions, run_dir, out_dir):
     """Write metrics.json, centroids.json, pseudo_labels.json, why.json, explorer.npz (what the
     explorer shows that no JSON holds, so that it never reads the logits) and the figures of one
     run; return the first three JSONs."""
-    start_figure_processes()  # they start while the numbers are computed and the figures drawn
+    in_workers = worth_workers(len(predictions.wnids))
+    if in_workers:
+        start_figure_processes()  # they start while the numbers are computed and the figures drawn
     model = predictions.meta["model"]
     reference = reference_ranking(out_dir, model, [str(w) for w in predictions.wnids],
                                   predictions.meta)
@@ -322,5 +324,5 @@ def analyze(predictions, run_dir, out_dir):
     if detection:
         why.save_detection(run_dir / why.DETECTION_FILE, *detection)
     write_tables(run_dir / TABLES_FILE, tables)
-    write_figures(figures)
+    write_figures(figures, in_workers)
     return summary, centroids, selection

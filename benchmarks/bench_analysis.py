@@ -116,7 +116,7 @@ def timed_main(out, model):
             (plotting, "prediction_histogram", lambda *args: f"draw histogram_{args[3]}"),
             (plotting, "confusion_matrix_figure", "draw confusion_matrix"),
             (run_analysis, "write_json", lambda path, data: f"write {Path(path).name}"),
-            (run_analysis, "write_figures", "render + save the four PNGs (in parallel)"),
+            (run_analysis, "write_figures", "render + save the four PNGs (in parallel from 50 classes)"),
             (terminal_text, "format_report", "format report")]:
         timer.wrap(owner, name, label)
     start = time.perf_counter()

@@ -314,7 +314,7 @@ def timed_command(argv):
             (run_analysis, "centroid_neighbours", "analysis: centroids"),
             (run_analysis, "draw_figures", "figures: draw"),
             (run_analysis, "draw_pseudo_labels", "figures: draw"),
-            (run_analysis, "write_figures", "figures: render + save PNGs (in parallel)"),
+            (run_analysis, "write_figures", "figures: render + save PNGs (in parallel from 50 classes)"),
             (run_analysis, "write_json", "analysis: write JSON")]:
         timer.wrap(owner, name, label)
     original_compute_chunks = engine.compute_chunks

@@ -3,6 +3,7 @@ when rendering is interrupted, and this process taking over when a worker dies."
 import multiprocessing
 import os
 import shutil
+from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 
 import pytest
@@ -11,14 +12,19 @@ from matplotlib.figure import Figure
 from inference import distributed
 from analysis import figure_workers
 from runs import outputs
-from conftest import figure_worker_processes, run_cli
+from analysis import run_analysis
+from conftest import figure_worker_processes, run_cli, synthetic_predictions
 
 needs_two_cpus = pytest.mark.skipif(distributed.usable_cpus() < 2, reason="figure workers need 2 CPUs")
+
+
+WORKERS_FROM_CLASSES = figure_workers.WORKERS_FROM_CLASSES  # before the fixture below sets 1
 
 
 @pytest.fixture(autouse=True)
 def four_figure_processes(monkeypatch):
     monkeypatch.setattr(figure_workers, "FIGURE_PROCESSES", 4)  # conftest sets 1 for the other tests
+    monkeypatch.setattr(figure_workers, "WORKERS_FROM_CLASSES", 1)  # the 6-class runs' figures too
 
 
 @pytest.fixture
@@ -120,6 +126,21 @@ def test_workers_that_cannot_start_leave_the_figures_to_this_process(tmp_path, m
     for path in figures:
         assert path.read_bytes().startswith(b"\x89PNG\r\n")
     assert figure_workers.start_figure_processes() is None  # later figures are rendered here
+
+
+@needs_two_cpus
+def test_an_analysis_starts_workers_from_50_classes(tmp_path, monkeypatch, figure_processes):
+    monkeypatch.setattr(figure_workers, "WORKERS_FROM_CLASSES", WORKERS_FROM_CLASSES)
+    pools = []
+
+    def recorded_pool(*args, **options):
+        pools.append(ProcessPoolExecutor(*args, **options))
+        return pools[-1]
+    monkeypatch.setattr(figure_workers, "ProcessPoolExecutor", recorded_pool)
+    for num_classes, started in ((49, 0), (50, 1)):
+        predictions = synthetic_predictions("clip", 0, num_classes=num_classes, images_per_class=2)
+        run_analysis.analyze(predictions, tmp_path / f"k{num_classes}", tmp_path)
+        assert len(pools) == started and (tmp_path / f"k{num_classes}" / "confusion_matrix.png").is_file()
 
 
 def test_one_cpu_renders_here(tmp_path, monkeypatch, figure_processes):

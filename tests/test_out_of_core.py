@@ -49,7 +49,7 @@ def run_all(out, monkeypatch, block_rows):
     `block_rows` rows; {run/file: content} of every JSON and the logits of every cache."""
     monkeypatch.setattr(run_analysis, "BLOCK_ELEMENTS", block_rows * NUM_CLASSES)
     # Figures show the JSONs' numbers; not rendering them halves the time.
-    monkeypatch.setattr(run_analysis, "write_figures", lambda figures: None)
+    monkeypatch.setattr(run_analysis, "write_figures", lambda figures, in_workers: None)
     monkeypatch.setattr(training_free, "write_figure", lambda path, figure: None)
     cache.save_predictions(out / "clip" / "predictions.npz", clip_like_predictions())
     outputs = {}
@@ -286,7 +286,7 @@ def larger_cache(tmp_path_factory, read_only_folders):
         logits=logits, labels=labels, paths=np.array([f"{wnids[k]}/{i}.JPEG" for i, k in enumerate(labels)]),
         wnids=wnids, names=wnids, meta={"model": "clip"}))
     with pytest.MonkeyPatch.context() as monkeypatch:
-        monkeypatch.setattr(run_analysis, "write_figures", lambda figures: None)
+        monkeypatch.setattr(run_analysis, "write_figures", lambda figures, in_workers: None)
         run_analysis.analyze(cache.load_predictions(out / "clip" / "predictions.npz"), out / "clip", out)
     return read_only_folders.register(out)
 
@@ -300,7 +300,7 @@ def test_analysis_allocates_no_logits_sized_array(larger_cache, monkeypatch, tmp
     # Figures are drawn from per-class numbers alone; matplotlib's own memory is not the analysis.
     monkeypatch.setattr(run_analysis, "draw_figures", lambda *args: {})
     monkeypatch.setattr(run_analysis, "draw_pseudo_labels", lambda *args: None)
-    monkeypatch.setattr(run_analysis, "write_figures", lambda figures: None)
+    monkeypatch.setattr(run_analysis, "write_figures", lambda figures, in_workers: None)
     predictions = cache.load_predictions(larger_cache / "clip" / "predictions.npz")
     peak, _ = traced_peak(run_analysis.analyze, predictions, tmp_path / "clip", tmp_path)
     # Per image a few 8-byte numbers; a float64 copy of the logits would be 16 MB.
@@ -311,7 +311,7 @@ def test_analysis_allocates_no_logits_sized_array(larger_cache, monkeypatch, tmp
 def test_training_free_runs_allocate_no_logits_sized_array(larger_cache, monkeypatch, tmp_path, model):
     monkeypatch.setattr(run_analysis, "BLOCK_ELEMENTS", 1 << 14)
     monkeypatch.setattr(training_free, "write_figure", lambda path, figure: None)  # la_sweep.png's pixels
-    monkeypatch.setattr(run_analysis, "write_figures", lambda figures: None)
+    monkeypatch.setattr(run_analysis, "write_figures", lambda figures, in_workers: None)
     shutil.copytree(larger_cache / "clip", tmp_path / "clip")
     predictions = cache.load_predictions(tmp_path / "clip" / "predictions.npz")
     settings = DerivedRunSettings(logit_adjustment=LogitAdjustmentSettings(mode="online"))

@@ -99,7 +99,8 @@ def test_seeded(simulated):
 
 def test_simulated_meta_titles_every_figure_and_header(tmp_path, monkeypatch):
     drawn = []
-    monkeypatch.setattr(run_analysis, "write_figures", lambda figures: drawn.extend(figures.values()))
+    monkeypatch.setattr(run_analysis, "write_figures",
+                        lambda figures, in_workers: drawn.extend(figures.values()))
     for simulated_meta in (True, False):
         predictions = synthetic_predictions("clip", 0)
         if simulated_meta:

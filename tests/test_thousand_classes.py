@@ -32,8 +32,8 @@ def thousand_classes(tmp_path_factory, read_only_folders):
     drawn = {}
     with pytest.MonkeyPatch.context() as monkeypatch:
         write_figures = run_analysis.write_figures
-        monkeypatch.setattr(run_analysis, "write_figures",
-                            lambda figures: drawn.update(figures) or write_figures(figures))
+        monkeypatch.setattr(run_analysis, "write_figures", lambda figures, in_workers: (
+            drawn.update(figures) or write_figures(figures, in_workers)))
         assert run_cli("--model", "clip", "--from-cache", "--out", out) == 0
     report.write_report(out, for_out(out), name="Ada Lovelace")
     return read_only_folders.register(out), drawn

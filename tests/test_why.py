@@ -54,7 +54,7 @@ def test_histograms_mark_the_classes_clip_ca_found_mismatched(clip_out, monkeypa
     draw = plotting.prediction_histogram
     monkeypatch.setattr(plotting, "prediction_histogram",
                         lambda *args, **options: marks.append(options["marked"]) or draw(*args, **options))
-    monkeypatch.setattr(run_analysis, "write_figures", lambda figures: written.extend(figures))
+    monkeypatch.setattr(run_analysis, "write_figures", lambda figures, in_workers: written.extend(figures))
     clip = cache.load_predictions(clip_out / "clip" / "predictions.npz")
     run_analysis.analyze(clip, clip_out / "clip", clip_out)
     assert marks == [None, None]  # before clip-ca has run
