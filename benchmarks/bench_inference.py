@@ -26,13 +26,13 @@ import importlib
 import io
 import json
 import math
-import multiprocessing
 import os
 import platform
 import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
@@ -124,17 +124,19 @@ def write_photo_like_class(job):
 
 def write_inputs(folder, args):
     """(data root, clip weights, DebiasPL checkpoint or None when debiaspl is not benchmarked,
-    mean JPEG bytes). The JPEGs are written in parallel, while the weights are made."""
+    mean JPEG bytes). The JPEGs are written in threads (numpy and Pillow's encoder let go of the
+    GIL), while the weights are made: not in forked processes, which in a process with threads
+    (torch's, a test's) can inherit a lock another thread held, and wait for it forever."""
     wnids = synthetic.imagenet100_wnids()[:args.classes]
     per_class = math.ceil(args.images / len(wnids))
     jobs = [(folder / "data" / "val" / wnid, index, per_class, 0) for index, wnid in enumerate(wnids)]
-    with multiprocessing.Pool(distributed.usable_cpus()) as pool:
-        jpeg_bytes = pool.map_async(write_photo_like_class, jobs)
+    with ThreadPoolExecutor(distributed.usable_cpus()) as pool:
+        jpeg_bytes = pool.map(write_photo_like_class, jobs)
         # clip's weights always: a debiaspl command needs clip's class order from a clip run.
         clip_weights = synthetic.write_clip_weights(folder / "clip.pt")
         checkpoint = (synthetic.write_debiaspl_checkpoint(folder / "debiaspl.pth.tar")
                       if "debiaspl" in args.models else None)
-        total_bytes = sum(jpeg_bytes.get())
+        total_bytes = sum(jpeg_bytes)
     return folder / "data", clip_weights, checkpoint, total_bytes / (per_class * len(wnids))
 
 
