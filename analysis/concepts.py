@@ -233,8 +233,8 @@ def detect_mismatched_classes(image_features, text_features, predicted, confiden
     one cluster per remaining class. Without it, every clustering starts afresh from `n_init`
     k-means++ starts: ~6x slower (160 s instead of 20-40 s for ImageNet100's 5,000 x 1,024 and 100
     classes on 2 busy cores, with n_init = 1, both in float64; warm starts in float32 now take
-    6-13 s), the same planted classes found in our tests. Cost
-    grows as n x K^2 x D (K clusterings of K clusters). k-means++ gets the features as float64
+    6-13 s), the same planted classes found in our tests. Cost grows as n x K^2 x D (K
+    clusterings of K clusters). k-means++ gets the features as float64
     (400 MB at 50,000 x 1,024): scikit-learn's k-means++ on float32 recomputes its distances in
     float64 chunks and is ~6x slower. The warm-started clusterings, nearly all of the cost, get
     them as float32 (200 MB), in which Lloyd's iterations are ~1.7x faster: on the demo's 5,000

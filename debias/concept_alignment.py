@@ -2,13 +2,14 @@
 Appendix B.3, with WordNet's synonyms in place of CAP's LLM descriptions).
 
 Algorithm 1 (concepts.detect_mismatched_classes) finds the classes whose text embedding misses
-their images in clip's cached image features (the source run's analysis made it already when
-its algorithm1.npz is of the same features and settings: then it is read, not made again). For each, every alternative name (the wnid's
-WordNet lemmas from imagenet1k.tsv, and its current name) is embedded by CLIP's text encoder with
-clip's own prompts, and the one that best matches a K-means centre of the images Algorithm 1 left
-replaces the class's text embedding. The logits are then recomputed from the cached image
-features, logit_scale x image_features @ text_features.T, without reading an image. If the
-diagnosis is right, the recall of those classes rises. Writes alignment.json beside the cache.
+their images in clip's cached image features (read from the source run's algorithm1.npz when its
+analysis made it from the same features and settings). For each, every alternative name (the
+wnid's WordNet lemmas from imagenet1k.tsv, and its current name) is embedded by CLIP's text
+encoder with clip's own prompts, and the one that best matches a K-means centre of the images
+Algorithm 1 left replaces the class's text embedding. The logits are then recomputed from the
+cached image features, logit_scale x image_features @ text_features.T, without reading an image.
+If the diagnosis is right, the recall of those classes rises. Writes alignment.json beside the
+cache.
 """
 import sys
 from pathlib import Path

@@ -70,16 +70,20 @@ def recall_of(predictions, index):
     return metrics.precision_recall(confusion)[1][index]
 
 
+def planted_name_embedder(directions):
+    """names -> embeddings for planted_clip's class PLANTED: the current name (first) keeps the
+    wrong concept, every synonym shows the images'."""
+    def embed(names):
+        return np.array([directions[-1] if index == 0 else directions[PLANTED]
+                         for index in range(len(names))])
+    return embed
+
+
 def test_planted_mismatch_is_renamed_and_its_recall_restored(planted_clip):
     out, directions = planted_clip
     clip = cache.load_predictions(out / "clip" / "predictions.npz")
     assert recall_of(clip, PLANTED) < 0.1
-
-    def embed(names):  # the current name keeps the wrong concept; a synonym shows the images'
-        return np.array([directions[-1] if index == 0 else directions[PLANTED]
-                         for index in range(len(names))])
-
-    aligned = align_clip_concepts(options(out), out, out / "clip-ca", embed)
+    aligned = align_clip_concepts(options(out), out, out / "clip-ca", planted_name_embedder(directions))
     alignment = json.loads((out / "clip-ca" / "alignment.json").read_text())
     assert [entry["wnid"] for entry in alignment["mismatched"]] == [SUBSET_WNIDS[PLANTED]]
     assert alignment["mismatched"][0]["renamed"]
@@ -130,9 +134,7 @@ def test_the_analysis_s_detection_is_reused_only_for_the_same_features_and_setti
     assert len(made) == 1 and saved.is_file()
     verdict = json.loads((out / "clip" / why.WHY_FILE).read_text())["concepts"]["mismatch"]
     assert [entry["wnid"] for entry in verdict["mismatched"]] == [SUBSET_WNIDS[PLANTED]]
-
-    def embed(names):
-        return np.array([directions[-1] if index == 0 else directions[PLANTED] for index in range(len(names))])
+    embed = planted_name_embedder(directions)
     align_clip_concepts(options(out), out, out / "clip-ca", embed)
     assert len(made) == 1 and "Algorithm 1: the detection of clip's analysis" in capsys.readouterr().out
     reused = json.loads((out / "clip-ca" / "alignment.json").read_text())
@@ -143,7 +145,8 @@ def test_the_analysis_s_detection_is_reused_only_for_the_same_features_and_setti
     assert "Algorithm 1: the detection" not in capsys.readouterr().out
     changed = np.array(clip.image_features)
     changed[0, 0] += 1e-3
-    cache.save_predictions(out / "clip" / "predictions.npz", dataclasses.replace(clip, image_features=changed))
+    cache.save_predictions(out / "clip" / "predictions.npz",
+                           dataclasses.replace(clip, image_features=changed))
     align_clip_concepts(options(out), out, out / "clip-ca", embed)
     assert len(made) == 3 and "Algorithm 1: the detection" not in capsys.readouterr().out
     # A file that cannot be read is made anew too; what is reused is what would have been made.

@@ -26,10 +26,14 @@ def clip_arguments(inputs, data, out, *extra):
             "--chunk-size", CHUNK, "--threads", 1, *extra]
 
 
+def torchrun(processes):
+    """The launcher of a one-node job of `processes` processes."""
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={processes}"]
+
+
 def command(processes, arguments):
     """The command line of a run: torchrun for several processes, plain python for one."""
-    launcher = ([sys.executable, "-m", "torch.distributed.run", "--standalone",
-                 f"--nproc-per-node={processes}"] if processes > 1 else [sys.executable])
+    launcher = torchrun(processes) if processes > 1 else [sys.executable]
     return [*launcher, str(PROJECT_DIR / "starter.py"), *map(str, arguments)]
 
 
@@ -44,8 +48,7 @@ def run_commands_in_one_job(processes, runs):
     each run)."""
     import json
     from torchrun_commands import END_OF_RUN
-    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={processes}"]
-    job = subprocess.run([*launcher, str(PROJECT_DIR / "tests" / "torchrun_commands.py"),
+    job = subprocess.run([*torchrun(processes), str(PROJECT_DIR / "tests" / "torchrun_commands.py"),
                           json.dumps([[str(argument) for argument in run] for run in runs])],
                          capture_output=True, text=True, timeout=600, cwd=PROJECT_DIR)
     return job, job.stdout.split(END_OF_RUN)[:len(runs)]

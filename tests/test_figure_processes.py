@@ -10,9 +10,8 @@ import pytest
 from matplotlib.figure import Figure
 
 from inference import distributed
-from analysis import figure_workers
+from analysis import figure_workers, run_analysis
 from runs import outputs
-from analysis import run_analysis
 from conftest import figure_worker_processes, run_cli, synthetic_predictions
 
 needs_two_cpus = pytest.mark.skipif(distributed.usable_cpus() < 2, reason="figure workers need 2 CPUs")

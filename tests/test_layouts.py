@@ -137,8 +137,7 @@ def test_a_corrupt_member_is_skipped_or_named(corrupt_shards, weights, tmp_path,
     assert run_cli(*arguments(weights, data, tmp_path, "bad", "--workers", 0)) == 2
     error = capsys.readouterr().err
     assert f"error: cannot read {named}" in error and "--skip-bad-images" in error
-    assert run_cli(*arguments(weights, data, tmp_path, "bad", "--workers", 0,
-                                     "--skip-bad-images")) == 0
+    assert run_cli(*arguments(weights, data, tmp_path, "bad", "--workers", 0, "--skip-bad-images")) == 0
     assert f"skipped unreadable image {named}" in capsys.readouterr().err
     cache = cache_of(tmp_path / "test" / "bad")
     assert len(cache["logits"]) == IMAGES - 1 and f"0.tar/{member}" not in cache["paths"].tolist()
@@ -168,8 +167,8 @@ def resumed_in_one_job(datasets, weights, tmp_path_factory):
 @pytest.mark.parametrize("layout", RESUMED_LAYOUTS)
 def test_interrupted_then_two_processes_give_the_folders_logits(resumed_in_one_job, one_process_runs,
                                                                 layout):
-    """The logits of the folder's one-process run, byte for byte (a SIGKILLed run's parts resume
-    alike: test_distributed)."""
+    """The logits of the folder's one-process run, byte for byte (SIGKILLed processes' parts
+    resume alike: test_faults)."""
     run_dir, finished, printed = resumed_in_one_job[layout]
     assert finished == 1
     assert f"inference: {IMAGES - CHUNK * finished} images" in printed and "(2 processes)" in printed
