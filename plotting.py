@@ -8,12 +8,15 @@ every class name shows at its printed size. Past that (ImageNet-1k's 1,000 class
 would be legible: class axes show ranks in the display order, and the prediction histograms add
 two panels naming the END_CLASSES classes at each end (the most and least predicted).
 """
+import functools
+
 import matplotlib
 import numpy as np
 from matplotlib.cm import ScalarMappable
 from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
-from matplotlib.textpath import TextPath
+from matplotlib.font_manager import FontProperties
+from matplotlib.textpath import text_to_path
 
 MAX_TICK_LABELS = 120
 BAR_COLOR = "#4C72B0"
@@ -34,6 +37,16 @@ PSEUDO_LABEL_HEIGHT = 6.6  # a landscape page, with its heading and caption
 CLASS_LABEL_MARGIN = 1.9  # inches of a confusion matrix's side taken by class names and axis title
 COLORBAR_BESIDE = 0.7  # inches of a confusion matrix's width taken by a colour bar beside it
 AXIS_TITLE_INCHES = 0.3  # an axis title and the ticks' length and padding
+# The most a class name takes across its axis, so that long names (CLIP_benchmark's GTSRB ones
+# run to 50 characters) never squeeze the plot to nothing: they wrap onto the lines their ticks'
+# spacing holds, in the largest font (down to MIN_NAME_FONT) at which every name fits whole, and
+# what still does not fit ends in "…". Every ImageNet-1k name (the longest has 37 characters)
+# shows whole, on one line from 50 classes. The full names are in metrics.json and the explorer.
+NAME_INCHES = 1.6
+MIN_NAME_FONT = 6.0  # points: class names shrink to this, where the spacing allows more, to fit
+MAX_NAME_LINES = 3
+LINE_SPACING = 1.2  # matplotlib's, in font sizes
+ELLIPSIS = "…"
 # A confusion matrix of more classes than MAX_TICK_LABELS: 2 pixels per cell of 1,000 at 200 dpi
 # (a smaller image drops single confusions), its text sized to stay legible printed on A4.
 RANKED_CONFUSION_WIDTH = 12.0
@@ -45,12 +58,14 @@ def _named(num_classes):
 
 
 def _set_class_ticks(axis, names, rotation, axis_inches, label=None):
-    """Class names as tick labels in the largest font their spacing along the axis allows, and
-    `label` (if any) as the axis label. Past MAX_TICK_LABELS classes, ranks in the display order
+    """Class names as tick labels in the largest font their spacing along the axis allows, each
+    within NAME_INCHES across it (_class_font_size, _tick_labels), and `label` (if any) as the
+    axis label. Past MAX_TICK_LABELS classes, ranks in the display order
     instead (1, then every power of ten below K: 100, 200, ... for 1,000), said in the label."""
     if _named(len(names)):
-        axis.set_ticks(np.arange(len(names)), list(names), rotation=rotation,
-                       fontsize=_tick_font_size(axis_inches, len(names)))
+        size = _class_font_size(names, axis_inches)
+        axis.set_ticks(np.arange(len(names)), _tick_labels(names, size, axis_inches / len(names)),
+                       rotation=rotation, fontsize=size)
         if label:
             axis.set_label_text(label)
         return
@@ -58,6 +73,69 @@ def _set_class_ticks(axis, names, rotation, axis_inches, label=None):
     ranks = np.r_[1, np.arange(step, len(names) + 1, step)]
     axis.set_ticks(ranks - 1, [str(rank) for rank in ranks])
     axis.set_label_text(f"{label}: rank in this order" if label else "class rank in this order")
+
+
+def _class_font_size(names, axis_inches):
+    """The font of class names along an axis: the largest, from what their spacing allows
+    (_tick_font_size) down to MIN_NAME_FONT in half points, at which every name fits whole on
+    the lines the spacing holds (_fitted_name); else MIN_NAME_FONT, and the longest end in "…"."""
+    largest = _tick_font_size(axis_inches, len(names))
+    spacing = axis_inches / len(names)
+    for size in np.arange(largest, min(largest, MIN_NAME_FONT) - 0.25, -0.5):
+        labels = _tick_labels(names, size, spacing)
+        if all("".join(label.split()) == "".join(str(name).split()) for name, label in zip(names, labels)):
+            return float(size)
+    return min(largest, MIN_NAME_FONT)
+
+
+def _tick_labels(names, size, spacing_inches):
+    """Each class name as a tick label of at most NAME_INCHES printed in `size` points: a longer
+    one on as many lines as `spacing_inches` between ticks holds (MAX_NAME_LINES at most), its end
+    cut to "…" where even those do not hold it."""
+    lines = int(np.clip(spacing_inches * 72 // (LINE_SPACING * size), 1, MAX_NAME_LINES))
+    return [_fitted_name(str(name), size, lines) for name in names]
+
+
+@functools.lru_cache(maxsize=None)
+def _character_points(character):
+    """A character's advance in matplotlib's default font at 1 point."""
+    return text_to_path.get_text_width_height_descent(character, FontProperties(size=100), False)[0] / 100
+
+
+def _printed_points(text, size):
+    """The width of `text` in `size` points: its characters' advances (kerning, a few percent,
+    left out), so that fitting 100 long names costs milliseconds, not seconds."""
+    return size * sum(map(_character_points, text))
+
+
+def _fits(text, size):
+    return _printed_points(text, size) <= NAME_INCHES * 72
+
+
+def _fitted_name(name, size, lines):
+    """`name` wrapped at spaces (a word longer than a line, at a character) into lines of at
+    most NAME_INCHES, the last of `lines` ending in "…" if more would follow."""
+    if _fits(name, size):
+        return name
+    wrapped, line = [], ""
+    for word in name.split():
+        if _fits(f"{line} {word}".strip(), size):
+            line = f"{line} {word}".strip()
+            continue
+        if line:
+            wrapped.append(line)
+        while not _fits(word, size):
+            cut = next((cut for cut in range(len(word) - 1, 1, -1) if _fits(word[:cut], size)), 1)
+            wrapped.append(word[:cut])
+            word = word[cut:]
+        line = word
+    wrapped.append(line)
+    if len(wrapped) > lines:
+        last = " ".join(wrapped[lines - 1:])
+        while len(last) > 1 and not _fits(last + ELLIPSIS, size):
+            last = last[:-1]
+        wrapped[lines - 1:] = [last.rstrip() + ELLIPSIS]
+    return "\n".join(wrapped)
 
 
 def _bar_width(num_classes):
@@ -185,8 +263,10 @@ def _matrix_side(names, box_inches):
     and an axis title, whose font in turn follows the side (two rounds settle it)."""
     side = box_inches - CLASS_LABEL_MARGIN
     for _ in range(2):
-        size = _tick_font_size(side, len(names))
-        longest = max(TextPath((0, 0), str(name), size=size).get_extents().width for name in names)
+        size = _class_font_size(names, side)
+        longest = max(_printed_points(line, size)
+                      for label in _tick_labels(names, size, side / len(names))
+                      for line in label.split("\n"))
         side = box_inches - longest / 72 - AXIS_TITLE_INCHES
     return side
 
