@@ -37,13 +37,11 @@ PSEUDO_LABEL_HEIGHT = 6.6  # a landscape page, with its heading and caption
 CLASS_LABEL_MARGIN = 1.9  # inches of a confusion matrix's side taken by class names and axis title
 COLORBAR_BESIDE = 0.7  # inches of a confusion matrix's width taken by a colour bar beside it
 AXIS_TITLE_INCHES = 0.3  # an axis title and the ticks' length and padding
-# The most a class name takes across its axis, so that long names (CLIP_benchmark's GTSRB ones
-# run to 50 characters) never squeeze the plot to nothing: they wrap onto the lines their ticks'
-# spacing holds, in the largest font (down to MIN_NAME_FONT) at which every name fits whole, and
-# what still does not fit ends in "…". Every ImageNet-1k name (the longest has 37 characters)
-# shows whole, on one line from 50 classes. The full names are in metrics.json and the explorer.
+# The most a class name takes across its axis, so that long names (GTSRB's run to 50 characters)
+# never squeeze the plot: they wrap, shrink (to MIN_NAME_FONT) and end in "…" (_class_font_size).
+# Every ImageNet-1k name (at most 37 characters) shows whole, on one line from 50 classes.
 NAME_INCHES = 1.6
-MIN_NAME_FONT = 6.0  # points: class names shrink to this, where the spacing allows more, to fit
+MIN_NAME_FONT = 6.0  # points
 MAX_NAME_LINES = 3
 LINE_SPACING = 1.2  # matplotlib's, in font sizes
 ELLIPSIS = "…"
@@ -59,9 +57,9 @@ def _named(num_classes):
 
 def _set_class_ticks(axis, names, rotation, axis_inches, label=None):
     """Class names as tick labels in the largest font their spacing along the axis allows, each
-    within NAME_INCHES across it (_class_font_size, _tick_labels), and `label` (if any) as the
-    axis label. Past MAX_TICK_LABELS classes, ranks in the display order
-    instead (1, then every power of ten below K: 100, 200, ... for 1,000), said in the label."""
+    within NAME_INCHES across it, and `label` (if any) as the axis label. Past MAX_TICK_LABELS
+    classes, ranks in the display order instead (1, then every power of ten below K: 100, 200,
+    ... for 1,000), said in the label."""
     if _named(len(names)):
         size = _class_font_size(names, axis_inches)
         axis.set_ticks(np.arange(len(names)), _tick_labels(names, size, axis_inches / len(names)),
@@ -78,7 +76,8 @@ def _set_class_ticks(axis, names, rotation, axis_inches, label=None):
 def _class_font_size(names, axis_inches):
     """The font of class names along an axis: the largest, from what their spacing allows
     (_tick_font_size) down to MIN_NAME_FONT in half points, at which every name fits whole on
-    the lines the spacing holds (_fitted_name); else MIN_NAME_FONT, and the longest end in "…"."""
+    the lines the spacing holds (_tick_labels); else MIN_NAME_FONT, the longest cut to "…". The
+    full names are in metrics.json and the explorer."""
     largest = _tick_font_size(axis_inches, len(names))
     spacing = axis_inches / len(names)
     for size in np.arange(largest, min(largest, MIN_NAME_FONT) - 0.25, -0.5):
