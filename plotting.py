@@ -62,7 +62,9 @@ def _set_class_ticks(axis, names, rotation, axis_inches, label=None):
     ... for 1,000), said in the label."""
     if _named(len(names)):
         size = _class_font_size(names, axis_inches)
-        axis.set_ticks(np.arange(len(names)), _tick_labels(names, size, axis_inches / len(names)),
+        # "$" escaped: a name is text, never mathtext ("$\\frac$" would stop the drawing).
+        labels = _tick_labels(names, size, axis_inches / len(names))
+        axis.set_ticks(np.arange(len(names)), [label.replace("$", r"\$") for label in labels],
                        rotation=rotation, fontsize=size)
         if label:
             axis.set_label_text(label)

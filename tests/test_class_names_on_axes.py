@@ -1,9 +1,11 @@
 """Long class names on a figure's class axes (GTSRB's in CLIP_benchmark run to 50 characters)
 wrap, shrink or end in "…" within plotting.NAME_INCHES, measured on the drawn figure, instead of
-squeezing the plot to nothing; names that fit are left as they are."""
+squeezing the plot to nothing; names that fit are left as they are, and every name is drawn as
+typed, never as mathtext."""
 import warnings
 
 import numpy as np
+from matplotlib import cbook
 import pytest
 
 import plotting
@@ -97,3 +99,11 @@ def test_imagenet_names_are_left_whole_on_one_line_at_100_classes():
     for name, figure in figures(longest).items():
         assert sorted(text for text, _ in drawn_class_labels(figure)) == sorted(
             longest * (2 if "confusion" in name else 1)), name
+
+
+def test_names_are_drawn_as_typed_never_as_mathtext():
+    names = [r"$\frac$ of a class", "$x^2$ squared", "costs $5 or $6", "a plain class"]
+    for name, figure in figures(names).items():
+        labels = [text for text, _ in drawn_class_labels(figure)]  # "$\frac$" would raise here
+        assert labels and not any(cbook.is_math_text(text) for text in labels), name
+        assert {text.replace("\\$", "$") for text in labels} == set(names), name
