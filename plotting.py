@@ -38,7 +38,7 @@ CLASS_LABEL_MARGIN = 1.9  # inches of a confusion matrix's side taken by class n
 COLORBAR_BESIDE = 0.7  # inches of a confusion matrix's width taken by a colour bar beside it
 AXIS_TITLE_INCHES = 0.3  # an axis title and the ticks' length and padding
 # The most a class name takes across its axis, so that long names (GTSRB's run to 50 characters)
-# never squeeze the plot: they wrap, shrink (to MIN_NAME_FONT) and end in "…" (_class_font_size).
+# never squeeze the plot: they wrap, shrink (to MIN_NAME_FONT) and end in "…" (_class_labels).
 # Every ImageNet-1k name (at most 37 characters) shows whole, on one line from 50 classes.
 NAME_INCHES = 1.6
 MIN_NAME_FONT = 6.0  # points
@@ -61,9 +61,8 @@ def _set_class_ticks(axis, names, rotation, axis_inches, label=None):
     classes, ranks in the display order instead (1, then every power of ten below K: 100, 200,
     ... for 1,000), said in the label."""
     if _named(len(names)):
-        size = _class_font_size(names, axis_inches)
+        size, labels = _class_labels(names, axis_inches)
         # "$" escaped: a name is text, never mathtext ("$\\frac$" would stop the drawing).
-        labels = _tick_labels(names, size, axis_inches / len(names))
         axis.set_ticks(np.arange(len(names)), [label.replace("$", r"\$") for label in labels],
                        rotation=rotation, fontsize=size)
         if label:
@@ -75,18 +74,19 @@ def _set_class_ticks(axis, names, rotation, axis_inches, label=None):
     axis.set_label_text(f"{label}: rank in this order" if label else "class rank in this order")
 
 
-def _class_font_size(names, axis_inches):
-    """The font of class names along an axis: the largest, from what their spacing allows
-    (_tick_font_size) down to MIN_NAME_FONT in half points, at which every name fits whole on
-    the lines the spacing holds (_tick_labels); else MIN_NAME_FONT, the longest cut to "…". The
-    full names are in metrics.json and the explorer."""
+def _class_labels(names, axis_inches):
+    """(font size, tick labels) of class names along an axis: the largest size, from what their
+    spacing allows (_tick_font_size) down to MIN_NAME_FONT in half points, at which every name
+    fits whole on the lines the spacing holds (_tick_labels); else MIN_NAME_FONT, the longest
+    cut to "…". The full names are in metrics.json and the explorer."""
     largest = _tick_font_size(axis_inches, len(names))
+    smallest = min(largest, MIN_NAME_FONT)
     spacing = axis_inches / len(names)
-    for size in np.arange(largest, min(largest, MIN_NAME_FONT) - 0.25, -0.5):
+    for size in [*np.arange(largest, smallest, -0.5), smallest]:
         labels = _tick_labels(names, size, spacing)
         if all("".join(label.split()) == "".join(str(name).split()) for name, label in zip(names, labels)):
-            return float(size)
-    return min(largest, MIN_NAME_FONT)
+            break
+    return float(size), labels
 
 
 def _tick_labels(names, size, spacing_inches):
@@ -120,8 +120,9 @@ def _fitted_name(name, size, lines):
         return name
     wrapped, line = [], ""
     for word in name.split():
-        if _fits(f"{line} {word}".strip(), size):
-            line = f"{line} {word}".strip()
+        longer = f"{line} {word}" if line else word
+        if _fits(longer, size):
+            line = longer
             continue
         if line:
             wrapped.append(line)
@@ -264,10 +265,8 @@ def _matrix_side(names, box_inches):
     and an axis title, whose font in turn follows the side (two rounds settle it)."""
     side = box_inches - CLASS_LABEL_MARGIN
     for _ in range(2):
-        size = _class_font_size(names, side)
-        longest = max(_printed_points(line, size)
-                      for label in _tick_labels(names, size, side / len(names))
-                      for line in label.split("\n"))
+        size, labels = _class_labels(names, side)
+        longest = max(_printed_points(line, size) for label in labels for line in label.split("\n"))
         side = box_inches - longest / 72 - AXIS_TITLE_INCHES
     return side
 

@@ -5,8 +5,8 @@ typed, never as mathtext."""
 import warnings
 
 import numpy as np
-from matplotlib import cbook
 import pytest
+from matplotlib import cbook
 
 import plotting
 from sources import classes
